@@ -1,0 +1,49 @@
+//! One trait for what amitool asks of a cloud, two real implementations: AWS
+//! (the SDK, or LocalStack through an endpoint URL) and the local model of a
+//! Xen host (files in a state directory). Commands are written once against it.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
+
+pub mod aws;
+
+/// Which instance types `describe_instance_types` returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceTypeQuery {
+    /// Exactly these (an unknown name is an error); empty for all.
+    pub names: Vec<String>,
+    pub virtualization: Option<Virtualization>,
+    pub architecture: Option<String>,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// `aws` or `local`, for messages.
+    fn name(&self) -> &'static str;
+
+    /// The region used when the command line names none.
+    fn default_region(&self) -> Option<String>;
+
+    /// The regions enabled for the account (`--all-regions`).
+    async fn enabled_regions(&self) -> Result<Vec<String>>;
+
+    /// Whether `region` exists at all, for names the built-in table does not know.
+    async fn region_exists(&self, region: &str) -> Result<bool>;
+
+    /// Images of one region matching `filter`, in no particular order.
+    async fn describe_images(&self, region: &str, filter: &ImageFilter) -> Result<Vec<Image>>;
+
+    /// Instance types as the region describes them.
+    async fn describe_instance_types(
+        &self,
+        region: &str,
+        query: &InstanceTypeQuery,
+    ) -> Result<Vec<InstanceType>>;
+
+    /// The names of the instance types offered in the region.
+    async fn offered_instance_types(&self, region: &str) -> Result<BTreeSet<String>>;
+}

@@ -1,0 +1,145 @@
+//! The command line: global flags, subcommands, and the context they run in.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backend::aws::{AwsBackend, ClientOptions};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::output::Format;
+use crate::progress::ProgressPolicy;
+use crate::regions::{self, RegionSelection};
+
+pub mod compat;
+pub mod kernels;
+pub mod list;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "amitool",
+    version,
+    about = "See, check and migrate Xen paravirtual (PV) AMIs to HVM",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// EC2 through the AWS SDK (or LocalStack with --endpoint-url).
+    Aws,
+    /// The local model of a Xen host, kept in --state-dir.
+    Local,
+}
+
+/// Flags every subcommand takes, before or after its name.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Where images live: AWS, or the local Xen host model.
+    #[arg(long, global = true, value_enum, default_value_t = BackendKind::Aws)]
+    pub backend: BackendKind,
+    /// A region to work in (repeatable); default: the AWS chain's region.
+    #[arg(long = "region", global = true, value_name = "REGION")]
+    pub regions: Vec<String>,
+    /// Every region enabled for the account (DescribeRegions).
+    #[arg(long, global = true)]
+    pub all_regions: bool,
+    /// Every region that ever offered PV instances (built-in table).
+    #[arg(long, global = true)]
+    pub pv_regions: bool,
+    /// A named profile of the AWS config and credentials files.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Send AWS requests here (LocalStack: http://127.0.0.1:4566). AWS_ENDPOINT_URL works too.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// More detail on stderr (-vv for the SDK's own).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// AMIs by virtualization type, region, owner, architecture, name.
+    List(list::ListArgs),
+    /// Which instance types accept which images, and why not.
+    Compat(compat::CompatArgs),
+    /// The PV kernels (AKIs) of a region, and their equals in another.
+    Kernels(kernels::KernelsArgs),
+}
+
+/// What a command runs with.
+pub struct Context {
+    pub global: GlobalArgs,
+    pub backend: Box<dyn Backend>,
+    pub progress: ProgressPolicy,
+}
+
+impl Context {
+    pub fn format(&self) -> Format {
+        self.global.output
+    }
+
+    /// The regions selected by the global flags.
+    pub async fn regions(&self) -> Result<Vec<String>> {
+        let sel = RegionSelection {
+            regions: self.global.regions.clone(),
+            all_regions: self.global.all_regions,
+            pv_regions: self.global.pv_regions,
+        };
+        regions::resolve(&sel, self.backend.as_ref()).await
+    }
+
+    /// Exactly one region, for commands about one image.
+    pub async fn one_region(&self, what: &str) -> Result<String> {
+        let regions = self.regions().await?;
+        match regions.as_slice() {
+            [r] => Ok(r.clone()),
+            _ => Err(crate::error::Error::InvalidInput(format!(
+                "{what} works in one region; {} were selected ({})",
+                regions.len(),
+                regions.join(", ")
+            ))),
+        }
+    }
+}
+
+async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
+    match global.backend {
+        BackendKind::Aws => {
+            let opts = ClientOptions {
+                profile: global.profile.clone(),
+                endpoint_url: global.endpoint_url.clone(),
+            };
+            Ok(Box::new(AwsBackend::new(&opts).await))
+        }
+        BackendKind::Local => Err(crate::error::Error::InvalidInput(
+            "the local backend is not built yet".into(),
+        )),
+    }
+}
+
+/// Run a parsed command line; the exit status on success (a command such as
+/// `compat --ami` exits 1 for a negative verdict).
+pub async fn run(cli: Cli) -> Result<u8> {
+    let progress = ProgressPolicy::new(cli.global.no_progress, cli.global.output == Format::Json);
+    let backend = build_backend(&cli.global).await?;
+    let ctx = Context {
+        global: cli.global,
+        backend,
+        progress,
+    };
+    match cli.command {
+        Command::List(a) => list::run(&ctx, a).await,
+        Command::Compat(a) => compat::run(&ctx, a).await,
+        Command::Kernels(a) => kernels::run(&ctx, a).await,
+    }
+}

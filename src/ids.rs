@@ -1,0 +1,129 @@
+//! Syntactic checks of the identifiers a user types, so that a typo is a usage
+//! error before any request is sent.
+
+use crate::error::{Error, Result};
+
+/// The kinds of EC2 resource ids amitool reads from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Image,
+    Kernel,
+    Instance,
+    Snapshot,
+    Volume,
+}
+
+impl IdKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            IdKind::Image => "ami",
+            IdKind::Kernel => "aki",
+            IdKind::Instance => "i",
+            IdKind::Snapshot => "snap",
+            IdKind::Volume => "vol",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            IdKind::Image => "ami- followed by 8 or 17 hex digits",
+            IdKind::Kernel => "aki- followed by 8 or 17 hex digits",
+            IdKind::Instance => "i- followed by 8 or 17 hex digits",
+            IdKind::Snapshot => "snap- followed by 8 or 17 hex digits",
+            IdKind::Volume => "vol- followed by 8 or 17 hex digits",
+        }
+    }
+}
+
+/// `ami-0123abcd`, `aki-919dcaf8`, `i-0123456789abcdef0`: a prefix and 8 or 17 lowercase hex digits.
+pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
+    let ok = id
+        .strip_prefix(kind.prefix())
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| {
+            matches!(hex.len(), 8 | 17)
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::MalformedId {
+            kind: kind.prefix(),
+            id: id.to_string(),
+            expected: kind.expected(),
+        })
+    }
+}
+
+/// `m3.medium`, `c6gn.16xlarge`, `u-6tb1.metal`: lowercase family, a dot, a size.
+pub fn check_instance_type(t: &str) -> Result<()> {
+    let ok = t.split_once('.').is_some_and(|(family, size)| {
+        let part = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        part(family) && part(size)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::MalformedInstanceType(t.to_string()))
+    }
+}
+
+/// `eu-central-1`, `us-gov-west-1`, `cn-north-1`: letters and dashes ending in a number.
+pub fn region_is_well_formed(region: &str) -> bool {
+    let mut parts = region.split('-').collect::<Vec<_>>();
+    let Some(number) = parts.pop() else {
+        return false;
+    };
+    parts.len() >= 2
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_ids() {
+        assert!(check_id(IdKind::Image, "ami-0123abcd").is_ok());
+        assert!(check_id(IdKind::Image, "ami-0123456789abcdef0").is_ok());
+        assert!(check_id(IdKind::Image, "ami-0123ABCD").is_err());
+        assert!(check_id(IdKind::Image, "ami-0123abc").is_err());
+        assert!(check_id(IdKind::Image, "aki-0123abcd").is_err());
+        assert!(check_id(IdKind::Image, "ami0123abcd").is_err());
+        assert!(check_id(IdKind::Kernel, "aki-919dcaf8").is_ok());
+        assert!(check_id(IdKind::Instance, "i-0123456789abcdef0").is_ok());
+        let err = check_id(IdKind::Kernel, "aki-xyz").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("aki-xyz"));
+    }
+
+    #[test]
+    fn instance_types() {
+        assert!(check_instance_type("m3.medium").is_ok());
+        assert!(check_instance_type("u-6tb1.metal").is_ok());
+        assert!(check_instance_type("m3").is_err());
+        assert!(check_instance_type("M3.medium").is_err());
+        assert!(check_instance_type("m3.").is_err());
+        assert!(check_instance_type("m3.medium; rm").is_err());
+    }
+
+    #[test]
+    fn regions() {
+        assert!(region_is_well_formed("eu-central-1"));
+        assert!(region_is_well_formed("us-gov-west-1"));
+        assert!(!region_is_well_formed("eu-central"));
+        assert!(!region_is_well_formed("EU-central-1"));
+        assert!(!region_is_well_formed("eu--1"));
+        assert!(!region_is_well_formed("moon"));
+    }
+}

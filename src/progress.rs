@@ -1,0 +1,36 @@
+//! Progress bars on stderr, hidden when there is no terminal, with
+//! `--no-progress`, or when the output is JSON.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressPolicy {
+    pub enabled: bool,
+}
+
+impl ProgressPolicy {
+    pub fn new(no_progress: bool, json: bool) -> Self {
+        let tty = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        ProgressPolicy {
+            enabled: tty && !no_progress && !json,
+        }
+    }
+
+    /// A bar counting `len` units of work.
+    pub fn bar(&self, len: u64, message: &str) -> ProgressBar {
+        if !self.enabled {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new(len);
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos}/{len} [{elapsed}]")
+                .expect("static template"),
+        );
+        pb.set_message(message.to_string());
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb
+    }
+}
