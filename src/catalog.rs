@@ -36,6 +36,26 @@ pub struct Region {
     pub partition: String,
     pub pv: bool,
     pub source: String,
+    /// The PV-capable families offered there (Frankfurt never had T1, M1, M2 or C1).
+    #[serde(default)]
+    pub pv_families: Option<Vec<String>>,
+}
+
+impl Region {
+    /// Whether `instance_type` is offered here, as far as the table knows:
+    /// `None` unless the type is of a PV family and the region lists its families.
+    pub fn offers(&self, instance_type: &str) -> Option<bool> {
+        let family = instance_type.split('.').next().unwrap_or_default();
+        if !compat().is_pv_family(instance_type) {
+            return None;
+        }
+        if !self.pv {
+            return Some(false);
+        }
+        self.pv_families
+            .as_ref()
+            .map(|f| f.iter().any(|x| x == family))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod compat;
 pub mod error;
 pub mod ids;
+pub mod image;
 pub mod kernels;
 pub mod model;
 pub mod output;

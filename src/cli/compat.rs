@@ -208,7 +208,13 @@ fn accepting_offline(
     {
         return vec![];
     }
-    let all = catalog::compat().instance_types.iter().map(|t| &t.info);
+    let table = catalog::compat();
+    let known = region.as_deref().and_then(|r| table.region(r));
+    let all = table
+        .instance_types
+        .iter()
+        .map(|t| &t.info)
+        .filter(|t| known.is_none_or(|r| r.offers(&t.instance_type) != Some(false)));
     compat::accepting(all, virt, arch)
         .into_iter()
         .map(|info| offered(region.clone(), info))
@@ -270,7 +276,8 @@ async fn check_image(ctx: &Context, args: &CompatArgs, ami: &str) -> Result<u8> 
             region: region.clone(),
         })?;
     let (info, offered_in_region) = if args.offline {
-        (offline_type(itype)?, None)
+        let known = catalog::compat().region(&region);
+        (offline_type(itype)?, known.and_then(|r| r.offers(itype)))
     } else {
         let q = InstanceTypeQuery {
             names: vec![itype.clone()],

@@ -1,0 +1,224 @@
+"""amitool ready.d hook: serve the EBS direct APIs from LocalStack community.
+
+LocalStack exec()s this file inside its own process once all services are
+ready (see localstack/README.md).  `__file__` and `__name__` are not defined
+here, and every helper must be reached through this module's globals.
+
+What it changes, and why:
+
+1. Registers an `ebs` service.  The community edition has no EBS direct APIs
+   (StartSnapshot, PutSnapshotBlock, CompleteSnapshot, ListSnapshotBlocks,
+   GetSnapshotBlock, ListChangedBlocks), but the bundled moto implements them.
+   The service is a Skeleton over the botocore `ebs` spec whose every
+   operation is proxied to moto, exactly like LocalStack's own moto-backed
+   services.
+2. Block size: moto reports BlockSize 512; AWS uses 524288 bytes (512 KiB).
+   A client that trusts 512 would split an image into 1024 times too many
+   blocks and read back garbage offsets.
+3. Snapshot state: moto creates the EC2 snapshot behind StartSnapshot as
+   `completed` at once.  On AWS it stays `pending` until CompleteSnapshot, so
+   the EC2 snapshot is kept `pending` until then (a client that forgets
+   CompleteSnapshot must not see a usable snapshot).
+4. ListSnapshotBlocks returns BlockIndex as numbers sorted by index (moto
+   returns the path strings in arrival order), and an unknown snapshot id or
+   block index is answered with ResourceNotFoundException / ValidationException
+   like AWS instead of a Python KeyError (HTTP 500).
+"""
+
+import json
+import logging
+
+LOG = logging.getLogger("amitool.hooks.ebs")
+
+AWS_EBS_BLOCK_SIZE = 524288
+
+
+def _amitool_ebs_fix_models():
+    import moto.ebs.models as ebs_models
+
+    snapshot_cls = ebs_models.EBSSnapshot
+    if getattr(snapshot_cls, "_amitool_patched", False):
+        return
+    original_init = snapshot_cls.__init__
+
+    def __init__(self, account_id, snapshot):
+        original_init(self, account_id, snapshot)
+        self.block_size = AWS_EBS_BLOCK_SIZE
+        # AWS keeps the snapshot pending until CompleteSnapshot.
+        snapshot.status = "pending"
+        self.ec2_snapshot = snapshot
+
+    snapshot_cls.__init__ = __init__
+    snapshot_cls._amitool_patched = True
+
+    backend_cls = ebs_models.EBSBackend
+    original_complete = backend_cls.complete_snapshot
+    original_put = backend_cls.put_snapshot_block
+    original_get = backend_cls.get_snapshot_block
+    original_list = backend_cls.list_snapshot_blocks
+    original_changed = backend_cls.list_changed_blocks
+
+    def lookup(self, snapshot_id):
+        snapshot = self.snapshots.get(snapshot_id)
+        if snapshot is None:
+            raise _ebs_error(
+                404,
+                "ResourceNotFoundException",
+                f"The snapshot '{snapshot_id}' does not exist.",
+                "SNAPSHOT_NOT_FOUND",
+            )
+        return snapshot
+
+    def complete_snapshot(self, snapshot_id):
+        snapshot = lookup(self, snapshot_id)
+        result = original_complete(self, snapshot_id)
+        ec2_snapshot = getattr(snapshot, "ec2_snapshot", None)
+        if ec2_snapshot is not None:
+            ec2_snapshot.status = "completed"
+        return result
+
+    def put_snapshot_block(self, snapshot_id, block_index, *args, **kwargs):
+        snapshot = lookup(self, snapshot_id)
+        if snapshot.status != "pending":
+            raise _ebs_error(
+                400,
+                "ValidationException",
+                f"The snapshot '{snapshot_id}' is not in pending state.",
+                "INVALID_SNAPSHOT_STATE",
+            )
+        index = _block_index(block_index)
+        max_blocks = snapshot.volume_size * (1 << 30) // AWS_EBS_BLOCK_SIZE
+        if index >= max_blocks:
+            raise _ebs_error(
+                400,
+                "ValidationException",
+                f"Block index {index} is beyond the volume size of "
+                f"{snapshot.volume_size} GiB.",
+                "INVALID_BLOCK",
+            )
+        return original_put(self, snapshot_id, str(index), *args, **kwargs)
+
+    def get_snapshot_block(self, snapshot_id, block_index):
+        snapshot = lookup(self, snapshot_id)
+        key = str(_block_index(block_index))
+        if key not in snapshot.blocks:
+            raise _ebs_error(
+                400,
+                "ValidationException",
+                f"The block index {key} has no data in snapshot '{snapshot_id}'.",
+                "INVALID_BLOCK",
+            )
+        return original_get(self, snapshot_id, key)
+
+    def list_snapshot_blocks(self, snapshot_id):
+        lookup(self, snapshot_id)
+        return original_list(self, snapshot_id)
+
+    def list_changed_blocks(self, first_snapshot_id, second_snapshot_id):
+        if first_snapshot_id:
+            lookup(self, first_snapshot_id)
+        lookup(self, second_snapshot_id)
+        return original_changed(self, first_snapshot_id, second_snapshot_id)
+
+    backend_cls.complete_snapshot = complete_snapshot
+    backend_cls.put_snapshot_block = put_snapshot_block
+    backend_cls.get_snapshot_block = get_snapshot_block
+    backend_cls.list_snapshot_blocks = list_snapshot_blocks
+    backend_cls.list_changed_blocks = list_changed_blocks
+
+
+def _block_index(raw):
+    try:
+        index = int(raw)
+    except (TypeError, ValueError):
+        index = -1
+    if index < 0:
+        raise _ebs_error(
+            400,
+            "ValidationException",
+            f"Invalid block index '{raw}'.",
+            "INVALID_BLOCK",
+        )
+    return index
+
+
+def _ebs_error(status, code, message, reason):
+    from moto.core.exceptions import JsonRESTError
+
+    error = JsonRESTError(code, message)
+    error.code = status
+    body = json.loads(error.description)
+    body["Reason"] = reason
+    error.description = json.dumps(body)
+    return error
+
+
+def _amitool_ebs_fix_responses():
+    import moto.ebs.responses as ebs_responses
+
+    response_cls = ebs_responses.EBSResponse
+    if getattr(response_cls, "_amitool_patched", False):
+        return
+
+    def list_snapshot_blocks(self):
+        snapshot_id = self.path.split("/")[-2]
+        snapshot = self.ebs_backend.list_snapshot_blocks(snapshot_id=snapshot_id)
+        blocks = sorted(
+            (
+                {"BlockIndex": int(index), "BlockToken": block.block_token}
+                for index, block in snapshot.blocks.items()
+            ),
+            key=lambda block: block["BlockIndex"],
+        )
+        return json.dumps(
+            {
+                "Blocks": blocks,
+                "VolumeSize": snapshot.volume_size,
+                "BlockSize": snapshot.block_size,
+            }
+        )
+
+    original_changed = response_cls.list_changed_blocks
+
+    def list_changed_blocks(self):
+        body = json.loads(original_changed(self))
+        for block in body.get("ChangedBlocks", []):
+            block["BlockIndex"] = int(block["BlockIndex"])
+        body["ChangedBlocks"].sort(key=lambda block: block["BlockIndex"])
+        return json.dumps(body)
+
+    response_cls.list_snapshot_blocks = list_snapshot_blocks
+    response_cls.list_changed_blocks = list_changed_blocks
+    response_cls._amitool_patched = True
+
+
+def _amitool_ebs_register_service():
+    from localstack.aws.skeleton import Skeleton
+    from localstack.aws.spec import load_service
+    from localstack.services.moto import _proxy_moto
+    from localstack.utils.bootstrap import get_enabled_apis
+    from localstack.services.plugins import (
+        SERVICE_PLUGINS,
+        Service,
+        ServiceContainer,
+        ServiceState,
+    )
+
+    if "ebs" in SERVICE_PLUGINS._services:
+        return
+    model = load_service("ebs")
+    dispatch_table = {name: _proxy_moto for name in model.operation_names}
+    service = Service("ebs", skeleton=Skeleton(model, dispatch_table))
+    # `exists()` consults the provider specs, `require()` the containers.
+    specs = SERVICE_PLUGINS.api_provider_specs
+    specs["ebs"] = [SERVICE_PLUGINS.get_active_provider("ebs")]
+    SERVICE_PLUGINS._services["ebs"] = ServiceContainer(service, ServiceState.RUNNING)
+    # The set of enabled APIs is cached; anything that asked before this hook
+    # ran (the health endpoint does) would keep answering "not enabled".
+    get_enabled_apis.cache_clear()
+    LOG.info("amitool: registered ebs service (%d operations)", len(dispatch_table))
+
+
+_amitool_ebs_fix_models()
+_amitool_ebs_fix_responses()
+_amitool_ebs_register_service()

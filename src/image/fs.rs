@@ -1,0 +1,202 @@
+//! Reading a guest's ext2/3/4 filesystem in place, at any offset of a disk
+//! image, with ext4-view (no mount, no loop device).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use ext4_view::{Ext4, Ext4Read};
+
+/// Why a filesystem could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no ext2/3/4 filesystem at byte {offset} of {}", path.display())]
+    NotExt { path: PathBuf, offset: u64 },
+    #[error("the filesystem at byte {offset} of {} is damaged or truncated: {message}", path.display())]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
+}
+
+/// ext2, ext3 or ext4, as the superblock's feature flags say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    Ext2,
+    Ext3,
+    Ext4,
+}
+
+impl FsType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Ext2 => "ext2",
+            FsType::Ext3 => "ext3",
+            FsType::Ext4 => "ext4",
+        }
+    }
+}
+
+struct OffsetReader {
+    file: File,
+    offset: u64,
+}
+
+impl Ext4Read for OffsetReader {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        self.file.seek(SeekFrom::Start(self.offset + start))?;
+        self.file.read_exact(dst)?;
+        Ok(())
+    }
+}
+
+/// The superblock facts ext4-view does not expose: type and block count.
+#[derive(Debug, Clone, Copy)]
+pub struct Superblock {
+    pub fs_type: FsType,
+    /// Bytes the filesystem spans (blocks × block size).
+    pub size: u64,
+}
+
+pub fn read_superblock(path: &Path, offset: u64) -> Result<Superblock, FsError> {
+    let mut f = File::open(path).map_err(|source| FsError::Open {
+        path: path.into(),
+        source,
+    })?;
+    let mut sb = [0u8; 1024];
+    let not_ext = || FsError::NotExt {
+        path: path.into(),
+        offset,
+    };
+    f.seek(SeekFrom::Start(offset + 1024))
+        .map_err(|_| not_ext())?;
+    f.read_exact(&mut sb).map_err(|_| not_ext())?;
+    let le32 = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().expect("4 bytes"));
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return Err(not_ext());
+    }
+    let (compat, incompat) = (le32(0x5C), le32(0x60));
+    let fs_type = if incompat & (0x40 | 0x80 | 0x200) != 0 {
+        FsType::Ext4
+    } else if compat & 0x4 != 0 {
+        FsType::Ext3
+    } else {
+        FsType::Ext2
+    };
+    let blocks_lo = le32(0x04) as u64;
+    let blocks_hi = if incompat & 0x80 != 0 {
+        le32(0x150) as u64
+    } else {
+        0
+    };
+    let block_size = 1024u64 << le32(0x18).min(16);
+    Ok(Superblock {
+        fs_type,
+        size: ((blocks_hi << 32) | blocks_lo) * block_size,
+    })
+}
+
+/// A guest filesystem opened read-only.
+pub struct GuestFs {
+    fs: Ext4,
+    pub superblock: Superblock,
+}
+
+impl GuestFs {
+    pub fn open(path: &Path, offset: u64) -> Result<Self, FsError> {
+        let superblock = read_superblock(path, offset)?;
+        let file_len = std::fs::metadata(path)
+            .map_err(|source| FsError::Open {
+                path: path.into(),
+                source,
+            })?
+            .len();
+        if offset + superblock.size > file_len {
+            return Err(FsError::Damaged {
+                path: path.into(),
+                offset,
+                message: format!(
+                    "it spans {} bytes but the image holds only {} from there",
+                    superblock.size,
+                    file_len.saturating_sub(offset)
+                ),
+            });
+        }
+        let file = File::open(path).map_err(|source| FsError::Open {
+            path: path.into(),
+            source,
+        })?;
+        let fs =
+            Ext4::load(Box::new(OffsetReader { file, offset })).map_err(|e| FsError::Damaged {
+                path: path.into(),
+                offset,
+                message: e.to_string(),
+            })?;
+        Ok(GuestFs { fs, superblock })
+    }
+
+    pub fn label(&self) -> Option<String> {
+        self.fs
+            .label()
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    }
+
+    pub fn uuid(&self) -> String {
+        self.fs.uuid().to_string()
+    }
+
+    /// A regular file's text; `None` when absent (symlinks are followed).
+    pub fn read_text(&self, path: &str) -> Option<String> {
+        self.fs
+            .read(path)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Whether `path` names a regular file (after symlinks).
+    pub fn is_file(&self, path: &str) -> bool {
+        self.fs
+            .metadata(path)
+            .is_ok_and(|m| !m.is_dir() && m.len() > 0)
+    }
+
+    pub fn exists(&self, path: &str) -> bool {
+        self.fs.exists(path).unwrap_or(false)
+    }
+
+    /// Where a symlink points, if `path` is one.
+    pub fn link_target(&self, path: &str) -> Option<String> {
+        self.fs
+            .read_link(path)
+            .ok()
+            .map(|p| p.display().to_string())
+    }
+
+    /// Names in a directory; empty when it is absent.
+    pub fn list(&self, dir: &str) -> Vec<String> {
+        let Ok(entries) = self.fs.read_dir(dir) else {
+            return vec![];
+        };
+        let mut out: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().as_str().unwrap_or_default().to_string())
+            .filter(|n| n != "." && n != ".." && !n.is_empty())
+            .collect();
+        out.sort();
+        out
+    }
+}

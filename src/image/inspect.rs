@@ -1,0 +1,254 @@
+//! The preflight: what a PV disk holds and what its HVM future needs. It reads
+//! the disk the way PV-GRUB does (hd0: the whole disk is the filesystem;
+//! hd00: its first partition) and never writes.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::image::fs::{FsError, FsType, GuestFs};
+use crate::image::menulst::{self, MenuLst};
+use crate::kernels::Flavor;
+
+/// Drivers an HVM guest needs, by where it runs.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Drivers {
+    /// Xen HVM's disk driver (t2, m4, ...).
+    pub xen_blkfront: bool,
+    /// The Elastic Network Adapter (Nitro).
+    pub ena: bool,
+    /// EBS over NVMe (Nitro).
+    pub nvme: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub layout: Flavor,
+    pub fs_offset: u64,
+    pub fs_size: u64,
+    pub fs_type: FsType,
+    pub label: Option<String>,
+    pub uuid: String,
+    pub menu_lst: Option<String>,
+    #[serde(skip)]
+    pub menu: Option<MenuLst>,
+    pub default_title: Option<String>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub kernel_version: Option<String>,
+    pub drivers: Drivers,
+    /// Facts that stop a boot (PV-GRUB would fail, or the HVM disk would).
+    pub problems: Vec<String>,
+    /// Facts worth a change in the guest (`--fix-guest`), which do not stop a boot.
+    pub findings: Vec<String>,
+}
+
+impl Inspection {
+    pub fn boots(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Where the filesystem is, as PV-GRUB of `flavor` would look (either, when `None`).
+pub fn locate(path: &Path, flavor: Option<Flavor>) -> Result<(Flavor, u64), FsError> {
+    let whole = || crate::image::fs::read_superblock(path, 0).map(|_| (Flavor::Hd0, 0));
+    let part = || -> Result<(Flavor, u64), FsError> {
+        let not_ext = FsError::NotExt {
+            path: path.into(),
+            offset: 0,
+        };
+        let mut f = std::fs::File::open(path).map_err(|source| FsError::Open {
+            path: path.into(),
+            source,
+        })?;
+        let mbr = mbrman::MBR::read_from(&mut f, 512).map_err(|_| not_ext)?;
+        let p = mbr
+            .iter()
+            .find(|(_, p)| p.is_used())
+            .map(|(_, p)| p.starting_lba as u64 * 512);
+        let offset = p.ok_or(FsError::NotExt {
+            path: path.into(),
+            offset: 0,
+        })?;
+        crate::image::fs::read_superblock(path, offset).map(|_| (Flavor::Hd00, offset))
+    };
+    match flavor {
+        Some(Flavor::Hd0) => whole(),
+        Some(Flavor::Hd00) => part(),
+        None => whole().or_else(|_| part()),
+    }
+}
+
+fn version_of(kernel: &str) -> Option<String> {
+    let name = kernel.rsplit('/').next()?;
+    name.strip_prefix("vmlinuz-")
+        .or_else(|| name.strip_prefix("vmlinux-"))
+        .map(String::from)
+}
+
+fn drivers(fs: &GuestFs, version: &str) -> Drivers {
+    let dir = format!("/lib/modules/{version}");
+    let text = ["modules.builtin", "modules.dep", "modules.order"]
+        .iter()
+        .filter_map(|f| fs.read_text(&format!("{dir}/{f}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let has = |m: &str| {
+        text.lines().any(|l| {
+            let path = l.split(':').next().unwrap_or_default();
+            path.ends_with(&format!("/{m}.ko"))
+                || path.ends_with(&format!("/{m}.ko.xz"))
+                || path.ends_with(&format!("/{m}.ko.gz"))
+                || path.ends_with(&format!("/{m}.ko.zst"))
+        })
+    };
+    Drivers {
+        xen_blkfront: has("xen-blkfront"),
+        ena: has("ena"),
+        nvme: has("nvme"),
+    }
+}
+
+fn fstab_findings(fs: &GuestFs, uuid: &str) -> Vec<String> {
+    let Some(text) = fs.read_text("/etc/fstab") else {
+        return vec!["no /etc/fstab".into()];
+    };
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let mut w = line.split_whitespace();
+        let (Some(dev), Some(mp)) = (w.next(), w.next()) else {
+            continue;
+        };
+        if dev.starts_with('#') {
+            continue;
+        }
+        let xen_name = ["/dev/sd", "/dev/xvd", "/dev/hd"]
+            .iter()
+            .any(|p| dev.starts_with(p));
+        if !xen_name {
+            continue;
+        }
+        if mp == "/" {
+            out.push(format!(
+                "fstab line {}: / is mounted from {dev}, a name that changes on HVM (xvda1 on Xen, nvme0n1p1 on Nitro): use UUID={uuid}",
+                n + 1
+            ));
+        } else {
+            out.push(format!(
+                "fstab line {}: {mp} is mounted from {dev}, a device name that changes on HVM; use nofail or a UUID",
+                n + 1
+            ));
+        }
+    }
+    out
+}
+
+fn console_findings(fs: &GuestFs) -> Vec<String> {
+    let mut out = vec![];
+    let inittab = fs.read_text("/etc/inittab").unwrap_or_default();
+    let hvc_inittab = inittab
+        .lines()
+        .any(|l| !l.trim_start().starts_with('#') && l.contains("hvc0"));
+    let upstart = fs.exists("/etc/init/hvc0.conf");
+    let systemd = fs.exists("/etc/systemd/system/getty.target.wants/serial-getty@hvc0.service");
+    if hvc_inittab || upstart || systemd {
+        let serial = inittab.contains("ttyS0")
+            || fs.exists("/etc/init/ttyS0.conf")
+            || fs.exists("/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service");
+        if !serial {
+            out.push("a login getty runs on hvc0 only: on HVM the serial console is ttyS0".into());
+        }
+    }
+    out
+}
+
+/// Read the PV disk at `path` as PV-GRUB of `flavor` would (either, when `None`).
+pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsError> {
+    let (layout, fs_offset) = locate(path, flavor)?;
+    let fs = GuestFs::open(path, fs_offset)?;
+    let uuid = fs.uuid();
+    let mut problems = vec![];
+    let found = menulst::SEARCH_ORDER
+        .iter()
+        .find(|p| fs.is_file(p))
+        .map(|p| p.to_string());
+    let menu = found
+        .as_ref()
+        .and_then(|p| fs.read_text(p))
+        .map(|t| MenuLst::parse(&t));
+    let entry = menu.as_ref().and_then(|m| m.default_entry()).cloned();
+    match (&found, &menu, &entry) {
+        (None, _, _) => problems.push(format!(
+            "no boot menu: PV-GRUB looks for {} and none is there",
+            menulst::SEARCH_ORDER.join(", ")
+        )),
+        (Some(p), Some(m), None) => problems.push(format!(
+            "{p}: the default entry {} does not exist ({} entries)",
+            m.default,
+            m.entries.len()
+        )),
+        _ => {}
+    }
+    if let Some(e) = &entry {
+        match &e.kernel {
+            None => problems.push(format!("menu entry {:?} names no kernel", e.title)),
+            Some(k) if !fs.is_file(k) => problems.push(format!(
+                "the default entry {:?} boots {k}, which is not in the filesystem",
+                e.title
+            )),
+            _ => {}
+        }
+        if let Some(i) = e.initrd.as_ref().filter(|i| !fs.is_file(i)) {
+            problems.push(format!(
+                "the default entry {:?} loads initrd {i}, which is not in the filesystem",
+                e.title
+            ));
+        }
+    }
+    let kernel_version = entry
+        .as_ref()
+        .and_then(|e| e.kernel.as_deref())
+        .and_then(version_of);
+    let drivers = kernel_version
+        .as_deref()
+        .map(|v| drivers(&fs, v))
+        .unwrap_or_default();
+    let mut findings = fstab_findings(&fs, &uuid);
+    findings.extend(console_findings(&fs));
+    if let Some(e) = &entry {
+        if e.args
+            .iter()
+            .any(|a| a == "console=hvc0" || a == "console=xvc0")
+        {
+            findings.push("the kernel writes to the Xen console (console=hvc0); the HVM configuration uses ttyS0 instead".into());
+        }
+    }
+    if kernel_version.is_some() && !drivers.xen_blkfront {
+        findings.push("no xen-blkfront driver for the default kernel: it cannot see its disk on Xen HVM types (t2, m4)".into());
+    }
+    if kernel_version.is_some() && !drivers.nvme {
+        findings.push("no nvme driver for the default kernel: it cannot boot on Nitro types (t3, m5 and newer)".into());
+    }
+    if kernel_version.is_some() && !drivers.ena {
+        findings.push(
+            "no ena driver for the default kernel: the image will not be marked EnaSupport".into(),
+        );
+    }
+    Ok(Inspection {
+        layout,
+        fs_offset,
+        fs_size: fs.superblock.size,
+        fs_type: fs.superblock.fs_type,
+        label: fs.label(),
+        uuid,
+        menu_lst: found,
+        default_title: entry.as_ref().map(|e| e.title.clone()),
+        kernel: entry.as_ref().and_then(|e| e.kernel.clone()),
+        initrd: entry.as_ref().and_then(|e| e.initrd.clone()),
+        menu,
+        kernel_version,
+        drivers,
+        problems,
+        findings,
+    })
+}

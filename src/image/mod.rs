@@ -1,0 +1,8 @@
+//! Reading and writing disk images: filesystems, menu.lst, MBR and GRUB.
+
+pub mod fs;
+pub mod grub;
+pub mod hvm;
+pub mod inspect;
+pub mod menulst;
+pub mod sparse;
