@@ -9,6 +9,7 @@ pub mod error;
 pub mod ids;
 pub mod image;
 pub mod kernels;
+pub mod migrate;
 pub mod model;
 pub mod output;
 pub mod progress;

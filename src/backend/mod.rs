@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 
 pub mod aws;
+pub mod local;
 
 /// Which instance types `describe_instance_types` returns.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,4 +47,9 @@ pub trait Backend: Send + Sync {
 
     /// The names of the instance types offered in the region.
     async fn offered_instance_types(&self, region: &str) -> Result<BTreeSet<String>>;
+
+    /// The local Xen host, for what only it can do (launch, QEMU boots).
+    fn as_local(&self) -> Option<&local::LocalBackend> {
+        None
+    }
 }

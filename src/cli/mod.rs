@@ -10,8 +10,10 @@ use crate::progress::ProgressPolicy;
 use crate::regions::{self, RegionSelection};
 
 pub mod compat;
+pub mod images;
 pub mod kernels;
 pub mod list;
+pub mod migrate;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +63,9 @@ pub struct GlobalArgs {
     /// No progress bars.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// The local host's state directory (--backend local).
+    #[arg(long, global = true, value_name = "DIR", env = "AMITOOL_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
     /// More detail on stderr (-vv for the SDK's own).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -74,6 +79,16 @@ pub enum Command {
     Compat(compat::CompatArgs),
     /// The PV kernels (AKIs) of a region, and their equals in another.
     Kernels(kernels::KernelsArgs),
+    /// Register a local raw disk image as an AMI (local backend).
+    Import(images::ImportArgs),
+    /// Write an image's root disk to a raw file (local backend).
+    Export(images::ExportArgs),
+    /// The preflight: filesystem, boot menu, kernel drivers, findings (local backend).
+    Inspect(images::InspectArgs),
+    /// Start an instance the way Xen would and say whether it boots (local backend).
+    Launch(images::LaunchArgs),
+    /// A PV image or instance to a registered HVM image.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// What a command runs with.
@@ -121,9 +136,13 @@ async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
             };
             Ok(Box::new(AwsBackend::new(&opts).await))
         }
-        BackendKind::Local => Err(crate::error::Error::InvalidInput(
-            "the local backend is not built yet".into(),
-        )),
+        BackendKind::Local => {
+            let dir = global
+                .state_dir
+                .clone()
+                .unwrap_or_else(crate::backend::local::default_state_dir);
+            Ok(Box::new(crate::backend::local::LocalBackend::new(dir)))
+        }
     }
 }
 
@@ -141,5 +160,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::List(a) => list::run(&ctx, a).await,
         Command::Compat(a) => compat::run(&ctx, a).await,
         Command::Kernels(a) => kernels::run(&ctx, a).await,
+        Command::Import(a) => images::import(&ctx, a).await,
+        Command::Export(a) => images::export(&ctx, a).await,
+        Command::Inspect(a) => images::inspect_image(&ctx, a).await,
+        Command::Launch(a) => images::launch(&ctx, a).await,
+        Command::Migrate(a) => migrate::run(&ctx, a).await,
     }
 }

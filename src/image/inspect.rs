@@ -11,7 +11,7 @@ use crate::image::menulst::{self, MenuLst};
 use crate::kernels::Flavor;
 
 /// Drivers an HVM guest needs, by where it runs.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Drivers {
     /// Xen HVM's disk driver (t2, m4, ...).
     pub xen_blkfront: bool,

@@ -1,5 +1,6 @@
 //! Reading and writing disk images: filesystems, menu.lst, MBR and GRUB.
 
+pub mod boot;
 pub mod fs;
 pub mod grub;
 pub mod hvm;

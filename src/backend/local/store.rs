@@ -1,0 +1,244 @@
+//! The state directory of the local Xen host: one directory per region, with
+//! images, snapshots, volumes and instances as JSON records beside raw files.
+//! Records are written atomically (temporary file + rename).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::image::inspect::Drivers;
+use crate::image::sparse;
+use crate::model::Image;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    #[serde(flatten)]
+    pub image: Image,
+    pub root_snapshot_id: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// The GRUB 2 configuration amitool embedded in an HVM disk it built.
+    #[serde(default)]
+    pub grub_cfg: Option<String>,
+    #[serde(default)]
+    pub drivers: Option<Drivers>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub snapshot_id: String,
+    pub size: u64,
+    pub state: String,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub volume_id: String,
+    pub size: u64,
+    pub snapshot_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub instance_id: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub root_volume_id: String,
+    pub state: String,
+}
+
+/// Kinds of things kept, with their id prefix and directory.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Image,
+    Snapshot,
+    Volume,
+    Instance,
+}
+
+impl Kind {
+    fn dir(self) -> &'static str {
+        match self {
+            Kind::Image => "images",
+            Kind::Snapshot => "snapshots",
+            Kind::Volume => "volumes",
+            Kind::Instance => "instances",
+        }
+    }
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Image => "ami",
+            Kind::Snapshot => "snap",
+            Kind::Volume => "vol",
+            Kind::Instance => "i",
+        }
+    }
+}
+
+pub struct Store {
+    pub root: PathBuf,
+}
+
+/// 17 random hex digits, as current AWS ids have.
+fn random_hex17() -> Result<String> {
+    let mut b = [0u8; 9];
+    let path = Path::new("/dev/urandom");
+    std::io::Read::read_exact(
+        &mut File::open(path).map_err(|e| Error::io("open", path, e))?,
+        &mut b,
+    )
+    .map_err(|e| Error::io("read", path, e))?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(hex[..17].to_string())
+}
+
+impl Store {
+    pub fn new(root: PathBuf) -> Self {
+        Store { root }
+    }
+
+    pub fn dir(&self, region: &str, kind: Kind) -> PathBuf {
+        self.root.join(region).join(kind.dir())
+    }
+
+    pub fn record_path(&self, region: &str, kind: Kind, id: &str) -> PathBuf {
+        self.dir(region, kind).join(format!("{id}.json"))
+    }
+
+    /// The raw disk of a snapshot or volume.
+    pub fn data_path(&self, region: &str, kind: Kind, id: &str) -> PathBuf {
+        self.dir(region, kind).join(format!("{id}.raw"))
+    }
+
+    /// A fresh id not used in this region.
+    pub fn new_id(&self, region: &str, kind: Kind) -> Result<String> {
+        loop {
+            let id = format!("{}-{}", kind.prefix(), random_hex17()?);
+            if !self.record_path(region, kind, &id).exists() {
+                return Ok(id);
+            }
+        }
+    }
+
+    pub fn write<T: Serialize>(
+        &self,
+        region: &str,
+        kind: Kind,
+        id: &str,
+        record: &T,
+    ) -> Result<()> {
+        let dir = self.dir(region, kind);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let path = self.record_path(region, kind, id);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(record).expect("records serialize");
+        std::fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
+    }
+
+    pub fn read<T: DeserializeOwned>(
+        &self,
+        region: &str,
+        kind: Kind,
+        id: &str,
+    ) -> Result<Option<T>> {
+        let path = self.record_path(region, kind, id);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|source| Error::Json {
+                    what: format!("read {}", path.display()),
+                    source,
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    pub fn all<T: DeserializeOwned>(&self, region: &str, kind: Kind) -> Result<Vec<T>> {
+        let dir = self.dir(region, kind);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(String::from)
+            })
+            .collect();
+        ids.sort();
+        let mut out = vec![];
+        for id in ids {
+            if let Some(r) = self.read(region, kind, &id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove(&self, region: &str, kind: Kind, id: &str) -> Result<()> {
+        for path in [
+            self.record_path(region, kind, id),
+            self.data_path(region, kind, id),
+        ] {
+            if path.exists() {
+                let _ = make_writable(&path);
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy `src` into the store as a new snapshot's or volume's data,
+    /// sparse (and shared where the filesystem can); returns bytes copied.
+    pub fn copy_in(&self, src: &Path, region: &str, kind: Kind, id: &str) -> Result<u64> {
+        let dir = self.dir(region, kind);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        copy_file_sparse(src, &self.data_path(region, kind, id))
+    }
+}
+
+/// A sparse copy of `src` to a new file `dst`; removed again on failure.
+pub fn copy_file_sparse(src: &Path, dst: &Path) -> Result<u64> {
+    let s = File::open(src).map_err(|e| Error::io("open", src, e))?;
+    let len = s.metadata().map_err(|e| Error::io("stat", src, e))?.len();
+    let d = File::options()
+        .create_new(true)
+        .write(true)
+        .read(true)
+        .open(dst)
+        .map_err(|e| Error::io("create", dst, e))?;
+    let result = d
+        .set_len(len)
+        .and_then(|_| sparse::copy_sparse(&s, &d, 0))
+        .and_then(|n| d.sync_all().map(|_| n));
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(dst);
+        Error::io("copy into", dst, e)
+    })
+}
+
+pub fn make_read_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))
+        .map_err(|e| Error::io("protect", path, e))
+}
+
+fn make_writable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}

@@ -1,0 +1,340 @@
+//! `import`, `export`, `inspect` and `launch`: the image commands. They run
+//! on the local Xen host; the AWS side (EBS direct APIs) is not built yet.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::backend::local::{ImportRequest, LocalBackend};
+use crate::catalog;
+use crate::cli::list::{ArchArg, VirtArg};
+use crate::cli::Context;
+use crate::compat::{self, Placement};
+use crate::error::{Error, Result};
+use crate::ids::{self, IdKind};
+use crate::image::{boot, inspect};
+use crate::kernels::KernelName;
+use crate::model::Virtualization;
+use crate::output::{self, cell, Format, Tabular};
+
+/// The local host, or a usage error naming the command.
+pub fn local<'a>(ctx: &'a Context, command: &str) -> Result<&'a LocalBackend> {
+    ctx.backend.as_local().ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "`amitool {command}` runs on --backend local only; on AWS it needs the EBS direct API path, which is not built yet"
+        ))
+    })
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// A raw disk image (PV: a filesystem, or an MBR disk for hd00 kernels).
+    pub file: PathBuf,
+    #[arg(long, value_enum)]
+    pub virtualization: VirtArg,
+    /// The PV-GRUB kernel (aki-...) of the region; required for pv.
+    #[arg(long, value_name = "AKI")]
+    pub kernel: Option<String>,
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub arch: ArchArg,
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub async fn import(ctx: &Context, a: ImportArgs) -> Result<u8> {
+    let host = local(ctx, "import")?;
+    if let Some(k) = &a.kernel {
+        ids::check_id(IdKind::Kernel, k)?;
+    }
+    let region = ctx.one_region("import").await?;
+    let image = host.import(
+        &region,
+        &ImportRequest {
+            file: a.file,
+            virtualization: a.virtualization.into(),
+            kernel_id: a.kernel,
+            architecture: a.arch.as_str().into(),
+            name: a.name,
+        },
+    )?;
+    match ctx.format() {
+        Format::Json => output::emit(&output::json(&image)),
+        Format::Table => output::emit(&output::table(std::slice::from_ref(&image))),
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    pub image_id: String,
+    /// A new file (never overwritten).
+    pub file: PathBuf,
+}
+
+pub async fn export(ctx: &Context, a: ExportArgs) -> Result<u8> {
+    let host = local(ctx, "export")?;
+    ids::check_id(IdKind::Image, &a.image_id)?;
+    if a.file.exists() {
+        return Err(Error::InvalidInput(format!(
+            "{} exists; amitool does not overwrite",
+            a.file.display()
+        )));
+    }
+    let region = ctx.one_region("export").await?;
+    let copied = host.export(&region, &a.image_id, &a.file)?;
+    eprintln!(
+        "amitool: wrote {} ({copied} bytes of data)",
+        a.file.display()
+    );
+    Ok(0)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    pub image_id: String,
+}
+
+impl Tabular for inspect::Inspection {
+    fn headers() -> Vec<&'static str> {
+        vec![
+            "LAYOUT", "FS", "LABEL", "MENU", "KERNEL", "XEN-BLK", "ENA", "NVME", "PROBLEMS",
+        ]
+    }
+
+    fn wrapping_column() -> Option<usize> {
+        Some(8)
+    }
+
+    fn row(&self) -> Vec<String> {
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+        vec![
+            self.layout.as_str().into(),
+            self.fs_type.as_str().into(),
+            cell(self.label.as_deref()),
+            cell(self.menu_lst.as_deref()),
+            cell(self.kernel.as_deref()),
+            yes(self.drivers.xen_blkfront),
+            yes(self.drivers.ena),
+            yes(self.drivers.nvme),
+            if self.problems.is_empty() {
+                "-".into()
+            } else {
+                self.problems.join("\n")
+            },
+        ]
+    }
+}
+
+/// The preflight report of `inspect`.
+#[derive(Debug, Serialize)]
+pub struct InspectReport {
+    pub image_id: String,
+    pub region: String,
+    #[serde(flatten)]
+    pub inspection: inspect::Inspection,
+    /// The instance types the HVM result will run on.
+    pub runs_on: Vec<String>,
+}
+
+/// The types an HVM image with these drivers runs on, from the table.
+pub fn runs_on(arch: &str, d: &inspect::Drivers) -> Vec<String> {
+    let hvm = crate::model::Image {
+        virtualization_type: Some(Virtualization::Hvm),
+        architecture: Some(arch.into()),
+        ena_support: Some(d.ena),
+        ..Default::default()
+    };
+    let all = catalog::compat().instance_types.iter().map(|t| &t.info);
+    compat::accepting(all, Virtualization::Hvm, Some(arch))
+        .into_iter()
+        .filter(|t| compat::reasons(&hvm, t, &Placement::default()).is_empty())
+        .filter(|t| t.hypervisor.as_deref() != Some("xen") || d.xen_blkfront)
+        .filter(|t| t.nvme_support != "required" || d.nvme)
+        .map(|t| t.instance_type)
+        .collect()
+}
+
+pub async fn inspect_image(ctx: &Context, a: InspectArgs) -> Result<u8> {
+    let host = local(ctx, "inspect")?;
+    ids::check_id(IdKind::Image, &a.image_id)?;
+    let region = ctx.one_region("inspect").await?;
+    let (rec, path) = host.root_disk(&region, &a.image_id)?;
+    let flavor = LocalBackend::kernel_flavor(&region, &rec.image);
+    let insp = inspect::inspect(&path, flavor)
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", a.image_id)))?;
+    let arch = rec
+        .image
+        .architecture
+        .clone()
+        .unwrap_or_else(|| "x86_64".into());
+    let report = InspectReport {
+        image_id: a.image_id,
+        region,
+        runs_on: runs_on(&arch, &insp.drivers),
+        inspection: insp,
+    };
+    match ctx.format() {
+        Format::Json => output::emit(&output::json(&report)),
+        Format::Table => {
+            output::emit(&output::table(std::slice::from_ref(&report.inspection)));
+            for f in &report.inspection.findings {
+                output::emit(&format!("finding: {f}"));
+            }
+            output::emit(&format!("runs on (as HVM): {}", report.runs_on.join(", ")));
+        }
+    }
+    Ok(u8::from(!report.inspection.problems.is_empty()))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    pub image_id: String,
+    #[arg(long)]
+    pub instance_type: String,
+    /// Really boot an HVM image under qemu-system-x86_64.
+    #[arg(long)]
+    pub qemu: bool,
+    /// With --qemu: the text on the serial console that means success.
+    #[arg(long, default_value = "login:")]
+    pub expect: String,
+    /// With --qemu: seconds to wait.
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LaunchReport {
+    pub instance_id: Option<String>,
+    pub image_id: String,
+    pub instance_type: String,
+    pub region: String,
+    pub boots: bool,
+    pub reasons: Vec<String>,
+    pub qemu: Option<boot::QemuBoot>,
+}
+
+impl Tabular for LaunchReport {
+    fn headers() -> Vec<&'static str> {
+        vec!["INSTANCE", "IMAGE", "TYPE", "BOOTS", "REASONS"]
+    }
+
+    fn wrapping_column() -> Option<usize> {
+        Some(4)
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(self.instance_id.as_deref()),
+            self.image_id.clone(),
+            self.instance_type.clone(),
+            if self.boots { "yes" } else { "no" }.into(),
+            if self.reasons.is_empty() {
+                "-".into()
+            } else {
+                self.reasons.join("\n")
+            },
+        ]
+    }
+}
+
+/// What Xen checks before it starts a guest of `image` on `itype`.
+fn static_problems(
+    host: &LocalBackend,
+    region: &str,
+    image_id: &str,
+    itype: &str,
+) -> Result<Vec<String>> {
+    let (rec, path) = host.root_disk(region, image_id)?;
+    let info = catalog::compat()
+        .instance_type(itype)
+        .cloned()
+        .ok_or_else(|| Error::UnknownInstanceType {
+            instance_type: itype.into(),
+            region: region.into(),
+        })?;
+    let placement = Placement {
+        region_has_pv: compat::region_has_pv(region),
+        offered_in_region: catalog::compat()
+            .region(region)
+            .and_then(|r| r.offers(itype)),
+    };
+    let reasons = compat::reasons(&rec.image, &info, &placement);
+    if !reasons.is_empty() {
+        return Ok(reasons);
+    }
+    if rec.image.is_paravirtual() {
+        let Some(k) = rec.image.kernel_id.as_deref() else {
+            return Ok(vec!["a paravirtual image without a kernel (AKI)".into()]);
+        };
+        let Some(kernel) = LocalBackend::kernels(region)
+            .into_iter()
+            .find(|i| i.image_id == k)
+        else {
+            return Ok(vec![format!("kernel {k} does not exist in {region}")]);
+        };
+        if kernel.architecture != rec.image.architecture {
+            return Ok(vec![format!(
+                "kernel {k} is not {}",
+                rec.image.architecture.as_deref().unwrap_or("-")
+            )]);
+        }
+        let Some(flavor) = kernel
+            .name
+            .as_deref()
+            .and_then(KernelName::parse)
+            .and_then(|n| n.flavor)
+        else {
+            return Ok(vec![format!("kernel {k} is not a PV-GRUB kernel")]);
+        };
+        return Ok(boot::pv_problems(&path, flavor));
+    }
+    Ok(boot::hvm_problems(&path, rec.grub_cfg.as_deref()))
+}
+
+pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
+    let host = local(ctx, "launch")?;
+    ids::check_id(IdKind::Image, &a.image_id)?;
+    ids::check_instance_type(&a.instance_type)?;
+    let region = ctx.one_region("launch").await?;
+    let reasons = static_problems(host, &region, &a.image_id, &a.instance_type)?;
+    let mut report = LaunchReport {
+        instance_id: None,
+        image_id: a.image_id.clone(),
+        instance_type: a.instance_type.clone(),
+        region: region.clone(),
+        boots: reasons.is_empty(),
+        reasons,
+        qemu: None,
+    };
+    if report.boots {
+        let (mut inst, volume) = host.create_instance(&region, &a.image_id, &a.instance_type)?;
+        report.instance_id = Some(inst.instance_id.clone());
+        if a.qemu {
+            let rec = host.image_record(&region, &a.image_id)?;
+            if rec.image.is_paravirtual() {
+                return Err(Error::InvalidInput(
+                    "--qemu boots HVM images; QEMU cannot run PV-GRUB".into(),
+                ));
+            }
+            let log = volume.with_extension("serial.log");
+            let q = boot::qemu_boot(&volume, &log, &a.expect, Duration::from_secs(a.timeout))
+                .map_err(|e| Error::io("run qemu-system-x86_64 on", &volume, e))?;
+            if !q.reached {
+                report.boots = false;
+                report.reasons.push(format!(
+                    "QEMU: {:?} did not appear on the serial console within {} s (log: {})",
+                    q.expect,
+                    a.timeout,
+                    q.serial_log.display()
+                ));
+            }
+            report.qemu = Some(q);
+        }
+        let state = if report.boots { "running" } else { "stopped" };
+        host.set_instance_state(&region, &mut inst, state)?;
+    }
+    output::emit(&output::render_one(&report, ctx.format()));
+    Ok(u8::from(!report.boots))
+}

@@ -1,0 +1,161 @@
+//! Would this disk boot? The checks a Xen host makes before starting a guest,
+//! and a real boot under QEMU for HVM disks.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::image::fs::GuestFs;
+use crate::image::grub;
+use crate::image::hvm::{PART_START_LBA, SECTOR};
+use crate::image::inspect;
+use crate::image::menulst;
+use crate::kernels::Flavor;
+
+/// Why a PV disk would not boot under PV-GRUB of `flavor`; empty when it would.
+pub fn pv_problems(disk: &Path, flavor: Flavor) -> Vec<String> {
+    match inspect::inspect(disk, Some(flavor)) {
+        Ok(i) => i.problems,
+        Err(e) => vec![format!(
+            "PV-GRUB ({}) finds no filesystem: {e}",
+            flavor.as_str()
+        )],
+    }
+}
+
+/// Why an HVM disk would not boot from the BIOS; empty when it would.
+/// `grub_cfg` is the configuration amitool embedded, when known; otherwise
+/// the guest's /boot/grub/grub.cfg is read.
+pub fn hvm_problems(disk: &Path, grub_cfg: Option<&str>) -> Vec<String> {
+    let mut head = vec![0u8; 1024];
+    let read = std::fs::File::open(disk).and_then(|mut f| f.read_exact(&mut head));
+    if let Err(e) = read {
+        return vec![format!("cannot read the first sectors of the disk: {e}")];
+    }
+    if head[510..512] != [0x55, 0xAA] {
+        return vec![
+            "no MBR: sector 0 lacks the 55AA signature, so the BIOS will not boot it".into(),
+        ];
+    }
+    let mut out = vec![];
+    let facts = grub::read_boot_facts(&head[..512], &head[512..]);
+    if !facts.has_code {
+        out.push("the MBR holds no boot code".into());
+    } else if facts.kernel_sector != 1
+        || facts.core_start != 2
+        || facts.core_segment != grub::BLOCKLIST_SEGMENT
+    {
+        out.push(format!(
+            "GRUB's boot blocks do not chain: boot.img loads sector {}, core.img continues at sector {} (segment {:#x})",
+            facts.kernel_sector, facts.core_start, facts.core_segment
+        ));
+    } else if 2 + facts.core_sectors as u64 > PART_START_LBA {
+        out.push("core.img runs into the partition".into());
+    }
+    let mbr = match mbrman::MBR::read_from(&mut std::io::Cursor::new(head[..512].to_vec()), 512) {
+        Ok(m) => m,
+        Err(e) => return vec![format!("unreadable partition table: {e}")],
+    };
+    let Some((_, part)) = mbr.iter().find(|(_, p)| p.is_used()) else {
+        out.push("the partition table is empty".into());
+        return out;
+    };
+    let fs = match GuestFs::open(disk, part.starting_lba as u64 * SECTOR) {
+        Ok(fs) => fs,
+        Err(e) => {
+            out.push(format!("partition 1 holds no readable filesystem: {e}"));
+            return out;
+        }
+    };
+    let cfg = grub_cfg
+        .map(String::from)
+        .or_else(|| fs.read_text("/boot/grub/grub.cfg"));
+    let Some(cfg) = cfg else {
+        out.push("no GRUB configuration (embedded or /boot/grub/grub.cfg)".into());
+        return out;
+    };
+    match menulst::grub2_default_paths(&cfg) {
+        None => out.push("the GRUB configuration has no default entry with a kernel".into()),
+        Some((k, i)) => {
+            if !fs.is_file(&k) {
+                out.push(format!(
+                    "the default entry boots {k}, which is not in the filesystem"
+                ));
+            }
+            if let Some(i) = i.filter(|i| !fs.is_file(i)) {
+                out.push(format!(
+                    "the default entry loads initrd {i}, which is not in the filesystem"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The result of a QEMU boot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QemuBoot {
+    pub reached: bool,
+    pub expect: String,
+    pub seconds: f64,
+    pub serial_log: PathBuf,
+}
+
+/// Boot `disk` under qemu-system-x86_64 (TCG, serial console on a log file,
+/// the disk opened with snapshot=on so it is never written) until the serial
+/// log shows `expect` or `timeout` passes.
+pub fn qemu_boot(
+    disk: &Path,
+    serial_log: &Path,
+    expect: &str,
+    timeout: Duration,
+) -> std::io::Result<QemuBoot> {
+    let _ = std::fs::remove_file(serial_log);
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "pc",
+            "-m",
+            "512",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-serial",
+        ])
+        .arg(format!("file:{}", serial_log.display()))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,snapshot=on", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let seen = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).contains(expect))
+            .unwrap_or(false)
+    };
+    let reached = loop {
+        if seen(serial_log) {
+            break true;
+        }
+        if child.try_wait()?.is_some() {
+            break seen(serial_log);
+        }
+        if start.elapsed() > timeout {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(QemuBoot {
+        reached,
+        expect: expect.to_string(),
+        seconds: start.elapsed().as_secs_f64(),
+        serial_log: serial_log.to_path_buf(),
+    })
+}
