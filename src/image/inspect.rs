@@ -88,7 +88,8 @@ fn version_of(kernel: &str) -> Option<String> {
 
 fn drivers(fs: &GuestFs, version: &str) -> Drivers {
     let dir = format!("/lib/modules/{version}");
-    let text = ["modules.builtin", "modules.dep", "modules.order"]
+    // modules.order lists every module the kernel build made, installed or not.
+    let text = ["modules.builtin", "modules.dep"]
         .iter()
         .filter_map(|f| fs.read_text(&format!("{dir}/{f}")))
         .collect::<Vec<_>>()

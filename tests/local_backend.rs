@@ -1,0 +1,355 @@
+//! The local Xen host end to end: import the PV fixtures built from Debian
+//! packages, migrate them, and boot the results under QEMU to both markers;
+//! the broken fixtures must be refused with a clear reason.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_amitool")
+}
+
+/// The fixture directory, built on first use by tests/fixtures/build-images.sh.
+fn fixtures() -> &'static (PathBuf, Value) {
+    static F: OnceLock<(PathBuf, Value)> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = std::env::var_os("AMITOOL_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").expect("HOME"))
+                    .join(".cache/amitool/fixture-images")
+            });
+        let manifest = dir.join("manifest.json");
+        if !manifest.is_file() {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build-images.sh");
+            let st = Command::new("bash")
+                .arg(&script)
+                .arg(&dir)
+                .status()
+                .expect("run build-images.sh");
+            assert!(
+                st.success(),
+                "tests/fixtures/build-images.sh {} failed",
+                dir.display()
+            );
+        }
+        let m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+        (dir, m)
+    })
+}
+
+fn fixture_list() -> Vec<Value> {
+    fixtures().1["images"].as_array().unwrap().clone()
+}
+
+struct Host {
+    state: tempfile::TempDir,
+    region: &'static str,
+}
+
+impl Host {
+    fn new() -> Self {
+        Host {
+            state: tempfile::tempdir().unwrap(),
+            region: "us-east-1",
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args([
+                "--backend",
+                "local",
+                "--no-progress",
+                "--region",
+                self.region,
+                "--state-dir",
+            ])
+            .arg(self.state.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.run(&a);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Import a fixture as a PV AMI with the PV-GRUB kernel of its layout.
+    fn import(&self, fx: &Value) -> String {
+        let kernel = kernel_for(self.region, fx["layout"].as_str().unwrap_or("hd0"));
+        let file = fixtures().0.join(fx["file"].as_str().unwrap());
+        let img = self.json(&[
+            "import",
+            file.to_str().unwrap(),
+            "--virtualization",
+            "pv",
+            "--kernel",
+            &kernel,
+        ]);
+        img["image_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// The x86_64 PV-GRUB kernel of `flavor` in `region`, from the built-in table.
+fn kernel_for(region: &str, flavor: &str) -> String {
+    let t: Value = serde_json::from_str(include_str!("../data/kernels.json")).unwrap();
+    let want = format!("pv-grub-{flavor}_");
+    t["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["region"] == region)
+        .filter(|k| {
+            k["name"].as_str().unwrap().starts_with(&want)
+                && k["name"].as_str().unwrap().contains("x86_64")
+        })
+        .map(|k| k["kernel_id"].as_str().unwrap().to_string())
+        .next()
+        .unwrap_or_else(|| panic!("no {flavor} kernel in {region}"))
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn every_good_fixture_migrates_and_boots_under_qemu() {
+    let host = Host::new();
+    let good: Vec<Value> = fixture_list()
+        .into_iter()
+        .filter(|f| f["expected"] == "boots")
+        .collect();
+    assert!(good.len() >= 5, "too few good fixtures: {}", good.len());
+    for fx in good {
+        let name = fx["name"].as_str().unwrap();
+        let file = fixtures().0.join(fx["file"].as_str().unwrap());
+        let before = sha256(&file);
+        let ami = host.import(&fx);
+
+        // Launch the PV image on a PV type first: it boots as PV-GRUB would see it.
+        let pv = host.run(&["launch", &ami, "--instance-type", "m3.medium"]);
+        assert!(
+            pv.status.success(),
+            "{name}: PV launch: {}",
+            String::from_utf8_lossy(&pv.stdout)
+        );
+
+        let m = host.json(&["migrate", "--ami", &ami]);
+        assert_eq!(m["source_image_id"], ami.as_str());
+        let steps: Vec<&str> = m["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            steps,
+            ["snapshot", "inspect", "plan", "build", "register", "verify"],
+            "{name}"
+        );
+        let hvm = m["image_id"].as_str().unwrap().to_string();
+
+        // The source image is untouched, byte for byte.
+        let exported = host.state.path().join(format!("{name}.src.raw"));
+        let ex = host.run(&["export", &ami, exported.to_str().unwrap()]);
+        assert!(
+            ex.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ex.stderr)
+        );
+        assert_eq!(
+            sha256(&exported),
+            before,
+            "{name}: the source image changed"
+        );
+        assert_eq!(sha256(&file), before, "{name}: the fixture file changed");
+
+        let listed = host.json(&["list", "--virtualization", "hvm"]);
+        let img = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["image_id"] == hvm.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(img["virtualization_type"], "hvm");
+        assert_eq!(img["root_device_name"], "/dev/xvda");
+        assert_eq!(img["kernel_id"], Value::Null);
+        assert_eq!(
+            img["ena_support"],
+            fx["drivers"].as_array().unwrap().iter().any(|d| d == "ena")
+        );
+
+        // PV on t2.micro is refused, the HVM result is accepted, and it really boots.
+        let refused = host.run(&["launch", &ami, "--instance-type", "t2.micro"]);
+        assert_eq!(refused.status.code(), Some(1), "{name}");
+        let marker = format!("AMITOOL-ROOT-OK {name}");
+        let boot = host.json(&[
+            "launch",
+            &hvm,
+            "--instance-type",
+            "t2.micro",
+            "--qemu",
+            "--expect",
+            &marker,
+            "--timeout",
+            "240",
+        ]);
+        let log = std::fs::read_to_string(boot["qemu"]["serial_log"].as_str().unwrap())
+            .unwrap_or_default();
+        assert_eq!(boot["boots"], true, "{name}: {boot}\n{log}");
+        assert!(
+            log.contains("AMITOOL-INITRAMFS-OK"),
+            "{name}: no initramfs marker\n{log}"
+        );
+        assert!(log.contains(&marker), "{name}\n{log}");
+    }
+}
+
+#[test]
+fn broken_fixtures_are_refused_with_a_reason() {
+    let host = Host::new();
+    let broken: Vec<Value> = fixture_list()
+        .into_iter()
+        .filter(|f| f["expected"] == "refused")
+        .collect();
+    assert!(broken.len() >= 4, "too few broken fixtures");
+    for fx in broken {
+        let name = fx["name"].as_str().unwrap();
+        let ami = host.import(&fx);
+        let out = host.run(&["migrate", "--ami", &ami]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.starts_with("amitool: ") && err.trim_end().lines().count() == 1,
+            "{name}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        let launch = host.run(&[
+            "launch",
+            &ami,
+            "--instance-type",
+            "m3.medium",
+            "--output",
+            "json",
+        ]);
+        assert_eq!(launch.status.code(), Some(1), "{name}");
+        let report: Value = serde_json::from_slice(&launch.stdout).unwrap();
+        assert_eq!(report["boots"], false, "{name}");
+        assert!(!report["reasons"].as_array().unwrap().is_empty(), "{name}");
+        // Nothing was registered for a refused migration.
+        let hvm = host.json(&["list", "--virtualization", "hvm"]);
+        assert!(hvm.as_array().unwrap().is_empty(), "{name}: {hvm}");
+    }
+}
+
+#[test]
+fn migrating_an_instance_leaves_no_temporary_snapshot() {
+    let host = Host::new();
+    let fx = fixture_list()
+        .into_iter()
+        .find(|f| f["expected"] == "boots")
+        .unwrap();
+    let ami = host.import(&fx);
+    let launch = host.json(&["launch", &ami, "--instance-type", "m1.small"]);
+    let inst = launch["instance_id"].as_str().unwrap().to_string();
+    let snaps = |h: &Host| {
+        std::fs::read_dir(h.state.path().join("us-east-1/snapshots"))
+            .unwrap()
+            .count()
+    };
+    let before = snaps(&host);
+    let m = host.json(&["migrate", "--instance", &inst]);
+    assert_eq!(m["source_image_id"], ami.as_str());
+    // One new snapshot: the HVM image's root; the instance's snapshot is gone.
+    assert_eq!(
+        snaps(&host),
+        before + 2,
+        "json and raw of exactly one new snapshot"
+    );
+}
+
+#[test]
+fn local_list_kernels_and_compat_run_unchanged() {
+    let host = Host::new();
+    let kernels = host.json(&["kernels"]);
+    assert!(kernels
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["name"] == "pv-grub-hd0_1.05-x86_64.gz"));
+    let pv = host.json(&["compat", "--virtualization", "pv"]);
+    assert!(pv
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["supported_virtualization_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "paravirtual")));
+    let empty = host.json(&["list"]);
+    assert!(empty
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["image_type"] == "kernel"));
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let host = Host::new();
+    for (args, code) in [
+        (
+            vec![
+                "import",
+                "/nonexistent.img",
+                "--virtualization",
+                "pv",
+                "--kernel",
+                "aki-919dcaf8",
+            ],
+            2,
+        ),
+        (vec!["migrate", "--ami", "ami-zzz"], 2),
+        (vec!["migrate", "--ami", "ami-0123456789abcdef0"], 2),
+        (
+            vec![
+                "launch",
+                "ami-0123456789abcdef0",
+                "--instance-type",
+                "m3.medium",
+            ],
+            2,
+        ),
+        (
+            vec!["export", "ami-0123456789abcdef0", "/tmp/never-written.raw"],
+            2,
+        ),
+    ] {
+        let out = host.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"));
+    }
+    assert!(!Path::new("/tmp/never-written.raw").exists());
+}
