@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The main job with no AWS account: build a sample PV image from Debian
+# packages, import it into the local Xen host, migrate it to HVM, boot the
+# result under QEMU and show what happened.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
+fixtures="${AMITOOL_FIXTURES:-$HOME/.cache/amitool/fixture-images}"
+state="${AMITOOL_STATE_DIR:-$(mktemp -d)}"
+bash tests/fixtures/build-images.sh "$fixtures" | tail -n 1
+cargo build -q
+amitool() { "$CARGO_TARGET_DIR/debug/amitool" --backend local --state-dir "$state" --region eu-central-1 "$@"; }
+
+echo "== PV-GRUB kernels of the local eu-central-1 (hd0, x86_64)"
+amitool kernels --flavor hd0 --arch x86_64
+aki=$(amitool kernels --flavor hd0 --arch x86_64 --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["kernel_id"])')
+echo "== import $fixtures/menulst-root-hd0.img as a PV AMI with $aki"
+ami=$(amitool import "$fixtures/menulst-root-hd0.img" --virtualization pv --kernel "$aki" --name quickstart-pv --output json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])')
+amitool list
+echo "== preflight"
+amitool inspect "$ami" || true
+echo "== a PV image on t2.micro is refused, as AWS refuses it"
+amitool launch "$ami" --instance-type t2.micro || true
+echo "== migrate"
+hvm=$(amitool migrate --ami "$ami" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])')
+amitool list --virtualization hvm
+echo "== boot $hvm under QEMU on t2.micro"
+amitool launch "$hvm" --instance-type t2.micro --qemu --expect "AMITOOL-ROOT-OK" --timeout 240
+echo "state directory: $state"
