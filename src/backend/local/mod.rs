@@ -148,6 +148,28 @@ impl LocalBackend {
         Ok(rec)
     }
 
+    /// Make a file of the state directory a snapshot by moving it in.
+    pub fn adopt_as_snapshot(&self, region: &str, src: &Path, description: &str, tags: &BTreeMap<String, String>) -> Result<SnapshotRecord> {
+        let id = self.store.new_id(region, Kind::Snapshot)?;
+        let size = std::fs::metadata(src).map_err(|e| Error::io("stat", src, e))?.len();
+        let dir = self.store.dir(region, Kind::Snapshot);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let dst = self.snapshot_path(region, &id);
+        if std::fs::rename(src, &dst).is_err() {
+            self.store.copy_in(src, region, Kind::Snapshot, &id)?;
+        }
+        store::make_read_only(&dst)?;
+        let rec = SnapshotRecord {
+            snapshot_id: id.clone(),
+            size,
+            state: "completed".into(),
+            description: Some(description.to_string()),
+            tags: tags.clone(),
+        };
+        self.store.write(region, Kind::Snapshot, &id, &rec)?;
+        Ok(rec)
+    }
+
     /// RegisterImage: a new image over an existing snapshot.
     pub fn register(&self, region: &str, mut rec: ImageRecord) -> Result<Image> {
         let id = self.store.new_id(region, Kind::Image)?;

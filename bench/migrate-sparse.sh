@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Migrate a sparse 8 GiB PV image holding 1 GiB of data on the local backend,
+# and print wall time, bytes written, output allocation and peak RSS next to
+# `cp --sparse=always` and `qemu-img convert -O raw` of the same image.
+# Targets: wall within 1.2x of cp, output allocation within 2 MiB of the
+# input's, peak RSS under 64 MiB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
+# The dev profile by default: a clean release build of the AWS SDK takes
+# ~20 min on 2 cores, and the work here is the kernel's copy_file_range.
+profile=${BENCH_PROFILE:-dev}
+cargo build -q --profile "$profile"
+bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/amitool"
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+size=${BENCH_SIZE:-8G}; data_mib=${BENCH_DATA_MIB:-1024}
+
+mkdir -p "$work/root/boot/grub" "$work/root/etc"
+printf 'default 0\ntimeout 1\ntitle bench\nroot (hd0)\nkernel /boot/vmlinuz-bench root=LABEL=bench ro console=hvc0\ninitrd /boot/initrd-bench\n' > "$work/root/boot/grub/menu.lst"
+head -c 4M /dev/urandom > "$work/root/boot/vmlinuz-bench"
+head -c 1M /dev/urandom > "$work/root/boot/initrd-bench"
+printf 'LABEL=bench / ext4 defaults 0 1\n' > "$work/root/etc/fstab"
+head -c "${data_mib}M" /dev/urandom > "$work/root/data.bin"
+truncate -s "$size" "$work/pv.img"
+mke2fs -q -F -t ext4 -L bench -d "$work/root" "$work/pv.img"
+rm -rf "$work/root"
+alloc() { echo $(( $(stat -c %b "$1") * $(stat -c %B "$1") )); }
+echo "input: $(stat -c %s "$work/pv.img") bytes, $(alloc "$work/pv.img") allocated"
+
+# run NAME OUTPUT CMD...: wall seconds, peak RSS (KiB), bytes written (from /proc io accounting via GNU time)
+run() {
+  local name=$1 out=$2; shift 2
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  /usr/bin/time -f '%e %M %O' -o "$work/time" "$@" >/dev/null
+  read -r wall rss outblocks < "$work/time"
+  printf '%-22s wall %6.2f s   peak RSS %7d KiB   written %12d B   output allocated %12d B\n' \
+    "$name" "$wall" "$rss" $(( outblocks * 512 )) "$([ -f "$out" ] && alloc "$out" || echo 0)"
+  echo "$wall" > "$work/$name.wall"
+}
+
+state="$work/state"
+aki=aki-5c21674b   # us-east-1 pv-grub-hd0_1.05-x86_64.gz (data/kernels.json)
+ami=$("$bin" --backend local --state-dir "$state" --region us-east-1 import "$work/pv.img" --virtualization pv --kernel "$aki" --output json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])')
+run amitool-migrate "$state/none" "$bin" --backend local --state-dir "$state" --region us-east-1 migrate --ami "$ami" --output json
+hvm_snap=$(ls -t "$state/us-east-1/snapshots/"*.raw | head -1)
+echo "  amitool's output (the new HVM snapshot): $(alloc "$hvm_snap") B allocated of $(stat -c %s "$hvm_snap")"
+run cp-sparse "$work/cp.img" cp --sparse=always "$work/pv.img" "$work/cp.img"
+if command -v qemu-img >/dev/null; then
+  run qemu-img-convert "$work/qemu.img" qemu-img convert -O raw "$work/pv.img" "$work/qemu.img"
+fi
+python3 - "$work" <<'PY'
+import sys
+w = sys.argv[1]
+a = float(open(f"{w}/amitool-migrate.wall").read()); c = float(open(f"{w}/cp-sparse.wall").read())
+print(f"ratio amitool/cp wall: {a / c:.2f} (target <= 1.2)")
+PY
