@@ -171,7 +171,9 @@ async fn list(ctx: &Context, args: &KernelsArgs) -> Result<u8> {
     kernels.sort_by(|a, b| {
         (&a.region, &a.name, &a.kernel_id).cmp(&(&b.region, &b.name, &b.kernel_id))
     });
-    output::emit(&output::render(&kernels, ctx.format()));
+    if failed < regions.len() {
+        output::emit(&output::render(&kernels, ctx.format()));
+    }
     Ok(u8::from(failed > 0))
 }
 

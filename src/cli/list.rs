@@ -157,7 +157,9 @@ pub async fn run(ctx: &Context, args: ListArgs) -> Result<u8> {
     let (found, failed) = regions::report_failures(results);
     let mut images: Vec<Image> = found.into_iter().flatten().collect();
     sort_images(&mut images);
-    output::emit(&output::render(&images, ctx.format()));
+    if failed < regions.len() {
+        output::emit(&output::render(&images, ctx.format()));
+    }
     Ok(u8::from(failed > 0))
 }
 

@@ -54,6 +54,16 @@ where
         .find(|p| !p.is_empty() && !p.contains("dispatch failure") && !p.contains("other"))
         .cloned()
         .unwrap_or_else(|| parts.last().cloned().unwrap_or_default());
+    // One line: the SDK's credential chain lists every provider it tried on
+    // lines of their own; the first line says what a person needs.
+    let message = message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches(". Attempted:")
+        .trim_end_matches(':')
+        .to_string();
     if lower.contains("credential") {
         return Error::Credentials {
             action,

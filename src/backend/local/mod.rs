@@ -149,9 +149,17 @@ impl LocalBackend {
     }
 
     /// Make a file of the state directory a snapshot by moving it in.
-    pub fn adopt_as_snapshot(&self, region: &str, src: &Path, description: &str, tags: &BTreeMap<String, String>) -> Result<SnapshotRecord> {
+    pub fn adopt_as_snapshot(
+        &self,
+        region: &str,
+        src: &Path,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<SnapshotRecord> {
         let id = self.store.new_id(region, Kind::Snapshot)?;
-        let size = std::fs::metadata(src).map_err(|e| Error::io("stat", src, e))?.len();
+        let size = std::fs::metadata(src)
+            .map_err(|e| Error::io("stat", src, e))?
+            .len();
         let dir = self.store.dir(region, Kind::Snapshot);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let dst = self.snapshot_path(region, &id);
