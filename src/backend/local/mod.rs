@@ -137,6 +137,17 @@ impl LocalBackend {
             .len();
         self.store.copy_in(src, region, Kind::Snapshot, &id)?;
         store::make_read_only(&self.snapshot_path(region, &id))?;
+        self.record_snapshot(region, id, size, description, tags)
+    }
+
+    fn record_snapshot(
+        &self,
+        region: &str,
+        id: String,
+        size: u64,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<SnapshotRecord> {
         let rec = SnapshotRecord {
             snapshot_id: id.clone(),
             size,
@@ -167,15 +178,7 @@ impl LocalBackend {
             self.store.copy_in(src, region, Kind::Snapshot, &id)?;
         }
         store::make_read_only(&dst)?;
-        let rec = SnapshotRecord {
-            snapshot_id: id.clone(),
-            size,
-            state: "completed".into(),
-            description: Some(description.to_string()),
-            tags: tags.clone(),
-        };
-        self.store.write(region, Kind::Snapshot, &id, &rec)?;
-        Ok(rec)
+        self.record_snapshot(region, id, size, description, tags)
     }
 
     /// RegisterImage: a new image over an existing snapshot.
