@@ -77,8 +77,10 @@ impl MigrationHost for LocalBackend {
         path: &Path,
         tags: &BTreeMap<String, String>,
     ) -> Result<String> {
+        // The built disk is this migration's own file in the state directory:
+        // it becomes the snapshot by a rename, not a second copy.
         Ok(self
-            .create_snapshot(region, path, "HVM root disk built by amitool", tags)?
+            .adopt_as_snapshot(region, path, "HVM root disk built by amitool", tags)?
             .snapshot_id)
     }
 
