@@ -353,3 +353,102 @@ fn bad_input_is_a_one_line_error() {
     }
     assert!(!Path::new("/tmp/never-written.raw").exists());
 }
+
+fn fixture(name: &str) -> Value {
+    fixture_list()
+        .into_iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no fixture {name}"))
+}
+
+/// Export an image of `host` to a new file and return its bytes.
+fn export_bytes(host: &Host, image_id: &str, tag: &str) -> Vec<u8> {
+    let path = host.state.path().join(format!("{image_id}.{tag}.raw"));
+    let out = host.run(&["export", image_id, path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn without_fix_guest_the_filesystem_is_byte_identical_at_one_mib() {
+    let host = Host::new();
+    let fx = fixture("menulst-noroot");
+    let ami = host.import(&fx);
+    let hvm = host.json(&["migrate", "--ami", &ami])["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let src = std::fs::read(fixtures().0.join(fx["file"].as_str().unwrap())).unwrap();
+    let disk = export_bytes(&host, &hvm, "hvm");
+    assert_eq!(&disk[510..512], &[0x55, 0xAA]);
+    assert_eq!(&disk[1 << 20..(1 << 20) + src.len()], &src[..]);
+}
+
+#[test]
+fn fix_guest_rewrites_fstab_in_the_copy_and_still_boots() {
+    let host = Host::new();
+    let fx = fixture("menulst-noroot");
+    let file = fixtures().0.join(fx["file"].as_str().unwrap());
+    let before = sha256(&file);
+    let ami = host.import(&fx);
+    let m = host.json(&["migrate", "--ami", &ami, "--fix-guest"]);
+    let uuid = fx["uuid"].as_str().unwrap();
+    let findings: Vec<&str> = m["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.starts_with("fixed: fstab line 1: / from /dev/sda1")),
+        "{findings:?}"
+    );
+    let hvm = m["image_id"].as_str().unwrap().to_string();
+    let path = host.state.path().join("fixed.raw");
+    assert!(host
+        .run(&["export", &hvm, path.to_str().unwrap()])
+        .status
+        .success());
+    let target = format!("{}?offset=1048576", path.display());
+    let fstab = Command::new("debugfs")
+        .args(["-R", "cat /etc/fstab", &target])
+        .output()
+        .unwrap();
+    let fstab = String::from_utf8_lossy(&fstab.stdout);
+    assert!(fstab.starts_with(&format!("UUID={uuid}\t/\t")), "{fstab}");
+    let fsck = Command::new("e2fsck")
+        .args(["-fn", &target])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    assert_eq!(sha256(&file), before);
+    let exported_src = export_bytes(&host, &ami, "src");
+    assert_eq!(
+        exported_src,
+        std::fs::read(&file).unwrap(),
+        "the source image changed"
+    );
+    let marker = "AMITOOL-ROOT-OK menulst-noroot";
+    let boot = host.json(&[
+        "launch",
+        &hvm,
+        "--instance-type",
+        "t2.micro",
+        "--qemu",
+        "--expect",
+        marker,
+        "--timeout",
+        "240",
+    ]);
+    assert_eq!(boot["boots"], true, "{boot}");
+}

@@ -24,6 +24,9 @@ pub struct MigrateArgs {
     /// Keep the intermediate snapshot of an instance's volume.
     #[arg(long)]
     pub keep_temp: bool,
+    /// Also fix the guest in the HVM copy: fstab by UUID, a getty on ttyS0.
+    #[arg(long)]
+    pub fix_guest: bool,
 }
 
 impl Tabular for migrate::Step {
@@ -61,6 +64,7 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
     let opts = Options {
         name: a.name,
         keep_temp: a.keep_temp,
+        fix_guest: a.fix_guest,
     };
     let m: Migration = migrate::run(host, &region, &source, &opts).await?;
     match ctx.format() {

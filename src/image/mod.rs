@@ -3,6 +3,7 @@
 pub mod boot;
 pub mod fs;
 pub mod grub;
+pub mod guestfix;
 pub mod hvm;
 pub mod inspect;
 pub mod menulst;

@@ -98,6 +98,8 @@ pub struct Migration {
 pub struct Options {
     pub name: Option<String>,
     pub keep_temp: bool,
+    /// Rewrite fstab and add a serial getty in the HVM copy.
+    pub fix_guest: bool,
 }
 
 /// A new migration id: `mig-` and 12 hex digits from the clock and pid.
@@ -261,6 +263,22 @@ async fn build_and_register(
             report.bytes_copied, report.core_img_bytes
         ),
     );
+    let mut applied = vec![];
+    if opts.fix_guest {
+        match fix_guest(&out, &work) {
+            Ok(fixes) => applied = fixes,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(e);
+            }
+        }
+        let detail = if applied.is_empty() {
+            "nothing to change".to_string()
+        } else {
+            applied.join("; ")
+        };
+        rec.done("fix-guest", detail);
+    }
     let mut tags = disk.tags.clone();
     tags.insert("amitool:migration".into(), migration_id.to_string());
     tags.insert("amitool:source-image".into(), disk.image.image_id.clone());
@@ -319,5 +337,22 @@ async fn build_and_register(
         "verify",
         "MBR, GRUB boot blocks, partition, configuration and kernel checked",
     );
+    let mut insp = insp;
+    if opts.fix_guest {
+        insp.findings = applied.into_iter().map(|c| format!("fixed: {c}")).collect();
+    }
     Ok((image, insp))
+}
+
+/// Plan and apply the guest fixes to the HVM disk's filesystem.
+fn fix_guest(disk: &Path, work: &Path) -> Result<Vec<String>> {
+    use crate::image::fs::GuestFs;
+    use crate::image::guestfix;
+    let fs = GuestFs::open(disk, hvm::PART_OFFSET)
+        .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
+    let fixes = guestfix::plan(&fs);
+    drop(fs);
+    guestfix::apply(disk, hvm::PART_OFFSET, &fixes, work)
+        .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
+    Ok(fixes.into_iter().map(|f| f.description).collect())
 }
