@@ -36,6 +36,8 @@ pub struct Inspection {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub kernel_version: Option<String>,
+    /// Every kernel in /boot, with the drivers its modules include.
+    pub kernels: Vec<KernelFacts>,
     pub drivers: Drivers,
     /// Facts that stop a boot (PV-GRUB would fail, or the HVM disk would).
     pub problems: Vec<String>,
@@ -47,6 +49,29 @@ impl Inspection {
     pub fn boots(&self) -> bool {
         self.problems.is_empty()
     }
+}
+
+/// One kernel found in /boot.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelFacts {
+    pub path: String,
+    pub version: String,
+    pub drivers: Drivers,
+}
+
+fn all_kernels(fs: &GuestFs) -> Vec<KernelFacts> {
+    fs.list("/boot")
+        .into_iter()
+        .map(|n| format!("/boot/{n}"))
+        .filter_map(|path| {
+            let version = version_of(&path)?;
+            Some(KernelFacts {
+                drivers: drivers(fs, &version),
+                path,
+                version,
+            })
+        })
+        .collect()
 }
 
 /// Where the filesystem is, as PV-GRUB of `flavor` would look (either, when `None`).
@@ -247,6 +272,7 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         kernel: entry.as_ref().and_then(|e| e.kernel.clone()),
         initrd: entry.as_ref().and_then(|e| e.initrd.clone()),
         menu,
+        kernels: all_kernels(&fs),
         kernel_version,
         drivers,
         problems,
