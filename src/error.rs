@@ -88,6 +88,19 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    #[error("migration {migration_id} stopped after its upload began: {message}; finish it with `amitool migrate --resume {migration_id}` or remove what it made with `--cleanup {migration_id}`")]
+    MigrationInterrupted {
+        migration_id: String,
+        message: String,
+    },
+
+    #[error("{action} in {region}: {message}")]
+    Transfer {
+        action: &'static str,
+        region: String,
+        message: String,
+    },
+
     #[error("{failed} of {total} regions failed")]
     RegionsFailed { failed: usize, total: usize },
 }

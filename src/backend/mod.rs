@@ -12,6 +12,16 @@ use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 pub mod aws;
 pub mod local;
 
+/// What `import` registers.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub file: std::path::PathBuf,
+    pub virtualization: Virtualization,
+    pub kernel_id: Option<String>,
+    pub architecture: String,
+    pub name: Option<String>,
+}
+
 /// Which instance types `describe_instance_types` returns.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceTypeQuery {
@@ -48,8 +58,24 @@ pub trait Backend: Send + Sync {
     /// The names of the instance types offered in the region.
     async fn offered_instance_types(&self, region: &str) -> Result<BTreeSet<String>>;
 
+    /// Register a raw disk image as an AMI (snapshot + RegisterImage).
+    async fn import_image(&self, region: &str, req: &ImportRequest) -> Result<Image>;
+
+    /// Write an image's root disk to a new sparse file; the bytes of data written.
+    async fn export_image(
+        &self,
+        region: &str,
+        image_id: &str,
+        out: &std::path::Path,
+    ) -> Result<u64>;
+
     /// The local Xen host, for what only it can do (launch, QEMU boots).
     fn as_local(&self) -> Option<&local::LocalBackend> {
+        None
+    }
+
+    /// The backend's side of the migration pipeline.
+    fn migration_host(&self) -> Option<&dyn crate::migrate::MigrationHost> {
         None
     }
 }

@@ -1,5 +1,6 @@
-//! `import`, `export`, `inspect` and `launch`: the image commands. They run
-//! on the local Xen host; the AWS side (EBS direct APIs) is not built yet.
+//! `import`, `export`, `inspect` and `launch`: the image commands. `import`
+//! and `export` run on both backends (EBS direct APIs on AWS); `inspect` and
+//! `launch` on the local Xen host.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::backend::local::{ImportRequest, LocalBackend};
+use crate::backend::local::LocalBackend;
+use crate::backend::ImportRequest;
 use crate::catalog;
 use crate::cli::list::{ArchArg, VirtArg};
 use crate::cli::Context;
@@ -23,7 +25,7 @@ use crate::output::{self, cell, Format, Tabular};
 pub fn local<'a>(ctx: &'a Context, command: &str) -> Result<&'a LocalBackend> {
     ctx.backend.as_local().ok_or_else(|| {
         Error::InvalidInput(format!(
-            "`amitool {command}` runs on --backend local only; on AWS it needs the EBS direct API path, which is not built yet"
+            "`amitool {command}` runs on --backend local only: it reads the disk where it lies (on AWS, `amitool export` it first)"
         ))
     })
 }
@@ -44,21 +46,23 @@ pub struct ImportArgs {
 }
 
 pub async fn import(ctx: &Context, a: ImportArgs) -> Result<u8> {
-    let host = local(ctx, "import")?;
     if let Some(k) = &a.kernel {
         ids::check_id(IdKind::Kernel, k)?;
     }
     let region = ctx.one_region("import").await?;
-    let image = host.import(
-        &region,
-        &ImportRequest {
-            file: a.file,
-            virtualization: a.virtualization.into(),
-            kernel_id: a.kernel,
-            architecture: a.arch.as_str().into(),
-            name: a.name,
-        },
-    )?;
+    let image = ctx
+        .backend
+        .import_image(
+            &region,
+            &ImportRequest {
+                file: a.file,
+                virtualization: a.virtualization.into(),
+                kernel_id: a.kernel,
+                architecture: a.arch.as_str().into(),
+                name: a.name,
+            },
+        )
+        .await?;
     match ctx.format() {
         Format::Json => output::emit(&output::json(&image)),
         Format::Table => output::emit(&output::table(std::slice::from_ref(&image))),
@@ -74,7 +78,6 @@ pub struct ExportArgs {
 }
 
 pub async fn export(ctx: &Context, a: ExportArgs) -> Result<u8> {
-    let host = local(ctx, "export")?;
     ids::check_id(IdKind::Image, &a.image_id)?;
     if a.file.exists() {
         return Err(Error::InvalidInput(format!(
@@ -83,7 +86,10 @@ pub async fn export(ctx: &Context, a: ExportArgs) -> Result<u8> {
         )));
     }
     let region = ctx.one_region("export").await?;
-    let copied = host.export(&region, &a.image_id, &a.file)?;
+    let copied = ctx
+        .backend
+        .export_image(&region, &a.image_id, &a.file)
+        .await?;
     eprintln!(
         "amitool: wrote {} ({copied} bytes of data)",
         a.file.display()

@@ -1,16 +1,23 @@
 //! `amitool migrate`: a PV image or instance to a registered HVM image.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
-use crate::cli::images::local;
 use crate::cli::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
-use crate::migrate::{self, Migration, Options, Source};
+use crate::migrate::{self, Migration, MigrationHost, Options, Source};
 use crate::output::{self, Format, Tabular};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// EBS direct APIs: no instance, no volume (AWS); files (local).
+    Direct,
+    /// A helper instance driven by SSM (not built yet).
+    Helper,
+}
+
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["ami", "instance"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["ami", "instance", "resume", "cleanup"])))]
 pub struct MigrateArgs {
     /// The PV image to migrate (never modified).
     #[arg(long, value_name = "AMI")]
@@ -18,6 +25,14 @@ pub struct MigrateArgs {
     /// The PV instance whose root volume to migrate (never modified).
     #[arg(long, value_name = "INSTANCE")]
     pub instance: Option<String>,
+    /// Finish a migration that stopped, from its journal.
+    #[arg(long, value_name = "MIGRATION_ID")]
+    pub resume: Option<String>,
+    /// Remove what a migration made (but a registered image), from its journal.
+    #[arg(long, value_name = "MIGRATION_ID")]
+    pub cleanup: Option<String>,
+    #[arg(long, value_enum, default_value_t = Method::Direct)]
+    pub method: Method,
     /// The new image's name (default: the source's name + "-hvm").
     #[arg(long)]
     pub name: Option<String>,
@@ -47,28 +62,20 @@ impl Tabular for migrate::Step {
     }
 }
 
-pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
-    let source = match (&a.ami, &a.instance) {
-        (Some(ami), _) => {
-            ids::check_id(IdKind::Image, ami)?;
-            Source::Image(ami.clone())
-        }
-        (None, Some(i)) => {
-            ids::check_id(IdKind::Instance, i)?;
-            Source::Instance(i.clone())
-        }
-        (None, None) => unreachable!("clap requires one of --ami and --instance"),
-    };
-    let host = local(ctx, "migrate")?;
-    let region = ctx.one_region("migrate").await?;
-    let opts = Options {
-        name: a.name,
-        keep_temp: a.keep_temp,
-        fix_guest: a.fix_guest,
-    };
-    let m: Migration = migrate::run(host, &region, &source, &opts).await?;
+fn host<'a>(ctx: &'a Context, method: Method) -> Result<&'a dyn MigrationHost> {
+    if method == Method::Helper {
+        return Err(Error::InvalidInput(
+            "--method helper (a helper instance driven by SSM) is not built yet; use --method direct".into(),
+        ));
+    }
+    ctx.backend.migration_host().ok_or_else(|| {
+        Error::InvalidInput(format!("the {} backend cannot migrate", ctx.backend.name()))
+    })
+}
+
+fn print(ctx: &Context, m: &Migration) {
     match ctx.format() {
-        Format::Json => output::emit(&output::json(&m)),
+        Format::Json => output::emit(&output::json(m)),
         Format::Table => {
             output::emit(&output::table(&m.steps));
             for f in &m.findings {
@@ -80,5 +87,54 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
             ));
         }
     }
+}
+
+pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
+    let host = host(ctx, a.method)?;
+    if let Some(id) = &a.cleanup {
+        let removed = migrate::cleanup(host, id).await?;
+        match ctx.format() {
+            Format::Json => output::emit(&output::json(
+                &serde_json::json!({ "migration_id": id, "removed": removed }),
+            )),
+            Format::Table => output::emit(&format!(
+                "{id}: removed {}",
+                if removed.is_empty() {
+                    "nothing".into()
+                } else {
+                    removed.join(", ")
+                }
+            )),
+        }
+        return Ok(0);
+    }
+    if let Some(id) = &a.resume {
+        let m = migrate::resume(host, id, a.keep_temp).await?;
+        print(ctx, &m);
+        return Ok(0);
+    }
+    let source = match (&a.ami, &a.instance) {
+        (Some(ami), None) => {
+            ids::check_id(IdKind::Image, ami)?;
+            Source::Image(ami.clone())
+        }
+        (None, Some(i)) => {
+            ids::check_id(IdKind::Instance, i)?;
+            Source::Instance(i.clone())
+        }
+        _ => {
+            return Err(Error::InvalidInput(
+                "migrate takes one of --ami and --instance".into(),
+            ))
+        }
+    };
+    let region = ctx.one_region("migrate").await?;
+    let opts = Options {
+        name: a.name,
+        keep_temp: a.keep_temp,
+        fix_guest: a.fix_guest,
+    };
+    let m = migrate::run(host, &region, &source, &opts).await?;
+    print(ctx, &m);
     Ok(0)
 }

@@ -72,7 +72,15 @@ pub fn hvm_problems(disk: &Path, grub_cfg: Option<&str>) -> Vec<String> {
         .map(String::from)
         .or_else(|| fs.read_text("/boot/grub/grub.cfg"));
     let Some(cfg) = cfg else {
-        out.push("no GRUB configuration (embedded or /boot/grub/grub.cfg)".into());
+        // A configuration embedded in a compressed core.img cannot be read
+        // here; at least a kernel must be there for it to name.
+        if !fs
+            .list("/boot")
+            .iter()
+            .any(|n| n.starts_with("vmlinuz") || n.starts_with("vmlinux"))
+        {
+            out.push("no GRUB configuration to read and no kernel in /boot".into());
+        }
         return out;
     };
     match menulst::grub2_default_paths(&cfg) {

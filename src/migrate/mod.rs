@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use async_trait::async_trait;
+
+pub mod journal;
+
+pub use journal::Journal;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::image::boot;
 use crate::image::hvm::{self, Layout};
 use crate::image::inspect::{self, Inspection};
 use crate::image::menulst::{self, RootSpec};
@@ -32,14 +37,14 @@ pub struct SourceDisk {
     pub path: PathBuf,
     /// Where PV-GRUB looks, from the kernel's name; `None` to detect.
     pub flavor: Option<Flavor>,
-    /// A snapshot this migration made (of an instance's volume), to clean up.
-    pub temporary_snapshot: Option<String>,
 }
 
 /// What the pipeline registers.
 #[derive(Debug, Clone)]
 pub struct HvmRegistration {
     pub name: String,
+    /// The root volume's size: the HVM disk rounded up to whole GiB.
+    pub volume_size_gib: u64,
     pub description: String,
     pub architecture: String,
     pub snapshot_id: String,
@@ -51,27 +56,49 @@ pub struct HvmRegistration {
 
 #[async_trait]
 pub trait MigrationHost: Send + Sync {
-    /// Resolve the source and give its root disk as a file (snapshotting an
-    /// instance's volume first); the source itself is never written.
+    /// Resolve the source and give its root disk as a local file (for an
+    /// instance, snapshotting its root volume first and recording that
+    /// snapshot in the journal); the source itself is never written.
     async fn source_disk(
         &self,
         region: &str,
         source: &Source,
-        migration_id: &str,
+        journal: &mut Journal,
+        work: &Path,
     ) -> Result<SourceDisk>;
-    /// Store a built disk as a new snapshot.
+    /// Store a built disk as a new snapshot, recording progress in the journal.
     async fn store_disk(
         &self,
         region: &str,
         path: &Path,
         tags: &BTreeMap<String, String>,
+        journal: &mut Journal,
     ) -> Result<String>;
-    async fn register_hvm(&self, region: &str, reg: &HvmRegistration) -> Result<Image>;
-    /// Why the registered image would not boot (empty when it would).
-    async fn boot_problems(&self, region: &str, image_id: &str) -> Result<Vec<String>>;
+    /// RegisterImage, or the image this migration already registered.
+    async fn register_hvm(
+        &self,
+        region: &str,
+        reg: &HvmRegistration,
+        migration_id: &str,
+    ) -> Result<Image>;
+    /// Why the registered image differs from what was asked (empty when it does not).
+    async fn verify_registered(
+        &self,
+        region: &str,
+        image_id: &str,
+        reg: &HvmRegistration,
+    ) -> Result<Vec<String>>;
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()>;
+    /// Remove everything tagged with the migration's id but its registered image; say what.
+    async fn cleanup(&self, journal: &Journal) -> Result<Vec<String>>;
     /// A directory for temporary files of this migration.
     fn work_dir(&self, migration_id: &str) -> PathBuf;
+    /// `aws` or `local`, recorded in the journal.
+    fn host_name(&self) -> &'static str;
+    /// Where this host's migration journals live.
+    fn journal_dir(&self) -> PathBuf {
+        journal::journal_dir()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +120,9 @@ pub struct Migration {
     #[serde(skip)]
     pub inspection: Option<Inspection>,
 }
+
+/// The tag every resource a migration creates carries.
+pub const MIGRATION_TAG: &str = "amitool:migration";
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -165,18 +195,128 @@ pub fn plan_config(insp: &Inspection) -> String {
     menulst::to_grub2(&menu, &root)
 }
 
+/// Start a migration.
 pub async fn run(
     host: &dyn MigrationHost,
     region: &str,
     source: &Source,
     opts: &Options,
 ) -> Result<Migration> {
-    let migration_id = new_migration_id();
+    let mut journal = Journal::new(&host.journal_dir(), &new_migration_id());
+    journal.backend = host.host_name().into();
+    journal.region = region.to_string();
+    (journal.source_kind, journal.source_id) = match source {
+        Source::Image(id) => ("image".into(), id.clone()),
+        Source::Instance(id) => ("instance".into(), id.clone()),
+    };
+    journal.name = opts.name.clone();
+    journal.fix_guest = opts.fix_guest;
+    journal.save()?;
+    execute(host, journal, opts.keep_temp).await
+}
+
+/// Finish a migration from its journal.
+pub async fn resume(
+    host: &dyn MigrationHost,
+    migration_id: &str,
+    keep_temp: bool,
+) -> Result<Migration> {
+    let journal = Journal::load(&host.journal_dir(), migration_id)?;
+    if journal.backend != host.host_name() {
+        return Err(Error::InvalidInput(format!(
+            "{migration_id} ran on the {} backend; resume it there",
+            journal.backend
+        )));
+    }
+    if journal.state == "cleaned" {
+        return Err(Error::InvalidInput(format!(
+            "{migration_id} was cleaned up; start a new migration"
+        )));
+    }
+    execute(host, journal, keep_temp).await
+}
+
+/// Remove what a migration made (but a registered image), from its journal.
+pub async fn cleanup(host: &dyn MigrationHost, migration_id: &str) -> Result<Vec<String>> {
+    let mut journal = Journal::load(&host.journal_dir(), migration_id)?;
+    let removed = host.cleanup(&journal).await?;
+    let _ = std::fs::remove_dir_all(host.work_dir(migration_id));
+    journal.state = "cleaned".into();
+    journal.save()?;
+    Ok(removed)
+}
+
+fn source_of(journal: &Journal) -> Source {
+    if journal.source_kind == "instance" {
+        Source::Instance(journal.source_id.clone())
+    } else {
+        Source::Image(journal.source_id.clone())
+    }
+}
+
+async fn execute(
+    host: &dyn MigrationHost,
+    mut journal: Journal,
+    keep_temp: bool,
+) -> Result<Migration> {
+    let region = journal.region.clone();
+    let work = host.work_dir(&journal.migration_id);
+    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
     let mut rec = Recorder {
         steps: vec![],
         started: Instant::now(),
     };
-    let disk = host.source_disk(region, source, &migration_id).await?;
+    let result = pipeline(host, &mut journal, &work, &mut rec).await;
+    let upload_started = journal.upload.is_some();
+    match &result {
+        Ok(_) => journal.state = "done".into(),
+        Err(_) => journal.state = "failed".into(),
+    }
+    // A finished migration, or one that failed before uploading anything,
+    // leaves nothing behind; a failed upload stays for --resume or --cleanup.
+    if result.is_ok() || !upload_started {
+        if let Some(snap) = journal.temporary_snapshot.clone().filter(|_| !keep_temp) {
+            host.delete_snapshot(&region, &snap).await?;
+            journal.temporary_snapshot = None;
+        }
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    journal.save()?;
+    let (disk, image, insp) = match result {
+        Ok(r) => r,
+        Err(e) if upload_started => {
+            return Err(Error::MigrationInterrupted {
+                migration_id: journal.migration_id.clone(),
+                message: crate::error::chain(&e),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let mut findings = insp.findings.clone();
+    if !insp.drivers.ena {
+        findings.push("EnaSupport not set: the kernel has no ena driver".into());
+    }
+    Ok(Migration {
+        migration_id: journal.migration_id.clone(),
+        region,
+        source_image_id: disk.image.image_id.clone(),
+        image_id: image.image_id,
+        steps: rec.steps,
+        findings,
+        inspection: Some(insp),
+    })
+}
+
+async fn pipeline(
+    host: &dyn MigrationHost,
+    journal: &mut Journal,
+    work: &Path,
+    rec: &mut Recorder,
+) -> Result<(SourceDisk, Image, Inspection)> {
+    let region = journal.region.clone();
+    let disk = host
+        .source_disk(&region, &source_of(journal), journal, work)
+        .await?;
     check_source(&disk.image)?;
     rec.done(
         "snapshot",
@@ -186,34 +326,6 @@ pub async fn run(
             disk.path.display()
         ),
     );
-    let result = build_and_register(host, region, &disk, &migration_id, opts, &mut rec).await;
-    if let Some(snap) = disk.temporary_snapshot.as_ref().filter(|_| !opts.keep_temp) {
-        host.delete_snapshot(region, snap).await?;
-    }
-    let (image, insp) = result?;
-    let mut findings = insp.findings.clone();
-    if !insp.drivers.ena {
-        findings.push("EnaSupport not set: the kernel has no ena driver".into());
-    }
-    Ok(Migration {
-        migration_id,
-        region: region.to_string(),
-        source_image_id: disk.image.image_id.clone(),
-        image_id: image.image_id,
-        steps: rec.steps,
-        findings,
-        inspection: Some(insp),
-    })
-}
-
-async fn build_and_register(
-    host: &dyn MigrationHost,
-    region: &str,
-    disk: &SourceDisk,
-    migration_id: &str,
-    opts: &Options,
-    rec: &mut Recorder,
-) -> Result<(Image, Inspection)> {
     let insp = inspect::inspect(&disk.path, disk.flavor)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", disk.image.image_id)))?;
     if !insp.boots() {
@@ -244,18 +356,10 @@ async fn build_and_register(
             layout.disk_size
         ),
     );
-    let work = host.work_dir(migration_id);
-    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
     let out = work.join("hvm.raw");
-    let built = hvm::build(&disk.path, &layout, &cfg, &out)
-        .map_err(|e| Error::InvalidInput(format!("build the HVM disk: {e}")));
-    let report = match built {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(e);
-        }
-    };
+    let _ = std::fs::remove_file(&out);
+    let report = hvm::build(&disk.path, &layout, &cfg, &out)
+        .map_err(|e| Error::InvalidInput(format!("build the HVM disk: {e}")))?;
     rec.done(
         "build",
         format!(
@@ -263,35 +367,32 @@ async fn build_and_register(
             report.bytes_copied, report.core_img_bytes
         ),
     );
-    let mut applied = vec![];
-    if opts.fix_guest {
-        match fix_guest(&out, &work) {
-            Ok(fixes) => applied = fixes,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&work);
-                return Err(e);
-            }
-        }
+    let mut insp = insp;
+    if journal.fix_guest {
+        let applied = fix_guest(&out, work)?;
         let detail = if applied.is_empty() {
             "nothing to change".to_string()
         } else {
             applied.join("; ")
         };
         rec.done("fix-guest", detail);
+        insp.findings = applied.into_iter().map(|c| format!("fixed: {c}")).collect();
+    }
+    let problems = boot::hvm_problems(&out, Some(&cfg));
+    if !problems.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "the HVM disk would not boot: {}",
+            problems.join("; ")
+        )));
     }
     let mut tags = disk.tags.clone();
-    tags.insert("amitool:migration".into(), migration_id.to_string());
+    tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
     tags.insert("amitool:source-image".into(), disk.image.image_id.clone());
-    let stored = host.store_disk(region, &out, &tags).await;
-    let _ = std::fs::remove_dir_all(&work);
-    let snapshot_id = stored?;
-    let arch = disk
-        .image
-        .architecture
-        .clone()
-        .unwrap_or_else(|| "x86_64".into());
+    let snapshot_id = host.store_disk(&region, &out, &tags, journal).await?;
+    let _ = std::fs::remove_file(&out);
+    rec.done("upload", format!("snapshot {snapshot_id}"));
     let reg = HvmRegistration {
-        name: opts.name.clone().unwrap_or_else(|| {
+        name: journal.name.clone().unwrap_or_else(|| {
             format!(
                 "{}-hvm",
                 disk.image
@@ -304,20 +405,23 @@ async fn build_and_register(
             .description
             .clone()
             .unwrap_or_else(|| format!("HVM migration of {} by amitool", disk.image.image_id)),
-        architecture: arch,
+        architecture: disk
+            .image
+            .architecture
+            .clone()
+            .unwrap_or_else(|| "x86_64".into()),
         snapshot_id: snapshot_id.clone(),
+        volume_size_gib: layout.disk_size.div_ceil(1 << 30),
         ena_support: insp.drivers.ena,
         tags,
         grub_cfg: cfg,
         drivers: insp.drivers.clone(),
     };
-    let image = match host.register_hvm(region, &reg).await {
-        Ok(i) => i,
-        Err(e) => {
-            host.delete_snapshot(region, &snapshot_id).await?;
-            return Err(e);
-        }
-    };
+    let image = host
+        .register_hvm(&region, &reg, &journal.migration_id)
+        .await?;
+    journal.image_id = Some(image.image_id.clone());
+    journal.save()?;
     rec.done(
         "register",
         format!(
@@ -325,23 +429,18 @@ async fn build_and_register(
             image.image_id, reg.architecture
         ),
     );
-    let problems = host.boot_problems(region, &image.image_id).await?;
+    let problems = host
+        .verify_registered(&region, &image.image_id, &reg)
+        .await?;
     if !problems.is_empty() {
         return Err(Error::InvalidInput(format!(
-            "the registered image {} would not boot: {}",
+            "the registered image {} is not what was asked: {}",
             image.image_id,
             problems.join("; ")
         )));
     }
-    rec.done(
-        "verify",
-        "MBR, GRUB boot blocks, partition, configuration and kernel checked",
-    );
-    let mut insp = insp;
-    if opts.fix_guest {
-        insp.findings = applied.into_iter().map(|c| format!("fixed: {c}")).collect();
-    }
-    Ok((image, insp))
+    rec.done("verify", "boot blocks, partition, configuration and kernel checked before upload; image attributes after");
+    Ok((disk, image, insp))
 }
 
 /// Plan and apply the guest fixes to the HVM disk's filesystem.

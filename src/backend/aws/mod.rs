@@ -14,6 +14,9 @@ use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 pub mod client;
 mod convert;
 pub mod error;
+mod host;
+pub mod images;
+pub mod transfer;
 
 pub use client::ClientOptions;
 
@@ -46,7 +49,7 @@ impl AwsBackend {
             .clone()
     }
 
-    fn err<E, R>(
+    pub(crate) fn err<E, R>(
         &self,
         action: &'static str,
         region: &str,
@@ -203,6 +206,27 @@ impl Backend for AwsBackend {
             });
         }
         Ok(out)
+    }
+
+    fn migration_host(&self) -> Option<&dyn crate::migrate::MigrationHost> {
+        Some(self)
+    }
+
+    async fn import_image(
+        &self,
+        region: &str,
+        req: &crate::backend::ImportRequest,
+    ) -> Result<Image> {
+        self.import(region, req).await
+    }
+
+    async fn export_image(
+        &self,
+        region: &str,
+        image_id: &str,
+        out: &std::path::Path,
+    ) -> Result<u64> {
+        self.export(region, image_id, out).await
     }
 
     async fn offered_instance_types(&self, region: &str) -> Result<BTreeSet<String>> {

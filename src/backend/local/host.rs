@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::backend::local::store::{ImageRecord, Kind};
+use crate::backend::local::store::{ImageRecord, Kind, SnapshotRecord};
 use crate::backend::local::LocalBackend;
 use crate::error::Result;
 use crate::image::boot;
 use crate::kernels::KernelName;
-use crate::migrate::{HvmRegistration, MigrationHost, Source, SourceDisk};
+use crate::migrate::{HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG};
 use crate::model::{Image, Virtualization};
 
 impl LocalBackend {
@@ -23,6 +23,29 @@ impl LocalBackend {
             .and_then(|i| i.name.as_deref().and_then(KernelName::parse))
             .and_then(|n| n.flavor)
     }
+
+    fn tagged(
+        &self,
+        region: &str,
+        migration_id: &str,
+    ) -> Result<(Vec<SnapshotRecord>, Vec<ImageRecord>)> {
+        let tag = |t: &BTreeMap<String, String>| {
+            t.get(MIGRATION_TAG).map(String::as_str) == Some(migration_id)
+        };
+        let snaps = self
+            .store
+            .all::<SnapshotRecord>(region, Kind::Snapshot)?
+            .into_iter()
+            .filter(|s| tag(&s.tags))
+            .collect();
+        let images = self
+            .store
+            .all::<ImageRecord>(region, Kind::Image)?
+            .into_iter()
+            .filter(|i| tag(&i.tags))
+            .collect();
+        Ok((snaps, images))
+    }
 }
 
 #[async_trait]
@@ -31,7 +54,8 @@ impl MigrationHost for LocalBackend {
         &self,
         region: &str,
         source: &Source,
-        migration_id: &str,
+        journal: &mut Journal,
+        _work: &Path,
     ) -> Result<SourceDisk> {
         let (image_id, volume) = match source {
             Source::Image(id) => (id.clone(), None),
@@ -42,32 +66,29 @@ impl MigrationHost for LocalBackend {
         };
         let rec = self.image_record(region, &image_id)?;
         let flavor = Self::kernel_flavor(region, &rec.image);
-        if let Some(vol) = volume {
-            let mut tags = BTreeMap::new();
-            tags.insert("amitool:migration".to_string(), migration_id.to_string());
-            let snap = self.create_snapshot(
-                region,
-                &self.volume_path(region, &vol),
-                &format!("root of {vol}"),
-                &tags,
-            )?;
-            return Ok(SourceDisk {
-                path: self.snapshot_path(region, &snap.snapshot_id),
-                image: rec.image,
-                description: rec.description,
-                tags: rec.tags,
-                flavor,
-                temporary_snapshot: Some(snap.snapshot_id),
-            });
-        }
-        let (rec, path) = self.root_disk(region, &image_id)?;
+        let path = match (volume, journal.temporary_snapshot.clone()) {
+            (None, _) => self.root_disk(region, &image_id)?.1,
+            (Some(_), Some(snap)) => self.snapshot_path(region, &snap),
+            (Some(vol), None) => {
+                let mut tags = BTreeMap::new();
+                tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+                let snap = self.create_snapshot(
+                    region,
+                    &self.volume_path(region, &vol),
+                    &format!("root of {vol}"),
+                    &tags,
+                )?;
+                journal.temporary_snapshot = Some(snap.snapshot_id.clone());
+                journal.save()?;
+                self.snapshot_path(region, &snap.snapshot_id)
+            }
+        };
         Ok(SourceDisk {
             image: rec.image,
             description: rec.description,
             tags: rec.tags,
             path,
             flavor,
-            temporary_snapshot: None,
         })
     }
 
@@ -76,6 +97,7 @@ impl MigrationHost for LocalBackend {
         region: &str,
         path: &Path,
         tags: &BTreeMap<String, String>,
+        _journal: &mut Journal,
     ) -> Result<String> {
         // The built disk is this migration's own file in the state directory:
         // it becomes the snapshot by a rename, not a second copy.
@@ -84,7 +106,15 @@ impl MigrationHost for LocalBackend {
             .snapshot_id)
     }
 
-    async fn register_hvm(&self, region: &str, reg: &HvmRegistration) -> Result<Image> {
+    async fn register_hvm(
+        &self,
+        region: &str,
+        reg: &HvmRegistration,
+        migration_id: &str,
+    ) -> Result<Image> {
+        if let Some(done) = self.tagged(region, migration_id)?.1.into_iter().next() {
+            return Ok(done.image);
+        }
         let rec = ImageRecord {
             image: Image {
                 name: Some(reg.name.clone()),
@@ -105,16 +135,48 @@ impl MigrationHost for LocalBackend {
         self.register(region, rec)
     }
 
-    async fn boot_problems(&self, region: &str, image_id: &str) -> Result<Vec<String>> {
+    async fn verify_registered(
+        &self,
+        region: &str,
+        image_id: &str,
+        reg: &HvmRegistration,
+    ) -> Result<Vec<String>> {
         let (rec, path) = self.root_disk(region, image_id)?;
-        Ok(boot::hvm_problems(&path, rec.grub_cfg.as_deref()))
+        let mut problems = boot::hvm_problems(&path, rec.grub_cfg.as_deref());
+        if rec.root_snapshot_id.as_deref() != Some(reg.snapshot_id.as_str()) {
+            problems.push(format!("its root snapshot is not {}", reg.snapshot_id));
+        }
+        Ok(problems)
     }
 
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()> {
         self.store.remove(region, Kind::Snapshot, snapshot_id)
     }
 
+    async fn cleanup(&self, journal: &Journal) -> Result<Vec<String>> {
+        let (snaps, images) = self.tagged(&journal.region, &journal.migration_id)?;
+        let keep: Vec<String> = images
+            .iter()
+            .filter_map(|i| i.root_snapshot_id.clone())
+            .collect();
+        let mut removed = vec![];
+        for s in snaps.into_iter().filter(|s| !keep.contains(&s.snapshot_id)) {
+            self.store
+                .remove(&journal.region, Kind::Snapshot, &s.snapshot_id)?;
+            removed.push(s.snapshot_id);
+        }
+        Ok(removed)
+    }
+
     fn work_dir(&self, migration_id: &str) -> PathBuf {
         self.store.root.join("work").join(migration_id)
+    }
+
+    fn host_name(&self) -> &'static str {
+        "local"
+    }
+
+    fn journal_dir(&self) -> PathBuf {
+        self.store.root.join("migrations")
     }
 }

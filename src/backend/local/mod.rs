@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::backend::{Backend, InstanceTypeQuery};
+use crate::backend::{Backend, ImportRequest, InstanceTypeQuery};
 use crate::catalog;
 use crate::error::{Error, Result};
 use crate::kernels::KernelName;
@@ -35,16 +35,6 @@ pub fn default_state_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
         .join("amitool")
         .join("local")
-}
-
-/// What `import` registers.
-#[derive(Debug, Clone)]
-pub struct ImportRequest {
-    pub file: PathBuf,
-    pub virtualization: Virtualization,
-    pub kernel_id: Option<String>,
-    pub architecture: String,
-    pub name: Option<String>,
 }
 
 fn now() -> String {
@@ -423,5 +413,23 @@ impl Backend for LocalBackend {
 
     fn as_local(&self) -> Option<&LocalBackend> {
         Some(self)
+    }
+
+    fn migration_host(&self) -> Option<&dyn crate::migrate::MigrationHost> {
+        Some(self)
+    }
+
+    async fn import_image(&self, region: &str, req: &ImportRequest) -> Result<Image> {
+        self.import(region, req)
+    }
+
+    async fn export_image(&self, region: &str, image_id: &str, out: &Path) -> Result<u64> {
+        if out.exists() {
+            return Err(Error::InvalidInput(format!(
+                "{} exists; amitool does not overwrite",
+                out.display()
+            )));
+        }
+        self.export(region, image_id, out)
     }
 }

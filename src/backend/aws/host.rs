@@ -1,0 +1,397 @@
+//! The AWS side of the migration pipeline with EBS direct APIs: the source's
+//! root snapshot is downloaded (coldsnap, checkpointed), converted by the same
+//! code as on the local host, and uploaded block by block with a journal; no
+//! instance, volume or attachment is ever made.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::client::Waiters;
+use aws_sdk_ec2::types::{
+    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, Filter, ResourceType,
+    VolumeType,
+};
+
+use crate::backend::aws::images::{tag_spec, SNAPSHOT_WAIT};
+use crate::backend::aws::transfer::{self, transfer_err};
+use crate::backend::aws::AwsBackend;
+use crate::error::{Error, Result};
+use crate::kernels::KernelName;
+use crate::migrate::{HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG};
+use crate::model::{Image, ImageFilter};
+
+fn tag_filter(migration_id: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{MIGRATION_TAG}"))
+        .values(migration_id)
+        .build()
+}
+
+impl AwsBackend {
+    /// The root volume and image of an instance.
+    async fn instance_root(&self, region: &str, instance_id: &str) -> Result<(String, String)> {
+        let out = self
+            .ec2(region)
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| {
+                if super::error::code(&e).is_some_and(|c| c.starts_with("InvalidInstanceID")) {
+                    return Error::InvalidInput(format!(
+                        "no such instance {instance_id} in {region}"
+                    ));
+                }
+                self.err("DescribeInstances", region, e)
+            })?;
+        let inst = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("no such instance {instance_id} in {region}"))
+            })?;
+        let root = inst.root_device_name().unwrap_or("/dev/sda1");
+        let volume = inst
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == Some(root))
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.volume_id())
+            .ok_or_else(|| Error::InvalidInput(format!("{instance_id} has no EBS root volume")))?;
+        Ok((
+            volume.to_string(),
+            inst.image_id().unwrap_or_default().to_string(),
+        ))
+    }
+
+    /// Whether a snapshot is encrypted, and with which key.
+    async fn snapshot_key(&self, region: &str, snapshot_id: &str) -> Result<Option<String>> {
+        let out = self
+            .ec2(region)
+            .describe_snapshots()
+            .snapshot_ids(snapshot_id)
+            .send()
+            .await
+            .map_err(|e| {
+                if super::error::code(&e).is_some_and(|c| c.starts_with("InvalidSnapshot")) {
+                    return Error::InvalidInput(format!(
+                        "no such snapshot {snapshot_id} in {region}"
+                    ));
+                }
+                self.err("DescribeSnapshots", region, e)
+            })?;
+        let snap = out.snapshots().first().ok_or_else(|| {
+            Error::InvalidInput(format!("no such snapshot {snapshot_id} in {region}"))
+        })?;
+        if snap.encrypted() == Some(true) {
+            let key = snap
+                .kms_key_id()
+                .map(String::from)
+                .unwrap_or_else(|| "the account's default EBS key".into());
+            return Ok(Some(key));
+        }
+        Ok(None)
+    }
+
+    /// The PV-GRUB flavor of a kernel, from its name in the region.
+    async fn flavor_of(
+        &self,
+        region: &str,
+        kernel_id: Option<&str>,
+    ) -> Option<crate::kernels::Flavor> {
+        let k = kernel_id?;
+        let image = self.describe_raw(region, k).await.ok()?;
+        KernelName::parse(image.name()?)?.flavor
+    }
+}
+
+#[async_trait]
+impl MigrationHost for AwsBackend {
+    async fn source_disk(
+        &self,
+        region: &str,
+        source: &Source,
+        journal: &mut Journal,
+        work: &Path,
+    ) -> Result<SourceDisk> {
+        let (image_id, volume) = match source {
+            Source::Image(id) => (id.clone(), None),
+            Source::Instance(id) => {
+                let (vol, image) = self.instance_root(region, id).await?;
+                (image, Some(vol))
+            }
+        };
+        let raw = self.describe_raw(region, &image_id).await?;
+        if !raw.product_codes().is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{image_id} carries Marketplace product codes ({}): its software may not be copied into a new image",
+                raw.product_codes().iter().filter_map(|p| p.product_code_id()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let image = super::convert::image(region, &raw);
+        if !image.is_paravirtual() || image.root_device_type.as_deref() == Some("instance-store") {
+            // The pipeline words the refusal.
+            return Ok(SourceDisk {
+                image,
+                description: None,
+                tags: BTreeMap::new(),
+                path: work.join("none"),
+                flavor: None,
+            });
+        }
+        let snapshot_id = match (volume, journal.temporary_snapshot.clone()) {
+            (None, _) => Self::root_snapshot(&raw)?.0,
+            (Some(_), Some(snap)) => snap,
+            (Some(vol), None) => {
+                let mut tags = BTreeMap::new();
+                tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+                let out = self
+                    .ec2(region)
+                    .create_snapshot()
+                    .volume_id(&vol)
+                    .description(format!(
+                        "root of {vol}, for amitool {}",
+                        journal.migration_id
+                    ))
+                    .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
+                    .send()
+                    .await
+                    .map_err(|e| self.err("CreateSnapshot", region, e))?;
+                let snap = out.snapshot_id().unwrap_or_default().to_string();
+                journal.temporary_snapshot = Some(snap.clone());
+                journal.save()?;
+                self.ec2(region)
+                    .wait_until_snapshot_completed()
+                    .snapshot_ids(&snap)
+                    .wait(SNAPSHOT_WAIT)
+                    .await
+                    .map_err(|e| transfer_err("wait for the root volume's snapshot", region, e))?;
+                snap
+            }
+        };
+        journal.kms_key = self.snapshot_key(region, &snapshot_id).await?;
+        journal.save()?;
+        let path = work.join("source.raw");
+        if journal.downloaded.as_deref() != Some(snapshot_id.as_str()) || !path.is_file() {
+            let _ = std::fs::remove_file(&path);
+            transfer::download(self.ebs(region), region, &snapshot_id, &path, true).await?;
+            journal.downloaded = Some(snapshot_id.clone());
+            journal.save()?;
+        }
+        let flavor = self.flavor_of(region, image.kernel_id.as_deref()).await;
+        let tags = raw
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+            .collect();
+        Ok(SourceDisk {
+            description: raw.description().map(String::from),
+            tags,
+            path,
+            flavor,
+            image,
+        })
+    }
+
+    async fn store_disk(
+        &self,
+        region: &str,
+        path: &Path,
+        tags: &BTreeMap<String, String>,
+        journal: &mut Journal,
+    ) -> Result<String> {
+        let tags: Vec<(String, String)> = tags
+            .iter()
+            .filter(|(k, _)| !k.starts_with("aws:"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let key = journal.kms_key.clone();
+        let (snapshot_id, _) = transfer::upload_journaled(
+            &self.ebs(region),
+            region,
+            path,
+            &format!("HVM root disk built by amitool {}", journal.migration_id),
+            &tags,
+            key.as_deref(),
+            journal,
+        )
+        .await?;
+        self.ec2(region)
+            .wait_until_snapshot_completed()
+            .snapshot_ids(&snapshot_id)
+            .wait(SNAPSHOT_WAIT)
+            .await
+            .map_err(|e| transfer_err("wait for the uploaded snapshot", region, e))?;
+        Ok(snapshot_id)
+    }
+
+    async fn register_hvm(
+        &self,
+        region: &str,
+        reg: &HvmRegistration,
+        migration_id: &str,
+    ) -> Result<Image> {
+        // Look up before creating: RegisterImage has no client token.
+        let existing = self
+            .ec2(region)
+            .describe_images()
+            .owners("self")
+            .filters(tag_filter(migration_id))
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeImages", region, e))?;
+        let id = match existing.images().first().and_then(|i| i.image_id()) {
+            Some(id) => id.to_string(),
+            None => {
+                let out = self
+                    .ec2(region)
+                    .register_image()
+                    .name(&reg.name)
+                    .description(&reg.description)
+                    .architecture(ArchitectureValues::from(reg.architecture.as_str()))
+                    .virtualization_type("hvm")
+                    .root_device_name("/dev/xvda")
+                    .block_device_mappings(
+                        BlockDeviceMapping::builder()
+                            .device_name("/dev/xvda")
+                            .ebs(
+                                EbsBlockDevice::builder()
+                                    .snapshot_id(&reg.snapshot_id)
+                                    .volume_size(reg.volume_size_gib as i32)
+                                    .volume_type(VolumeType::Gp2)
+                                    .delete_on_termination(true)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .ena_support(reg.ena_support)
+                    .sriov_net_support("simple")
+                    .boot_mode(BootModeValues::LegacyBios)
+                    .tag_specifications(tag_spec(ResourceType::Image, &reg.tags))
+                    .send()
+                    .await
+                    .map_err(|e| self.err("RegisterImage", region, e))?;
+                out.image_id().unwrap_or_default().to_string()
+            }
+        };
+        let filter = ImageFilter {
+            image_ids: vec![id.clone()],
+            ..Default::default()
+        };
+        crate::backend::Backend::describe_images(self, region, &filter)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(Error::ImageNotFound {
+                image_id: id,
+                region: region.into(),
+            })
+    }
+
+    async fn verify_registered(
+        &self,
+        region: &str,
+        image_id: &str,
+        reg: &HvmRegistration,
+    ) -> Result<Vec<String>> {
+        let raw = self.describe_raw(region, image_id).await?;
+        let mut problems = vec![];
+        let mut want = |what: &str, have: Option<&str>, expected: &str| {
+            if have != Some(expected) {
+                problems.push(format!(
+                    "{what} is {} instead of {expected}",
+                    have.unwrap_or("unset")
+                ));
+            }
+        };
+        want(
+            "virtualization type",
+            raw.virtualization_type().map(|v| v.as_str()),
+            "hvm",
+        );
+        want(
+            "architecture",
+            raw.architecture().map(|a| a.as_str()),
+            &reg.architecture,
+        );
+        want("root device", raw.root_device_name(), "/dev/xvda");
+        want(
+            "root snapshot",
+            Self::root_snapshot(&raw)
+                .ok()
+                .as_ref()
+                .map(|s| s.0.as_str()),
+            &reg.snapshot_id,
+        );
+        if let Some(k) = raw.kernel_id() {
+            problems.push(format!("it names kernel {k}"));
+        }
+        if raw.ena_support().unwrap_or(false) != reg.ena_support {
+            problems.push(format!("EnaSupport is not {}", reg.ena_support));
+        }
+        Ok(problems)
+    }
+
+    async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()> {
+        self.delete_snapshot_quietly(region, snapshot_id).await
+    }
+
+    async fn cleanup(&self, journal: &Journal) -> Result<Vec<String>> {
+        let region = &journal.region;
+        let keep = match &journal.image_id {
+            Some(id) => self
+                .describe_raw(region, id)
+                .await
+                .ok()
+                .and_then(|i| Self::root_snapshot(&i).ok())
+                .map(|s| s.0),
+            None => None,
+        };
+        let out = self
+            .ec2(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(tag_filter(&journal.migration_id))
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeSnapshots", region, e))?;
+        let mut ids: Vec<String> = out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(String::from))
+            .collect();
+        // A pending upload may not be listed by EC2 yet: the journal knows it.
+        ids.extend(journal.upload.iter().map(|u| u.snapshot_id.clone()));
+        ids.extend(journal.temporary_snapshot.iter().cloned());
+        ids.sort();
+        ids.dedup();
+        let mut removed = vec![];
+        for id in ids.into_iter().filter(|i| Some(i) != keep.as_ref()) {
+            match self.delete_snapshot_quietly(region, &id).await {
+                Ok(()) => removed.push(id),
+                Err(Error::Aws { code, .. }) if code.starts_with("InvalidSnapshot.NotFound") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    fn work_dir(&self, migration_id: &str) -> PathBuf {
+        std::env::var_os("AMITOOL_WORK_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                dirs::cache_dir()
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("amitool")
+                    .join("work")
+            })
+            .join(migration_id)
+    }
+
+    fn host_name(&self) -> &'static str {
+        "aws"
+    }
+}

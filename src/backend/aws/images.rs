@@ -1,0 +1,287 @@
+//! The AWS side of `import` and `export`: a raw disk to a snapshot and a
+//! registered image, and an image's root snapshot back to a sparse file.
+
+use std::path::Path;
+
+use aws_sdk_ec2::client::Waiters;
+use aws_sdk_ec2::types::{
+    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ResourceType, Tag,
+    TagSpecification, VolumeType,
+};
+
+use crate::backend::aws::transfer::{self, transfer_err};
+use crate::backend::aws::AwsBackend;
+use crate::backend::ImportRequest;
+use crate::error::{Error, Result};
+use crate::image::inspect;
+use crate::model::{Image, ImageFilter, Virtualization};
+
+/// How long to wait for a snapshot to complete.
+pub const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A usage error unless `path` looks like a disk image of the given kind.
+pub fn check_disk_image(path: &Path, virt: Virtualization) -> Result<()> {
+    if !path.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{} is not a file",
+            path.display()
+        )));
+    }
+    let ok = match virt {
+        Virtualization::Paravirtual => inspect::locate(path, None).is_ok(),
+        Virtualization::Hvm => {
+            let mut head = [0u8; 512];
+            std::fs::File::open(path)
+                .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0))
+                .is_ok()
+                && head[510..] == [0x55, 0xAA]
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{} is not a disk image amitool can import as {virt}: {}",
+            path.display(),
+            if virt == Virtualization::Hvm {
+                "no MBR"
+            } else {
+                "no ext2/3/4 filesystem, whole-disk or in partition 1"
+            }
+        )))
+    }
+}
+
+impl AwsBackend {
+    pub fn ebs(&self, region: &str) -> aws_sdk_ebs::Client {
+        let conf = aws_sdk_ebs::config::Builder::from(self.sdk_config())
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        aws_sdk_ebs::Client::from_conf(conf)
+    }
+
+    /// One image with everything EC2 says of it.
+    pub async fn describe_raw(
+        &self,
+        region: &str,
+        image_id: &str,
+    ) -> Result<aws_sdk_ec2::types::Image> {
+        let out = self
+            .ec2(region)
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+            .map_err(|e| {
+                if super::error::code(&e).is_some_and(|c| c.starts_with("InvalidAMIID")) {
+                    return Error::ImageNotFound {
+                        image_id: image_id.into(),
+                        region: region.into(),
+                    };
+                }
+                self.err("DescribeImages", region, e)
+            })?;
+        out.images()
+            .iter()
+            .find(|i| i.image_id() == Some(image_id))
+            .cloned()
+            .ok_or_else(|| Error::ImageNotFound {
+                image_id: image_id.into(),
+                region: region.into(),
+            })
+    }
+
+    /// The root snapshot of an EBS-backed image.
+    pub fn root_snapshot(
+        image: &aws_sdk_ec2::types::Image,
+    ) -> Result<(String, Option<VolumeType>)> {
+        let id = image.image_id().unwrap_or_default();
+        if image.root_device_type().map(|t| t.as_str()) == Some("instance-store") {
+            return Err(Error::InvalidInput(format!(
+                "{id} is instance-store backed: it has no EBS snapshot"
+            )));
+        }
+        let root = image.root_device_name().unwrap_or("/dev/sda1");
+        let bdm = image
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == Some(root))
+            .or_else(|| {
+                image
+                    .block_device_mappings()
+                    .iter()
+                    .find(|m| m.ebs().is_some())
+            });
+        let ebs = bdm.and_then(|m| m.ebs()).and_then(|e| {
+            e.snapshot_id()
+                .map(|s| (s.to_string(), e.volume_type().cloned()))
+        });
+        ebs.ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{id} has no root snapshot in its block device mapping"
+            ))
+        })
+    }
+
+    pub async fn wait_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()> {
+        self.ec2(region)
+            .wait_until_snapshot_completed()
+            .snapshot_ids(snapshot_id)
+            .wait(SNAPSHOT_WAIT)
+            .await
+            .map(|_| ())
+            .map_err(|e| transfer_err("wait for snapshot", region, e))
+    }
+
+    pub async fn delete_snapshot_quietly(&self, region: &str, snapshot_id: &str) -> Result<()> {
+        self.ec2(region)
+            .delete_snapshot()
+            .snapshot_id(snapshot_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("DeleteSnapshot", region, e))
+    }
+
+    pub async fn import(&self, region: &str, req: &ImportRequest) -> Result<Image> {
+        check_disk_image(&req.file, req.virtualization)?;
+        let pv = req.virtualization == Virtualization::Paravirtual;
+        match (&req.kernel_id, pv) {
+            (None, true) => {
+                return Err(Error::InvalidInput(
+                    "a paravirtual image needs --kernel AKI (see `amitool kernels`)".into(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(Error::InvalidInput("an hvm image takes no --kernel".into()))
+            }
+            (Some(k), true) => {
+                let kernel = self.describe_raw(region, k).await?;
+                if kernel.image_type().map(|t| t.as_str()) != Some("kernel") {
+                    return Err(Error::InvalidInput(format!(
+                        "{k} in {region} is not a kernel image"
+                    )));
+                }
+                if kernel.architecture().map(|a| a.as_str()) != Some(req.architecture.as_str()) {
+                    return Err(Error::InvalidInput(format!(
+                        "kernel {k} is not {}",
+                        req.architecture
+                    )));
+                }
+            }
+            _ => {}
+        }
+        let name = req.name.clone().unwrap_or_else(|| {
+            req.file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "imported".into())
+        });
+        let description = format!("imported by amitool from {}", req.file.display());
+        let tags = vec![aws_sdk_ebs::types::Tag::builder()
+            .key("amitool:import")
+            .value(&name)
+            .build()];
+        let snapshot_id = coldsnap::SnapshotUploader::new(self.ebs(region))
+            .upload_from_file(
+                &req.file,
+                None,
+                Some(&description),
+                Some(tags),
+                None,
+                Some(coldsnap::UploadZeroBlocks::Omit),
+                None,
+                None,
+                None,
+            )
+            .await
+            .map_err(|e| transfer_err("upload the image", region, e))?;
+        let registered = async {
+            self.wait_snapshot(region, &snapshot_id).await?;
+            let root = if pv { "/dev/sda1" } else { "/dev/xvda" };
+            let size = std::fs::metadata(&req.file)
+                .map(|m| m.len().div_ceil(1 << 30).max(1))
+                .unwrap_or(1);
+            let mut r = self
+                .ec2(region)
+                .register_image()
+                .name(&name)
+                .description(&description)
+                .architecture(ArchitectureValues::from(req.architecture.as_str()))
+                .virtualization_type(req.virtualization.as_str())
+                .root_device_name(root)
+                .block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name(root)
+                        .ebs(
+                            EbsBlockDevice::builder()
+                                .snapshot_id(&snapshot_id)
+                                .volume_size(size as i32)
+                                .volume_type(VolumeType::Gp2)
+                                .delete_on_termination(true)
+                                .build(),
+                        )
+                        .build(),
+                );
+            if let Some(k) = &req.kernel_id {
+                r = r.kernel_id(k);
+            } else {
+                r = r.ena_support(false).boot_mode(BootModeValues::LegacyBios);
+            }
+            let out = r
+                .send()
+                .await
+                .map_err(|e| self.err("RegisterImage", region, e))?;
+            let id = out.image_id().unwrap_or_default().to_string();
+            let filter = ImageFilter {
+                image_ids: vec![id],
+                ..Default::default()
+            };
+            crate::backend::Backend::describe_images(self, region, &filter)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::InvalidInput("the registered image is not listed".into()))
+        }
+        .await;
+        if registered.is_err() {
+            // Nothing half-made is left behind.
+            let _ = self.delete_snapshot_quietly(region, &snapshot_id).await;
+        }
+        registered
+    }
+
+    pub async fn export(&self, region: &str, image_id: &str, out: &Path) -> Result<u64> {
+        if out.exists() {
+            return Err(Error::InvalidInput(format!(
+                "{} exists; amitool does not overwrite",
+                out.display()
+            )));
+        }
+        let image = self.describe_raw(region, image_id).await?;
+        let (snapshot_id, _) = Self::root_snapshot(&image)?;
+        let result = transfer::download(self.ebs(region), region, &snapshot_id, out, false).await;
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(out);
+            return Err(e);
+        }
+        let f = std::fs::File::open(out).map_err(|e| Error::io("open", out, e))?;
+        Ok(crate::image::sparse::data_segments(&f)
+            .map_err(|e| Error::io("read", out, e))?
+            .iter()
+            .map(|s| s.1)
+            .sum())
+    }
+}
+
+/// EC2 tags for a resource type.
+pub fn tag_spec(
+    kind: ResourceType,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> TagSpecification {
+    let mut b = TagSpecification::builder().resource_type(kind);
+    for (k, v) in tags {
+        b = b.tags(Tag::builder().key(k).value(v).build());
+    }
+    b.build()
+}

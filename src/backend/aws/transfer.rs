@@ -1,0 +1,263 @@
+//! Moving disk bytes in and out of EBS snapshots without any instance:
+//! coldsnap for whole-snapshot transfer (import, export, the migration's
+//! download), and one block loop of our own for the migration's upload, which
+//! must record each block in the journal so a killed upload can resume.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_ebs::primitives::ByteStream;
+use aws_sdk_ebs::types::{ChecksumAlgorithm, Tag as EbsTag};
+use base64::Engine;
+use futures::stream::{self, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::image::sparse;
+use crate::migrate::journal::{Journal, Upload};
+
+/// EBS direct API block size (AWS reports 524288; so does our LocalStack hook).
+pub const BLOCK: u64 = 512 * 1024;
+/// Blocks in flight at once for one snapshot (EBS throttles per snapshot).
+pub const UPLOAD_CONCURRENCY: usize = 16;
+const GIB: u64 = 1 << 30;
+
+pub fn transfer_err(
+    action: &'static str,
+    region: &str,
+    e: impl std::error::Error + 'static,
+) -> Error {
+    Error::Transfer {
+        action,
+        region: region.to_string(),
+        message: crate::error::chain(&e),
+    }
+}
+
+/// Download a whole snapshot into a new sparse file with coldsnap
+/// (checkpointed when `resumable`). coldsnap's future is not `Send`, so it
+/// runs on a blocking thread of the same runtime.
+pub async fn download(
+    ebs: aws_sdk_ebs::Client,
+    region: &str,
+    snapshot_id: &str,
+    path: &Path,
+    resumable: bool,
+) -> Result<()> {
+    let handle = tokio::runtime::Handle::current();
+    let (snap, dest) = (snapshot_id.to_string(), path.to_path_buf());
+    let checkpoint = if resumable {
+        coldsnap::CheckpointBehavior::Enable
+    } else {
+        coldsnap::CheckpointBehavior::Disable
+    };
+    let joined = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            coldsnap::SnapshotDownloader::new(ebs)
+                .download_to_file(&snap, &dest, None, Some(checkpoint), None)
+                .await
+                .map_err(|e| crate::error::chain(&e))
+        })
+    })
+    .await;
+    let message = match joined {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(m)) => m,
+        Err(e) => e.to_string(),
+    };
+    Err(Error::Transfer {
+        action: "download the snapshot",
+        region: region.to_string(),
+        message,
+    })
+}
+
+/// Indexes of the 512 KiB blocks of `path` that hold data (holes skipped).
+pub fn data_blocks(file: &File) -> std::io::Result<BTreeSet<i32>> {
+    let mut out = BTreeSet::new();
+    for (off, len) in sparse::data_segments(file)? {
+        let first = off / BLOCK;
+        let last = (off + len).div_ceil(BLOCK);
+        out.extend((first..last).map(|b| b as i32));
+    }
+    Ok(out)
+}
+
+fn read_block(file: &File, index: i32, file_len: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; BLOCK as usize];
+    let off = index as u64 * BLOCK;
+    let n = (file_len - off).min(BLOCK) as usize;
+    file.read_exact_at(&mut buf[..n], off)?;
+    Ok(buf)
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadStats {
+    pub blocks_written: usize,
+    pub bytes_sent: u64,
+}
+
+/// Pause forever once `n` blocks are journaled: a test hook for kill -9.
+fn test_pause(journaled: usize) {
+    let Some(n) = std::env::var("AMITOOL_TEST_PAUSE_AFTER_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    if journaled >= n {
+        eprintln!("amitool: test hook: paused after {journaled} blocks");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Upload the data blocks of `path` into a new snapshot (or the one the
+/// journal started), journaling each batch; complete it and return its id.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_journaled(
+    ebs: &aws_sdk_ebs::Client,
+    region: &str,
+    path: &Path,
+    description: &str,
+    tags: &[(String, String)],
+    kms_key_arn: Option<&str>,
+    journal: &mut Journal,
+) -> Result<(String, UploadStats)> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if journal.upload.as_ref().is_some_and(|u| u.completed) {
+        let u = journal.upload.clone().expect("checked");
+        return Ok((u.snapshot_id, UploadStats::default()));
+    }
+    if journal.upload.is_none() {
+        let mut req = ebs
+            .start_snapshot()
+            .volume_size(len.div_ceil(GIB) as i64)
+            .description(description)
+            .client_token(format!("{}-upload", journal.migration_id))
+            .timeout(24 * 60);
+        for (k, v) in tags {
+            req = req.tags(EbsTag::builder().key(k).value(v).build());
+        }
+        if let Some(k) = kms_key_arn {
+            req = req.encrypted(true).kms_key_arn(k);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| super::error::convert("StartSnapshot", region, None, e))?;
+        let block_size = out.block_size().unwrap_or(BLOCK as i32) as u64;
+        if block_size != BLOCK {
+            return Err(Error::Transfer {
+                action: "StartSnapshot",
+                region: region.into(),
+                message: format!("EBS reports a block size of {block_size} bytes; amitool writes 524288-byte blocks"),
+            });
+        }
+        journal.upload = Some(Upload {
+            snapshot_id: out.snapshot_id().unwrap_or_default().to_string(),
+            ..Default::default()
+        });
+        journal.save()?;
+    }
+    let snapshot_id = journal
+        .upload
+        .as_ref()
+        .expect("set above")
+        .snapshot_id
+        .clone();
+    let done = journal.upload.as_ref().expect("set above").blocks.clone();
+    let todo: Vec<i32> = data_blocks(&file)
+        .map_err(|e| Error::io("read", path, e))?
+        .into_iter()
+        .filter(|b| !done.contains(b))
+        .collect();
+    let mut stats = UploadStats::default();
+    test_pause(done.len());
+    for batch in todo.chunks(UPLOAD_CONCURRENCY) {
+        let results: Vec<Result<Option<i32>>> = stream::iter(batch.iter().copied())
+            .map(|index| {
+                let file = &file;
+                let snapshot_id = &snapshot_id;
+                async move {
+                    let data =
+                        read_block(file, index, len).map_err(|e| Error::io("read", path, e))?;
+                    if data.iter().all(|&b| b == 0) {
+                        return Ok(None);
+                    }
+                    let checksum =
+                        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
+                    ebs.put_snapshot_block()
+                        .snapshot_id(snapshot_id)
+                        .block_index(index)
+                        .data_length(BLOCK as i32)
+                        .checksum(checksum)
+                        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                        .block_data(ByteStream::from(data))
+                        .send()
+                        .await
+                        .map_err(|e| super::error::convert("PutSnapshotBlock", region, None, e))?;
+                    Ok(Some(index))
+                }
+            })
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .collect()
+            .await;
+        let upload = journal.upload.as_mut().expect("set above");
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(Some(i)) => {
+                    upload.blocks.insert(i);
+                    stats.blocks_written += 1;
+                    stats.bytes_sent += BLOCK;
+                }
+                Ok(None) => {}
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        journal.save()?;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        test_pause(journal.upload.as_ref().expect("set above").blocks.len());
+    }
+    let count = journal.upload.as_ref().expect("set above").blocks.len();
+    ebs.complete_snapshot()
+        .snapshot_id(&snapshot_id)
+        .changed_blocks_count(count as i32)
+        .send()
+        .await
+        .map_err(|e| super::error::convert("CompleteSnapshot", region, None, e))?;
+    journal.upload.as_mut().expect("set above").completed = true;
+    journal.save()?;
+    Ok((snapshot_id, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_blocks_skip_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let f = File::create(&p).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"x", 0).unwrap();
+        f.write_all_at(b"y", (3 << 20) + 5).unwrap();
+        let f = File::open(&p).unwrap();
+        let blocks = data_blocks(&f).unwrap();
+        assert!(blocks.contains(&0) && blocks.contains(&6), "{blocks:?}");
+        assert!(blocks.len() <= 16, "{blocks:?}");
+    }
+}

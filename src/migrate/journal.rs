@@ -1,0 +1,149 @@
+//! The migration journal: what a migration has made and how far it got,
+//! written before and after each step, so that `--resume` finishes a
+//! migration that was killed and `--cleanup` removes what it made.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The upload of the HVM disk into a new snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Upload {
+    pub snapshot_id: String,
+    /// Block indexes already written (512 KiB blocks on EBS).
+    pub blocks: BTreeSet<i32>,
+    pub completed: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Journal {
+    pub migration_id: String,
+    pub backend: String,
+    pub region: String,
+    /// `image` or `instance`, and its id.
+    pub source_kind: String,
+    pub source_id: String,
+    pub name: Option<String>,
+    pub fix_guest: bool,
+    /// The snapshot this migration made of an instance's root volume.
+    pub temporary_snapshot: Option<String>,
+    /// The KMS key of an encrypted source; the result is encrypted with it.
+    #[serde(default)]
+    pub kms_key: Option<String>,
+    /// The snapshot whose blocks are already in the work directory.
+    #[serde(default)]
+    pub downloaded: Option<String>,
+    pub upload: Option<Upload>,
+    pub image_id: Option<String>,
+    /// `running`, `failed`, `done` or `cleaned`.
+    pub state: String,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+/// Where journals live: `AMITOOL_JOURNAL_DIR`, else the user's data directory.
+pub fn journal_dir() -> PathBuf {
+    std::env::var_os("AMITOOL_JOURNAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            dirs::data_dir()
+                .unwrap_or_else(std::env::temp_dir)
+                .join("amitool")
+                .join("migrations")
+        })
+}
+
+/// `mig-` and 12 hex digits.
+pub fn check_migration_id(id: &str) -> Result<()> {
+    let ok = id
+        .strip_prefix("mig-")
+        .is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "malformed migration id {id:?}: expected mig- and 12 hex digits"
+        )))
+    }
+}
+
+impl Journal {
+    pub fn new(dir: &Path, migration_id: &str) -> Self {
+        Journal {
+            migration_id: migration_id.to_string(),
+            state: "running".into(),
+            path: dir.join(format!("{migration_id}.json")),
+            ..Default::default()
+        }
+    }
+
+    pub fn load(dir: &Path, migration_id: &str) -> Result<Self> {
+        check_migration_id(migration_id)?;
+        let path = dir.join(format!("{migration_id}.json"));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::InvalidInput(format!(
+                    "no journal for {migration_id} in {}",
+                    dir.display()
+                ))
+            } else {
+                Error::io("read", &path, e)
+            }
+        })?;
+        let mut j: Journal = serde_json::from_str(&text).map_err(|source| Error::Json {
+            what: format!("read {}", path.display()),
+            source,
+        })?;
+        j.path = path;
+        Ok(j)
+    }
+
+    /// Write the journal atomically (temporary file, fsync, rename).
+    pub fn save(&self) -> Result<()> {
+        let dir = self.path.parent().expect("journal paths have a directory");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("journals serialize");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| Error::io("write", &self.path, e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::new(dir.path(), "mig-0123456789ab");
+        j.upload = Some(Upload {
+            snapshot_id: "snap-1".into(),
+            blocks: [2, 0, 1].into(),
+            completed: false,
+        });
+        j.save().unwrap();
+        let back = Journal::load(dir.path(), "mig-0123456789ab").unwrap();
+        assert_eq!(back, j);
+        assert!(Journal::load(dir.path(), "mig-nothere").is_err());
+        assert_eq!(
+            Journal::load(dir.path(), "mig-000000000000")
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+    }
+}
