@@ -16,16 +16,8 @@ work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 size=${BENCH_SIZE:-8G}; data_mib=${BENCH_DATA_MIB:-1024}
 
-mkdir -p "$work/root/boot/grub" "$work/root/etc"
-printf 'default 0\ntimeout 1\ntitle bench\nroot (hd0)\nkernel /boot/vmlinuz-bench root=LABEL=bench ro console=hvc0\ninitrd /boot/initrd-bench\n' > "$work/root/boot/grub/menu.lst"
-head -c 4M /dev/urandom > "$work/root/boot/vmlinuz-bench"
-head -c 1M /dev/urandom > "$work/root/boot/initrd-bench"
-printf 'LABEL=bench / ext4 defaults 0 1\n' > "$work/root/etc/fstab"
-head -c "${data_mib}M" /dev/urandom > "$work/root/data.bin"
-truncate -s "$size" "$work/pv.img"
-mke2fs -q -F -t ext4 -L bench -d "$work/root" "$work/pv.img"
-rm -rf "$work/root"
-alloc() { echo $(( $(stat -c %b "$1") * $(stat -c %B "$1") )); }
+. bench/lib.sh
+make_pv_image "$work/pv.img" "$size" "$data_mib"
 echo "input: $(stat -c %s "$work/pv.img") bytes, $(alloc "$work/pv.img") allocated"
 
 # run NAME OUTPUT CMD...: wall seconds, peak RSS (KiB), bytes written (from /proc io accounting via GNU time)

@@ -33,6 +33,9 @@ pub struct Journal {
     /// The KMS key of an encrypted source; the result is encrypted with it.
     #[serde(default)]
     pub kms_key: Option<String>,
+    /// How many blocks of the source snapshot hold data (read by the download).
+    #[serde(default)]
+    pub source_blocks: Option<usize>,
     /// The snapshot whose blocks are already in the work directory.
     #[serde(default)]
     pub downloaded: Option<String>,

@@ -320,11 +320,18 @@ async fn pipeline(
     check_source(&disk.image)?;
     rec.done(
         "snapshot",
-        format!(
-            "root disk of {} ({})",
-            disk.image.image_id,
-            disk.path.display()
-        ),
+        match journal.source_blocks {
+            Some(n) => format!(
+                "root disk of {}: {n} blocks read into {}",
+                disk.image.image_id,
+                disk.path.display()
+            ),
+            None => format!(
+                "root disk of {} ({})",
+                disk.image.image_id,
+                disk.path.display()
+            ),
+        },
     );
     let insp = inspect::inspect(&disk.path, disk.flavor)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", disk.image.image_id)))?;
@@ -390,7 +397,17 @@ async fn pipeline(
     tags.insert("amitool:source-image".into(), disk.image.image_id.clone());
     let snapshot_id = host.store_disk(&region, &out, &tags, journal).await?;
     let _ = std::fs::remove_file(&out);
-    rec.done("upload", format!("snapshot {snapshot_id}"));
+    let written = journal.upload.as_ref().map(|u| u.blocks.len());
+    rec.done(
+        "upload",
+        match written {
+            Some(n) => format!(
+                "snapshot {snapshot_id}: {n} blocks written ({} bytes)",
+                n as u64 * 524_288
+            ),
+            None => format!("snapshot {snapshot_id}"),
+        },
+    );
     let reg = HvmRegistration {
         name: journal.name.clone().unwrap_or_else(|| {
             format!(

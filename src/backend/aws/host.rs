@@ -178,6 +178,8 @@ impl MigrationHost for AwsBackend {
         if journal.downloaded.as_deref() != Some(snapshot_id.as_str()) || !path.is_file() {
             let _ = std::fs::remove_file(&path);
             transfer::download(self.ebs(region), region, &snapshot_id, &path, true).await?;
+            journal.source_blocks =
+                Some(transfer::count_blocks(&self.ebs(region), region, &snapshot_id).await?);
             journal.downloaded = Some(snapshot_id.clone());
             journal.save()?;
         }

@@ -75,6 +75,27 @@ pub async fn download(
     })
 }
 
+/// How many blocks of a snapshot hold data (ListSnapshotBlocks, paginated).
+pub async fn count_blocks(
+    ebs: &aws_sdk_ebs::Client,
+    region: &str,
+    snapshot_id: &str,
+) -> Result<usize> {
+    let mut pages = ebs
+        .list_snapshot_blocks()
+        .snapshot_id(snapshot_id)
+        .into_paginator()
+        .send();
+    let mut n = 0;
+    while let Some(page) = pages.next().await {
+        n += page
+            .map_err(|e| super::error::convert("ListSnapshotBlocks", region, None, e))?
+            .blocks()
+            .len();
+    }
+    Ok(n)
+}
+
 /// Indexes of the 512 KiB blocks of `path` that hold data (holes skipped).
 pub fn data_blocks(file: &File) -> std::io::Result<BTreeSet<i32>> {
     let mut out = BTreeSet::new();

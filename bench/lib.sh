@@ -1,0 +1,17 @@
+# Shared by the benchmark scripts: a sparse PV image with a boot menu, a
+# kernel-sized file and DATA_MIB of random data, as a PV-GRUB hd0 disk.
+make_pv_image() { # OUT SIZE DATA_MIB
+  local out=$1 size=$2 data_mib=$3 root
+  root=$(mktemp -d "$(dirname "$out")/root.XXXXXX")
+  mkdir -p "$root/boot/grub" "$root/etc"
+  printf 'default 0\ntimeout 1\ntitle bench\nroot (hd0)\nkernel /boot/vmlinuz-bench root=LABEL=bench ro console=hvc0\ninitrd /boot/initrd-bench\n' > "$root/boot/grub/menu.lst"
+  head -c 4M /dev/urandom > "$root/boot/vmlinuz-bench"
+  head -c 1M /dev/urandom > "$root/boot/initrd-bench"
+  printf 'LABEL=bench / ext4 defaults 0 1\n' > "$root/etc/fstab"
+  head -c "${data_mib}M" /dev/urandom > "$root/data.bin"
+  truncate -s "$size" "$out"
+  mke2fs -q -F -t ext4 -L bench -d "$root" "$out"
+  rm -rf "$root"
+}
+
+alloc() { echo $(( $(stat -c %b "$1") * $(stat -c %B "$1") )); }
