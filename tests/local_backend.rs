@@ -162,7 +162,7 @@ fn every_good_fixture_migrates_and_boots_under_qemu() {
             .collect();
         assert_eq!(
             steps,
-            ["snapshot", "inspect", "plan", "build", "register", "verify"],
+            ["snapshot", "inspect", "plan", "build", "upload", "register", "verify"],
             "{name}"
         );
         let hvm = m["image_id"].as_str().unwrap().to_string();

@@ -317,3 +317,30 @@ pub async fn run(ctx: &Context, args: CompatArgs) -> Result<u8> {
     output::emit(&output::render(&types, ctx.format()));
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_frankfurt_starts_at_m3_medium_and_has_no_t1() {
+        let pv = accepting_offline(
+            Some("eu-central-1".into()),
+            Virtualization::Paravirtual,
+            Some("x86_64"),
+        );
+        assert_eq!(pv[0].info.instance_type, "m3.medium");
+        assert!(pv.iter().all(|t| !t.info.instance_type.starts_with("t1.")
+            && !t.info.instance_type.starts_with("m1.")));
+        let us = accepting_offline(
+            Some("us-east-1".into()),
+            Virtualization::Paravirtual,
+            Some("x86_64"),
+        );
+        assert_eq!(us[0].info.instance_type, "t1.micro");
+        assert!(
+            accepting_offline(Some("eu-north-1".into()), Virtualization::Paravirtual, None)
+                .is_empty()
+        );
+    }
+}
