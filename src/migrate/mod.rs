@@ -9,6 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 pub mod journal;
+pub mod script;
 
 pub use journal::Journal;
 use serde::Serialize;

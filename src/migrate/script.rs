@@ -1,0 +1,279 @@
+//! The preparation script a helper instance runs (through SSM's
+//! AWS-RunShellScript, or on loop devices in tests), rendered from
+//! `templates/prepare.sh.j2` with minijinja. Every value that reaches the
+//! script is validated here and single-quoted by the template's `sh` filter:
+//! nothing from a tag, a name or a guest file can inject shell.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::image::grub;
+use crate::image::guestfix::GuestFix;
+
+const TEMPLATE: &str = include_str!("../../templates/prepare.sh.j2");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Validate the devices; write nothing.
+    Check,
+    /// Report the source filesystem's facts and boot menu.
+    Inspect,
+    /// Write the HVM disk onto the target.
+    Convert,
+}
+
+/// A device and what proves it is the one amitool attached.
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    /// `/dev/xvdf`, `/dev/sdf`, `/dev/nvme1n1`, `/dev/loop3`.
+    pub device: String,
+    /// Its exact size in bytes.
+    pub size: u64,
+    /// An EBS volume id (matched against the NVMe serial), or a loop device's backing file.
+    pub identity: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub mode: Mode,
+    pub migration_id: String,
+    pub source: Device,
+    pub target: Device,
+    pub fs_offset: u64,
+    pub fs_size: u64,
+    /// The GRUB 2 configuration (convert).
+    pub grub_cfg: Option<String>,
+    /// Guest fixes (convert with --fix-guest).
+    pub fixes: Vec<GuestFix>,
+}
+
+/// What the script's last line says.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Report {
+    pub migration_id: String,
+    pub mode: String,
+    pub ok: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub fs_size: Option<u64>,
+    #[serde(default)]
+    pub menu_path: Option<String>,
+    #[serde(default)]
+    pub menu_b64: Option<String>,
+    #[serde(default)]
+    pub fstab_b64: Option<String>,
+    #[serde(default)]
+    pub core_img_bytes: Option<u64>,
+}
+
+fn bad(what: &str, value: &str) -> Error {
+    Error::InvalidInput(format!(
+        "refusing to put {what} {value:?} into the preparation script"
+    ))
+}
+
+/// `/dev/xvdf`, `/dev/sdf`, `/dev/nvme1n1`, `/dev/loop12`: nothing else.
+pub fn check_device_path(dev: &str) -> Result<()> {
+    let ok = dev.strip_prefix("/dev/").is_some_and(|n| {
+        let alpha = |s: &str, max: usize| {
+            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_lowercase())
+        };
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
+        n.strip_prefix("xvd").is_some_and(|r| alpha(r, 2))
+            || n.strip_prefix("sd").is_some_and(|r| alpha(r, 2))
+            || n.strip_prefix("loop").is_some_and(digits)
+            || n.strip_prefix("nvme")
+                .and_then(|r| r.strip_suffix("n1"))
+                .is_some_and(digits)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad("device", dev))
+    }
+}
+
+/// A volume id, or an absolute path of plain characters (a loop backing file).
+fn check_identity(id: &str) -> Result<()> {
+    let vol = crate::ids::check_id(crate::ids::IdKind::Volume, id).is_ok();
+    let path = id.starts_with('/')
+        && id.len() < 512
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
+        && !id.contains("..");
+    if vol || path {
+        Ok(())
+    } else {
+        Err(bad("device identity", id))
+    }
+}
+
+fn check_guest_path(p: &str) -> Result<()> {
+    let ok = p.starts_with('/')
+        && p.len() < 256
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-@".contains(&b))
+        && !p.contains("..")
+        && !p.ends_with('/');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad("guest path", p))
+    }
+}
+
+/// Single quotes, with `'` written as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+pub fn render(p: &Params) -> Result<String> {
+    crate::migrate::journal::check_migration_id(&p.migration_id)?;
+    for d in [&p.source, &p.target] {
+        check_device_path(&d.device)?;
+        check_identity(&d.identity)?;
+    }
+    for f in &p.fixes {
+        check_guest_path(&f.path)?;
+    }
+    if p.mode == Mode::Convert && p.grub_cfg.is_none() {
+        return Err(Error::InvalidInput(
+            "a convert script needs the GRUB configuration".into(),
+        ));
+    }
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let fixes: Vec<serde_json::Value> = p
+        .fixes
+        .iter()
+        .map(|f| serde_json::json!({ "path": f.path, "content_b64": b64(&f.content) }))
+        .collect();
+    let mut env = minijinja::Environment::new();
+    env.add_filter("sh", |v: String| shell_quote(&v));
+    env.add_template("prepare.sh", TEMPLATE)
+        .expect("the template parses (unit-tested)");
+    let ctx = minijinja::context! {
+        mode => p.mode,
+        migration_id => p.migration_id,
+        source => p.source,
+        target => p.target,
+        fs_offset => p.fs_offset,
+        fs_size => p.fs_size,
+        grub_cfg_b64 => p.grub_cfg.as_deref().map(b64).unwrap_or_default(),
+        grub_modules => grub::MODULES.join(" "),
+        fixes => fixes,
+    };
+    env.get_template("prepare.sh")
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| Error::InvalidInput(format!("render the preparation script: {e}")))
+}
+
+/// The report on the last line of the script's output.
+pub fn parse_report(output: &str) -> Result<Report> {
+    let last = output
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    serde_json::from_str(last).map_err(|_| {
+        Error::InvalidInput(format!(
+            "the preparation script printed no report; its last line: {last:?}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(mode: Mode) -> Params {
+        Params {
+            mode,
+            migration_id: "mig-0123456789ab".into(),
+            source: Device {
+                device: "/dev/nvme1n1".into(),
+                size: 8 << 30,
+                identity: "vol-0123456789abcdef0".into(),
+            },
+            target: Device {
+                device: "/dev/xvdg".into(),
+                size: 9 << 30,
+                identity: "vol-0fedcba9876543210".into(),
+            },
+            fs_offset: 0,
+            fs_size: 8 << 30,
+            grub_cfg: Some("set default=0\nmenuentry 'it''s' {\n}\n".into()),
+            fixes: vec![GuestFix {
+                path: "/etc/fstab".into(),
+                content: "UUID=x / ext4 defaults 0 1\n".into(),
+                description: "d".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_quoted_values() {
+        let s = render(&params(Mode::Convert)).unwrap();
+        assert!(s.starts_with("#!/bin/bash\n"));
+        assert!(s.contains("MODE='convert'\n"));
+        assert!(s.contains("SRC_DEV='/dev/nvme1n1'\n"));
+        assert!(s.contains("SRC_SIZE=8589934592\n"));
+        assert!(s.contains("DST_ID='vol-0fedcba9876543210'\n"));
+        assert!(s.contains("FIX_0_PATH='/etc/fstab'\n"));
+        assert!(s.contains("FIX_COUNT=1\n"));
+        assert!(s.contains("GRUB_MODULES='biosdisk part_msdos ext2 linux normal memdisk tar serial terminal gzio echo test'"));
+        // The configuration travels as base64: no quote of it reaches the shell.
+        assert!(!s.contains("it''s"));
+    }
+
+    #[test]
+    fn refuses_anything_that_could_inject() {
+        let mut p = params(Mode::Check);
+        p.source.device = "/dev/xvdf; rm -rf /".into();
+        assert!(render(&p).is_err());
+        let mut p = params(Mode::Check);
+        p.target.identity = "/tmp/x'$(reboot)'".into();
+        assert!(render(&p).is_err());
+        let mut p = params(Mode::Convert);
+        p.fixes[0].path = "/etc/../root/x".into();
+        assert!(render(&p).is_err());
+        let mut p = params(Mode::Check);
+        p.migration_id = "mig-1; reboot".into();
+        assert!(render(&p).is_err());
+        for ok in ["/dev/xvdf", "/dev/sdf", "/dev/nvme1n1", "/dev/loop12"] {
+            check_device_path(ok).unwrap();
+        }
+        for no in [
+            "/dev/sda1",
+            "/dev/nvme0n1p1",
+            "/dev/../sda",
+            "xvdf",
+            "/dev/mapper/x",
+        ] {
+            assert!(check_device_path(no).is_err(), "{no}");
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn report_is_the_last_line() {
+        let r = parse_report(
+            "noise\n{\"migration_id\":\"mig-0123456789ab\",\"mode\":\"check\",\"ok\":true}\n\n",
+        )
+        .unwrap();
+        assert!(r.ok);
+        assert!(parse_report("nothing\n").is_err());
+    }
+}

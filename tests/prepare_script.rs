@@ -1,0 +1,216 @@
+//! The rendered preparation script, for real: as root, on loop devices made
+//! from a PV fixture and an empty file, run exactly as SSM would run it
+//! (bash, as root, its output's last line a JSON report), then the result
+//! booted under QEMU. And its guard: a device that is not the one it was
+//! given is refused before anything is written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use amitool::image::boot;
+use amitool::image::menulst::{self, MenuLst, RootSpec};
+use amitool::migrate::script::{self, Device, Mode, Params, Report};
+use base64::Engine;
+
+fn fixture(name: &str) -> PathBuf {
+    let dir = std::env::var_os("AMITOOL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/amitool/fixture-images")
+        });
+    let p = dir.join(format!("{name}.img"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run tests/fixtures/build-images.sh {}",
+        p.display(),
+        dir.display()
+    );
+    p
+}
+
+/// A loop device, detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path, read_only: bool) -> Loop {
+        let mut c = Command::new("losetup");
+        c.args(["-f", "--show"]);
+        if read_only {
+            c.arg("-r");
+        }
+        let out = c.arg(file).output().expect("losetup (util-linux)");
+        assert!(
+            out.status.success(),
+            "losetup failed (these tests need root and loop devices): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn sha(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Run the script as SSM's AWS-RunShellScript would: bash, as root.
+fn run(params: &Params, dir: &Path) -> (i32, Report) {
+    let path = dir.join(format!("prepare-{:?}.sh", params.mode));
+    std::fs::write(&path, script::render(params).unwrap()).unwrap();
+    let out = Command::new("bash").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let report = script::parse_report(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+fn setup(name: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("source.img");
+    std::fs::copy(fixture(name), &src).unwrap();
+    let dst = dir.path().join("target.img");
+    let f = std::fs::File::create(&dst).unwrap();
+    f.set_len(std::fs::metadata(&src).unwrap().len() + (2 << 20))
+        .unwrap();
+    Setup { dir, src, dst }
+}
+
+fn device(l: &Loop, file: &Path) -> Device {
+    Device {
+        device: l.0.clone(),
+        size: std::fs::metadata(file).unwrap().len(),
+        identity: file.canonicalize().unwrap().display().to_string(),
+    }
+}
+
+fn params(mode: Mode, src: Device, dst: Device) -> Params {
+    let fs_size = src.size;
+    Params {
+        mode,
+        migration_id: "mig-00000000abcd".into(),
+        source: src,
+        target: dst,
+        fs_offset: 0,
+        fs_size,
+        grub_cfg: None,
+        fixes: vec![],
+    }
+}
+
+#[test]
+fn inspect_convert_on_loop_devices_then_boot() {
+    let name = "menulst-noroot";
+    let s = setup(name);
+    let before = sha(&s.src);
+    let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
+    let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
+
+    let (code, check) = run(&params(Mode::Check, src.clone(), dst.clone()), s.dir.path());
+    assert_eq!((code, check.ok), (0, true), "{check:?}");
+
+    let (code, facts) = run(
+        &params(Mode::Inspect, src.clone(), dst.clone()),
+        s.dir.path(),
+    );
+    assert_eq!((code, facts.ok), (0, true), "{facts:?}");
+    assert_eq!(facts.menu_path.as_deref(), Some("/boot/grub/menu.lst"));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let menu = String::from_utf8(b64.decode(facts.menu_b64.unwrap()).unwrap()).unwrap();
+    let cfg = menulst::to_grub2(
+        &MenuLst::parse(&menu),
+        &RootSpec {
+            uuid: facts.uuid.clone().unwrap(),
+            label: facts.label.clone(),
+        },
+    );
+
+    let mut p = params(Mode::Convert, src, dst);
+    p.fs_size = facts.fs_size.unwrap();
+    p.grub_cfg = Some(cfg.clone());
+    let (code, done) = run(&p, s.dir.path());
+    assert_eq!((code, done.ok), (0, true), "{done:?}");
+    drop((src_loop, dst_loop));
+    assert_eq!(sha(&s.src), before, "the source changed");
+
+    assert!(
+        boot::hvm_problems(&s.dst, Some(&cfg)).is_empty(),
+        "{:?}",
+        boot::hvm_problems(&s.dst, Some(&cfg))
+    );
+    let marker = format!("AMITOOL-ROOT-OK {name}");
+    let q = boot::qemu_boot(
+        &s.dst,
+        &s.dir.path().join("serial.log"),
+        &marker,
+        Duration::from_secs(240),
+    )
+    .unwrap();
+    let log = std::fs::read_to_string(&q.serial_log).unwrap_or_default();
+    assert!(q.reached, "{log}");
+    assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
+}
+
+#[test]
+fn the_guard_refuses_any_other_device_and_writes_nothing() {
+    let s = setup("ext3-uuid");
+    let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
+    let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
+    let dst_before = sha(&s.dst);
+    let cfg = Some("set default=0\n".to_string());
+    let convert = |src: Device, dst: Device| {
+        let mut p = params(Mode::Convert, src, dst);
+        p.grub_cfg = cfg.clone();
+        p
+    };
+
+    // The target's size is not what amitool attached.
+    let mut wrong = dst.clone();
+    wrong.size += 512;
+    let (code, r) = run(&convert(src.clone(), wrong), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+    assert!(r.reason.unwrap().contains("not the expected"));
+
+    // The right size, but another backing file.
+    let mut other = dst.clone();
+    other.identity = s.src.canonicalize().unwrap().display().to_string();
+    let (code, r) = run(&convert(src.clone(), other), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+
+    // Source given as target.
+    let (code, r) = run(&convert(src.clone(), src.clone()), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+
+    // A device that is not there.
+    let mut gone = dst.clone();
+    gone.device = "/dev/loop250".into();
+    let (code, r) = run(&convert(src.clone(), gone), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+
+    drop((src_loop, dst_loop));
+    assert_eq!(
+        sha(&s.dst),
+        dst_before,
+        "a refused script wrote to the target"
+    );
+}
