@@ -103,3 +103,17 @@ pub fn report_failures<T>(results: Vec<(String, Result<T>)>) -> (Vec<T>, usize) 
     }
     (ok, failed)
 }
+
+/// Print what the regions that answered found, unless none answered (the
+/// errors are already on stderr); the exit status: 1 when any region failed.
+pub fn emit_partial<T: serde::Serialize + crate::output::Tabular>(
+    items: &[T],
+    format: crate::output::Format,
+    failed: usize,
+    total: usize,
+) -> u8 {
+    if failed == 0 || failed < total {
+        crate::output::emit(&crate::output::render(items, format));
+    }
+    u8::from(failed > 0)
+}

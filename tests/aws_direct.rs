@@ -15,17 +15,28 @@ fn endpoint() -> String {
 
 fn require_localstack() {
     let url = endpoint();
-    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
-    let ok = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)).is_ok();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let ok = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        .is_ok();
     assert!(ok, "LocalStack is not reachable at {url}: start it with `localstack/start.sh` (tests/run.sh does)");
 }
 
 fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("AMITOOL_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/amitool/fixture-images")
-    });
+    let dir = std::env::var_os("AMITOOL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/amitool/fixture-images")
+        });
     let p = dir.join(format!("{name}.img"));
-    assert!(p.is_file(), "{} is missing: run tests/fixtures/build-images.sh {}", p.display(), dir.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run tests/fixtures/build-images.sh {}",
+        p.display(),
+        dir.display()
+    );
     p
 }
 
@@ -37,7 +48,9 @@ struct Env {
 impl Env {
     fn new() -> Self {
         require_localstack();
-        Env { dir: tempfile::tempdir().unwrap() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -61,15 +74,31 @@ impl Env {
         let mut a = args.to_vec();
         a.extend(["--output", "json"]);
         let out = self.run(&a);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// Import a fixture as a PV AMI of us-east-1 with its hd0 1.05 kernel.
     fn import(&self, name: &str) -> String {
         let file = fixture(name);
-        let unique = format!("{name}-{}", self.dir.path().file_name().unwrap().to_string_lossy());
-        let img = self.json(&["import", file.to_str().unwrap(), "--virtualization", "pv", "--kernel", "aki-5c21674b", "--name", &unique]);
+        let unique = format!(
+            "{name}-{}",
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        );
+        let img = self.json(&[
+            "import",
+            file.to_str().unwrap(),
+            "--virtualization",
+            "pv",
+            "--kernel",
+            "aki-5c21674b",
+            "--name",
+            &unique,
+        ]);
         img["image_id"].as_str().unwrap().to_string()
     }
 
@@ -86,7 +115,9 @@ async fn sdk() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(endpoint())
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
         .load()
         .await
 }
@@ -97,23 +128,47 @@ async fn tagged_snapshots(migration_id: &str) -> Vec<String> {
         .await
         .describe_snapshots()
         .owner_ids("self")
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:amitool:migration").values(migration_id).build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:amitool:migration")
+                .values(migration_id)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
-    out.snapshots().iter().map(|s| s.snapshot_id().unwrap().to_string()).collect()
+    out.snapshots()
+        .iter()
+        .map(|s| s.snapshot_id().unwrap().to_string())
+        .collect()
 }
 
 async fn root_snapshot(image_id: &str) -> String {
-    let out = ec2().await.describe_images().image_ids(image_id).send().await.unwrap();
+    let out = ec2()
+        .await
+        .describe_images()
+        .image_ids(image_id)
+        .send()
+        .await
+        .unwrap();
     let img = &out.images()[0];
-    img.block_device_mappings()[0].ebs().unwrap().snapshot_id().unwrap().to_string()
+    img.block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string()
 }
 
 /// The blocks of a snapshot read with the plain EBS API, as a disk image.
 async fn read_snapshot(snapshot_id: &str, len: usize) -> (Vec<u8>, usize) {
     let ebs = aws_sdk_ebs::Client::new(&sdk().await);
-    let list = ebs.list_snapshot_blocks().snapshot_id(snapshot_id).send().await.unwrap();
+    let list = ebs
+        .list_snapshot_blocks()
+        .snapshot_id(snapshot_id)
+        .send()
+        .await
+        .unwrap();
     let mut disk = vec![0u8; len];
     let blocks = list.blocks();
     for b in blocks {
@@ -141,17 +196,42 @@ fn local_migration(env: &Env, name: &str) -> Vec<u8> {
     let state = env.path("local-state");
     let local = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_amitool"))
-            .args(["--backend", "local", "--region", "us-east-1", "--output", "json", "--state-dir"])
+            .args([
+                "--backend",
+                "local",
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+                "--state-dir",
+            ])
             .arg(&state)
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
     };
     let file = fixture(name);
-    let ami = local(&["import", file.to_str().unwrap(), "--virtualization", "pv", "--kernel", "aki-5c21674b"])["image_id"].as_str().unwrap().to_string();
-    let hvm = local(&["migrate", "--ami", &ami])["image_id"].as_str().unwrap().to_string();
+    let ami = local(&[
+        "import",
+        file.to_str().unwrap(),
+        "--virtualization",
+        "pv",
+        "--kernel",
+        "aki-5c21674b",
+    ])["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hvm = local(&["migrate", "--ami", &ami])["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = env.path("local-hvm.raw");
     local(&["export", &hvm, out.to_str().unwrap()]);
     std::fs::read(out).unwrap()
@@ -161,18 +241,48 @@ fn boots_under_qemu(env: &Env, disk: &Path, marker: &str) {
     let state = env.path("boot-state");
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_amitool"))
-            .args(["--backend", "local", "--region", "us-east-1", "--output", "json", "--state-dir"])
+            .args([
+                "--backend",
+                "local",
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+                "--state-dir",
+            ])
             .arg(&state)
             .args(args)
             .output()
             .unwrap()
     };
     let imp = run(&["import", disk.to_str().unwrap(), "--virtualization", "hvm"]);
-    assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
-    let id = serde_json::from_slice::<Value>(&imp.stdout).unwrap()["image_id"].as_str().unwrap().to_string();
-    let boot = run(&["launch", &id, "--instance-type", "t2.micro", "--qemu", "--expect", marker, "--timeout", "240"]);
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
+    let id = serde_json::from_slice::<Value>(&imp.stdout).unwrap()["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let boot = run(&[
+        "launch",
+        &id,
+        "--instance-type",
+        "t2.micro",
+        "--qemu",
+        "--expect",
+        marker,
+        "--timeout",
+        "240",
+    ]);
     let report: Value = serde_json::from_slice(&boot.stdout).unwrap();
-    let log = std::fs::read_to_string(report["qemu"]["serial_log"].as_str().unwrap_or("/nonexistent")).unwrap_or_default();
+    let log = std::fs::read_to_string(
+        report["qemu"]["serial_log"]
+            .as_str()
+            .unwrap_or("/nonexistent"),
+    )
+    .unwrap_or_default();
     assert_eq!(report["boots"], true, "{report}\n{log}");
     assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
 }
@@ -188,7 +298,13 @@ async fn migrate_direct_end_to_end_with_real_bytes() {
     let hvm = m["image_id"].as_str().unwrap().to_string();
 
     // The registered image is what AWS needs for HVM.
-    let out = ec2().await.describe_images().image_ids(&hvm).send().await.unwrap();
+    let out = ec2()
+        .await
+        .describe_images()
+        .image_ids(&hvm)
+        .send()
+        .await
+        .unwrap();
     let img = &out.images()[0];
     assert_eq!(img.virtualization_type().unwrap().as_str(), "hvm");
     assert_eq!(img.architecture().unwrap().as_str(), "x86_64");
@@ -196,13 +312,19 @@ async fn migrate_direct_end_to_end_with_real_bytes() {
     assert_eq!(img.kernel_id(), None);
     assert_eq!(img.ena_support(), Some(true));
     assert_eq!(img.boot_mode().unwrap().as_str(), "legacy-bios");
-    assert!(img.tags().iter().any(|t| t.key() == Some("amitool:migration") && t.value() == Some(mid.as_str())));
+    assert!(img
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("amitool:migration") && t.value() == Some(mid.as_str())));
     let new_snap = root_snapshot(&hvm).await;
 
     // The source is unchanged: same snapshot, same bytes.
     assert_eq!(root_snapshot(&ami).await, src_snap);
     let src = env.path("src.raw");
-    assert!(env.run(&["export", &ami, src.to_str().unwrap()]).status.success());
+    assert!(env
+        .run(&["export", &ami, src.to_str().unwrap()])
+        .status
+        .success());
     let fx = std::fs::read(fixture(name)).unwrap();
     let src_bytes = std::fs::read(&src).unwrap();
     assert_eq!(&src_bytes[..fx.len()], &fx[..]);
@@ -210,8 +332,14 @@ async fn migrate_direct_end_to_end_with_real_bytes() {
     // Read independently of amitool: equal to the local backend's migration.
     let local = local_migration(&env, name);
     let (remote, blocks_written) = read_snapshot(&new_snap, local.len()).await;
-    assert!(remote == local, "the EBS snapshot differs from the local migration");
-    let data_blocks = local.chunks(524288).filter(|c| c.iter().any(|&b| b != 0)).count();
+    assert!(
+        remote == local,
+        "the EBS snapshot differs from the local migration"
+    );
+    let data_blocks = local
+        .chunks(524288)
+        .filter(|c| c.iter().any(|&b| b != 0))
+        .count();
     assert_eq!(blocks_written, data_blocks, "only data blocks are written");
 
     // Nothing tagged by the migration but the result's snapshot.
@@ -219,7 +347,10 @@ async fn migrate_direct_end_to_end_with_real_bytes() {
 
     // And it boots.
     let exported = env.path("hvm.raw");
-    assert!(env.run(&["export", &hvm, exported.to_str().unwrap()]).status.success());
+    assert!(env
+        .run(&["export", &hvm, exported.to_str().unwrap()])
+        .status
+        .success());
     boots_under_qemu(&env, &exported, &format!("AMITOOL-ROOT-OK {name}"));
 }
 
@@ -238,15 +369,20 @@ async fn kill_mid_upload_then_resume_finishes_and_cleans() {
     let journal_dir = env.path("journal");
     let start = Instant::now();
     let journal = loop {
-        let found = std::fs::read_dir(&journal_dir).ok().and_then(|mut d| d.find_map(|e| {
-            let p = e.ok()?.path();
-            let j: Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
-            (j["upload"]["blocks"].as_array().map_or(0, |b| b.len()) >= 10).then_some(j)
-        }));
+        let found = std::fs::read_dir(&journal_dir).ok().and_then(|mut d| {
+            d.find_map(|e| {
+                let p = e.ok()?.path();
+                let j: Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
+                (j["upload"]["blocks"].as_array().map_or(0, |b| b.len()) >= 10).then_some(j)
+            })
+        });
         if let Some(j) = found {
             break j;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "the upload never reached 10 blocks");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the upload never reached 10 blocks"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     child.kill().unwrap(); // SIGKILL
@@ -258,11 +394,18 @@ async fn kill_mid_upload_then_resume_finishes_and_cleans() {
     assert_eq!(m["migration_id"], mid.as_str());
     let hvm = m["image_id"].as_str().unwrap().to_string();
     let new_snap = root_snapshot(&hvm).await;
-    assert_eq!(new_snap, journal["upload"]["snapshot_id"].as_str().unwrap(), "resume continued the same snapshot");
+    assert_eq!(
+        new_snap,
+        journal["upload"]["snapshot_id"].as_str().unwrap(),
+        "resume continued the same snapshot"
+    );
     assert_eq!(tagged_snapshots(&mid).await, vec![new_snap.clone()]);
     let local = local_migration(&env, "ext3-uuid");
     let (remote, _) = read_snapshot(&new_snap, local.len()).await;
-    assert!(remote == local, "the resumed snapshot differs from the local migration");
+    assert!(
+        remote == local,
+        "the resumed snapshot differs from the local migration"
+    );
 
     // A second resume is harmless: the same image.
     let again = env.json(&["migrate", "--resume", &mid]);
@@ -282,10 +425,17 @@ async fn cleanup_removes_an_abandoned_upload() {
         .unwrap();
     let start = Instant::now();
     let mid = loop {
-        let found = std::fs::read_dir(env.path("journal")).ok().and_then(|mut d| d.find_map(|e| {
-            let j: Value = serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok()?;
-            (j["upload"]["blocks"].as_array().map_or(0, |b| b.len()) >= 4).then(|| j["migration_id"].as_str().unwrap().to_string())
-        }));
+        let found = std::fs::read_dir(env.path("journal"))
+            .ok()
+            .and_then(|mut d| {
+                d.find_map(|e| {
+                    let j: Value =
+                        serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?)
+                            .ok()?;
+                    (j["upload"]["blocks"].as_array().map_or(0, |b| b.len()) >= 4)
+                        .then(|| j["migration_id"].as_str().unwrap().to_string())
+                })
+            });
         if let Some(m) = found {
             break m;
         }
@@ -308,16 +458,79 @@ fn bad_sources_are_one_line_errors_and_leave_nothing() {
     std::fs::write(&not_disk, vec![7u8; 4 << 20]).unwrap();
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
         // Seeded by the LocalStack hook: instance-store and HVM images of us-east-1.
-        (vec!["migrate".into(), "--ami".into(), "ami-487d6534000000204".into()], 2, "instance-store"),
-        (vec!["migrate".into(), "--ami".into(), "ami-487d6534000000401".into()], 2, "hvm"),
-        (vec!["migrate".into(), "--ami".into(), "ami-0123456789abcdef0".into()], 2, "no such image"),
-        (vec!["migrate".into(), "--ami".into(), "ami-487d6534000000101".into(), "--region".into(), "eu-west-1".into()], 2, "no such image"),
+        (
+            vec![
+                "migrate".into(),
+                "--ami".into(),
+                "ami-487d6534000000204".into(),
+            ],
+            2,
+            "instance-store",
+        ),
+        (
+            vec![
+                "migrate".into(),
+                "--ami".into(),
+                "ami-487d6534000000401".into(),
+            ],
+            2,
+            "hvm",
+        ),
+        (
+            vec![
+                "migrate".into(),
+                "--ami".into(),
+                "ami-0123456789abcdef0".into(),
+            ],
+            2,
+            "no such image",
+        ),
+        (
+            vec![
+                "migrate".into(),
+                "--ami".into(),
+                "ami-487d6534000000101".into(),
+                "--region".into(),
+                "eu-west-1".into(),
+            ],
+            2,
+            "no such image",
+        ),
         // A seeded PV image whose snapshot the EBS API has no blocks for.
-        (vec!["migrate".into(), "--ami".into(), "ami-487d6534000000101".into()], 1, "snapshot"),
-        (vec!["import".into(), not_disk.display().to_string(), "--virtualization".into(), "pv".into(), "--kernel".into(), "aki-5c21674b".into()], 2, "not a disk image"),
-        (vec!["export".into(), "ami-487d6534000000204".into(), env.path("x.raw").display().to_string()], 2, "instance-store"),
+        (
+            vec![
+                "migrate".into(),
+                "--ami".into(),
+                "ami-487d6534000000101".into(),
+            ],
+            1,
+            "snapshot",
+        ),
+        (
+            vec![
+                "import".into(),
+                not_disk.display().to_string(),
+                "--virtualization".into(),
+                "pv".into(),
+                "--kernel".into(),
+                "aki-5c21674b".into(),
+            ],
+            2,
+            "not a disk image",
+        ),
+        (
+            vec![
+                "export".into(),
+                "ami-487d6534000000204".into(),
+                env.path("x.raw").display().to_string(),
+            ],
+            2,
+            "instance-store",
+        ),
     ];
-    let before = std::fs::read_dir(env.path("journal")).map(|d| d.count()).unwrap_or(0);
+    let before = std::fs::read_dir(env.path("journal"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     for (args, code, word) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = env.run(&a);
@@ -329,7 +542,12 @@ fn bad_sources_are_one_line_errors_and_leave_nothing() {
     assert!(!env.path("x.raw").exists());
     // Every failed migration left a journal saying so, and no work directory.
     let journals: Vec<Value> = std::fs::read_dir(env.path("journal"))
-        .map(|d| d.filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| {
+                serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok()
+            })
+            .collect()
+        })
         .unwrap_or_default();
     assert!(journals.len() >= before);
     for j in &journals {

@@ -1,52 +1,55 @@
-//! The offline answers (built-in table), as snapshots of table and JSON output.
+//! The offline answers (the built-in, cited tables) and the command line's
+//! contract, with no LocalStack: every command here is pointed at an endpoint
+//! where nothing listens, so none of them can lean on the network.
 
-use std::process::Command;
+mod common;
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_amitool"))
-        .env_remove("AWS_REGION")
-        .env("AWS_REGION", "us-east-1")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+use serde_json::Value;
+
+use common::{assert_one_line_error, run, Run, NOWHERE};
+
+/// `amitool ARGS` with the test environment and an unreachable endpoint.
+fn offline(args: &[&str]) -> Run {
+    run(common::amitool()
+        .env("AWS_ENDPOINT_URL", NOWHERE)
+        .args(args))
+}
+
+fn ok(args: &[&str]) -> Run {
+    let r = offline(args);
+    assert_eq!(r.code, Some(0), "{args:?}: {}", r.stderr);
+    assert!(r.stderr.is_empty(), "{args:?}: {}", r.stderr);
+    r
+}
+
+fn with_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    [args, &["--output", "json"]].concat()
 }
 
 #[test]
 fn compat_offline_instance_types() {
-    let (code, table, _) = run(&[
+    let args = [
         "compat",
         "--offline",
         "--instance-type",
         "m3.medium",
         "t2.micro",
         "m5.large",
-    ]);
-    assert_eq!(code, 0);
-    insta::assert_snapshot!("compat_offline_table", table);
-    let (_, json, _) = run(&[
-        "--output",
-        "json",
-        "compat",
-        "--offline",
-        "--instance-type",
-        "m3.medium",
-        "t2.micro",
-        "m5.large",
-    ]);
-    insta::assert_snapshot!("compat_offline_json", json);
+    ];
+    insta::assert_snapshot!("compat_offline_table", ok(&args).stdout);
+    insta::assert_snapshot!("compat_offline_json", ok(&with_json(&args)).stdout);
 }
 
 #[test]
 fn kernels_offline() {
-    let (code, table, _) = run(&["kernels", "--offline", "--region", "eu-central-1"]);
-    assert_eq!(code, 0);
-    insta::assert_snapshot!("kernels_offline_table", table);
-    let (_, json, _) = run(&[
+    let args = ["kernels", "--offline", "--region", "eu-central-1"];
+    insta::assert_snapshot!("kernels_offline_table", ok(&args).stdout);
+    insta::assert_snapshot!("kernels_offline_json", ok(&with_json(&args)).stdout);
+}
+
+#[test]
+fn kernels_match_offline() {
+    let args = [
         "kernels",
         "match",
         "aki-919dcaf8",
@@ -55,69 +58,162 @@ fn kernels_offline() {
         "--to",
         "eu-central-1",
         "--offline",
-        "--output",
-        "json",
-    ]);
-    insta::assert_snapshot!("kernels_match_offline_json", json);
+    ];
+    insta::assert_snapshot!("kernels_match_offline_json", ok(&with_json(&args)).stdout);
+    insta::assert_snapshot!("kernels_match_offline_table", ok(&args).stdout);
+}
+
+/// The PV families of the built-in table (data/compat.json).
+fn pv_families() -> Vec<String> {
+    let table: Value = serde_json::from_str(include_str!("../data/compat.json")).unwrap();
+    let f = &table["pv_families"];
+    f["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(f["older_text_also"].as_array().unwrap())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn type_names(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["instance_type"].as_str().unwrap())
+        .collect()
 }
 
 #[test]
-fn offline_pv_types_are_pv_families_only() {
-    let (_, json, _) = run(&[
+fn offline_pv_lists_only_pv_families() {
+    let families = pv_families();
+    for region in [None, Some("eu-central-1"), Some("us-east-1")] {
+        let mut args = vec![
+            "compat",
+            "--offline",
+            "--virtualization",
+            "pv",
+            "--output",
+            "json",
+        ];
+        args.extend(region.iter().flat_map(|r| ["--region", *r]));
+        let v = ok(&args).json();
+        let names = type_names(&v);
+        assert!(names.contains(&"m3.medium"), "{region:?}: {names:?}");
+        for t in v.as_array().unwrap() {
+            let name = t["instance_type"].as_str().unwrap();
+            let family = name.split('.').next().unwrap();
+            assert!(
+                families.iter().any(|f| f == family),
+                "{region:?}: {name} is not a PV family"
+            );
+            assert!(
+                t["supported_virtualization_types"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"paravirtual".into()),
+                "{name}"
+            );
+            assert_eq!(t["region"].as_str(), region, "{name}");
+        }
+    }
+    // A region that never offered PV has none.
+    let stockholm = ok(&[
         "compat",
         "--offline",
         "--virtualization",
         "pv",
         "--region",
-        "eu-central-1",
+        "eu-north-1",
         "--output",
         "json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let names: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["instance_type"].as_str().unwrap())
-        .collect();
-    assert!(
-        names
-            .iter()
-            .all(|n| ["c1", "c3", "hs1", "m1", "m2", "m3", "t1", "hi1"]
-                .contains(&n.split('.').next().unwrap())),
-        "{names:?}"
-    );
+    ])
+    .json();
+    assert_eq!(stockholm, Value::Array(vec![]));
 }
 
 #[test]
 fn global_flags_go_before_or_after_the_subcommand() {
-    let a = run(&[
-        "--output",
-        "json",
-        "kernels",
-        "--offline",
-        "--region",
-        "us-west-2",
-    ]);
-    let b = run(&[
-        "kernels",
-        "--offline",
-        "--region",
-        "us-west-2",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(a, b);
-    assert_eq!(a.0, 0);
+    let pairs: [(&[&str], &[&str]); 3] = [
+        (
+            &[
+                "--output",
+                "json",
+                "--region",
+                "us-west-2",
+                "kernels",
+                "--offline",
+            ],
+            &[
+                "kernels",
+                "--offline",
+                "--region",
+                "us-west-2",
+                "--output",
+                "json",
+            ],
+        ),
+        (
+            &[
+                "--output",
+                "json",
+                "compat",
+                "--offline",
+                "--instance-type",
+                "m3.medium",
+            ],
+            &[
+                "compat",
+                "--offline",
+                "--instance-type",
+                "m3.medium",
+                "--output",
+                "json",
+            ],
+        ),
+        (
+            &[
+                "--region",
+                "eu-central-1",
+                "compat",
+                "--offline",
+                "--virtualization",
+                "pv",
+            ],
+            &[
+                "compat",
+                "--offline",
+                "--virtualization",
+                "pv",
+                "--region",
+                "eu-central-1",
+            ],
+        ),
+    ];
+    for (before, after) in pairs {
+        let (a, b) = (ok(before), ok(after));
+        assert!(!a.stdout.trim().is_empty(), "{before:?}");
+        assert_eq!(a, b, "{before:?} / {after:?}");
+    }
 }
 
 #[test]
-fn usage_errors_exit_2_on_one_line() {
+fn usage_errors_exit_2() {
+    // amitool's own checks: one line.
     for args in [
-        vec!["compat"],
-        vec!["compat", "--offline", "--instance-type", "m9"],
-        vec!["compat", "--offline", "--instance-type", "m9.huge"],
-        vec![
+        &["compat"][..],
+        &["compat", "--offline", "--instance-type", "m9"],
+        &["compat", "--offline", "--instance-type", "M3.medium"],
+        &["compat", "--offline", "--instance-type", "m9.huge"],
+        &[
+            "compat",
+            "--offline",
+            "--ami",
+            "ami-nothex",
+            "--instance-type",
+            "m3.medium",
+        ],
+        &[
             "kernels",
             "match",
             "aki-zz",
@@ -127,15 +223,71 @@ fn usage_errors_exit_2_on_one_line() {
             "eu-west-1",
             "--offline",
         ],
-        vec!["list", "--owner", "me", "--region", "us-east-1"],
+        &[
+            "kernels",
+            "match",
+            "aki-00000000",
+            "--from",
+            "us-east-1",
+            "--to",
+            "eu-west-1",
+            "--offline",
+        ],
+        &["kernels", "--offline", "--region", "moon"],
+        &["list", "--owner", "me", "--region", "us-east-1"],
+        &["list", "--kernel", "aki-nothex!", "--region", "us-east-1"],
     ] {
-        let (code, _, err) = run(&args);
-        assert_eq!(code, 2, "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert_one_line_error(&offline(args), 2, &format!("{args:?}"));
     }
+    // clap's: exit 2, an `error:` line first, no panic.
+    for args in [
+        &["frobnicate"][..],
+        &["list", "--virtualization", "xen"],
+        &["list", "--output", "yaml"],
+        &[
+            "compat",
+            "--virtualization",
+            "pv",
+            "--ami",
+            "ami-12345678",
+            "--instance-type",
+            "m3.medium",
+        ],
+        &["kernels", "match", "aki-919dcaf8"],
+    ] {
+        let r = offline(args);
+        assert_eq!(r.code, Some(2), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.starts_with("error: "), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn help_of_every_subcommand() {
     for sub in [
-        "list", "compat", "kernels", "import", "export", "inspect", "launch", "migrate",
+        &[][..],
+        &["list"],
+        &["compat"],
+        &["kernels"],
+        &["kernels", "match"],
+        &["import"],
+        &["export"],
+        &["inspect"],
+        &["launch"],
+        &["migrate"],
     ] {
-        assert_eq!(run(&[sub, "--help"]).0, 0, "{sub} --help");
+        let r = ok(&[sub, &["--help"]].concat());
+        let usage = [
+            "Usage: amitool",
+            &sub.iter().map(|s| format!(" {s}")).collect::<String>(),
+        ]
+        .concat();
+        assert!(r.stdout.contains(&usage), "{sub:?}: {}", r.stdout);
+        assert!(
+            r.stdout.contains("--output"),
+            "{sub:?}: global flags missing from help"
+        );
     }
+    assert!(ok(&["--version"]).stdout.starts_with("amitool "));
 }

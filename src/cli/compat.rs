@@ -225,6 +225,7 @@ async fn list_accepting(ctx: &Context, args: &CompatArgs, virt: Virtualization) 
     let arch = args.arch.map(|a| a.as_str());
     let rows: Vec<OfferedType>;
     let mut failed = 0;
+    let mut total = 0;
     if args.offline {
         let explicit =
             !ctx.global.regions.is_empty() || ctx.global.pv_regions || ctx.global.all_regions;
@@ -246,10 +247,10 @@ async fn list_accepting(ctx: &Context, args: &CompatArgs, virt: Virtualization) 
             regions::for_each(&regions, &bar, |r| accepting_live(ctx, r, virt, arch)).await;
         let (found, f) = regions::report_failures(results);
         failed = f;
+        total = regions.len();
         rows = found.into_iter().flatten().collect();
     }
-    output::emit(&output::render(&rows, ctx.format()));
-    Ok(u8::from(failed > 0))
+    Ok(regions::emit_partial(&rows, ctx.format(), failed, total))
 }
 
 async fn check_image(ctx: &Context, args: &CompatArgs, ami: &str) -> Result<u8> {

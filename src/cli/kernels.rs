@@ -171,10 +171,12 @@ async fn list(ctx: &Context, args: &KernelsArgs) -> Result<u8> {
     kernels.sort_by(|a, b| {
         (&a.region, &a.name, &a.kernel_id).cmp(&(&b.region, &b.name, &b.kernel_id))
     });
-    if failed < regions.len() {
-        output::emit(&output::render(&kernels, ctx.format()));
-    }
-    Ok(u8::from(failed > 0))
+    Ok(regions::emit_partial(
+        &kernels,
+        ctx.format(),
+        failed,
+        regions.len(),
+    ))
 }
 
 async fn find_match(ctx: &Context, m: &MatchArgs) -> Result<u8> {

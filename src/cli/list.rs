@@ -6,7 +6,7 @@ use crate::cli::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
 use crate::model::{Image, ImageFilter, Virtualization};
-use crate::output::{self, cell, Tabular};
+use crate::output::{cell, Tabular};
 use crate::regions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,7 +109,7 @@ impl ListArgs {
 impl Tabular for Image {
     fn headers() -> Vec<&'static str> {
         vec![
-            "REGION", "IMAGE", "NAME", "VIRT", "ARCH", "KERNEL", "ROOT", "CREATED",
+            "REGION", "IMAGE", "NAME", "VIRT", "ARCH", "KERNEL", "CREATED",
         ]
     }
 
@@ -125,10 +125,6 @@ impl Tabular for Image {
             cell(self.virtualization_type.map(Virtualization::short)),
             cell(self.architecture.as_deref()),
             cell(self.kernel_id.as_deref()),
-            cell(self.root_device_type.as_deref().map(|t| match t {
-                "instance-store" => "store",
-                t => t,
-            })),
             cell(
                 self.creation_date
                     .as_deref()
@@ -157,10 +153,12 @@ pub async fn run(ctx: &Context, args: ListArgs) -> Result<u8> {
     let (found, failed) = regions::report_failures(results);
     let mut images: Vec<Image> = found.into_iter().flatten().collect();
     sort_images(&mut images);
-    if failed < regions.len() {
-        output::emit(&output::render(&images, ctx.format()));
-    }
-    Ok(u8::from(failed > 0))
+    Ok(regions::emit_partial(
+        &images,
+        ctx.format(),
+        failed,
+        regions.len(),
+    ))
 }
 
 #[cfg(test)]

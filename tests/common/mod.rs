@@ -1,0 +1,226 @@
+//! Shared by the integration tests: the built binary in a LocalStack
+//! environment, the check that LocalStack is there, and an EC2 client that
+//! asks LocalStack directly, so the binary's answers can be compared with
+//! EC2's own.
+
+// Each test crate uses a part of this module.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The regions `--pv-regions` selects: the `aws`-partition regions that
+/// offered PV instances (cn-north-1 and us-gov-west-1 are in other partitions).
+pub const PV_REGIONS: [&str; 9] = [
+    "ap-northeast-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "eu-central-1",
+    "eu-west-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-west-1",
+    "us-west-2",
+];
+
+/// The region the binary and [`ec2`] use unless told otherwise.
+pub const HOME_REGION: &str = "us-east-1";
+
+/// An endpoint where nothing listens: commands that must not touch the
+/// network are pointed here, so they cannot lean on LocalStack by accident.
+pub const NOWHERE: &str = "http://127.0.0.1:9";
+
+/// LocalStack's URL: `AMITOOL_TEST_ENDPOINT`, by default http://127.0.0.1:4566.
+pub fn endpoint() -> String {
+    std::env::var("AMITOOL_TEST_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "http://127.0.0.1:4566".into())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// The built binary with test credentials, `AWS_REGION=us-east-1`,
+/// `AWS_ENDPOINT_URL` = [`endpoint`] and `--no-progress`. Every other `AWS_*`
+/// variable of the caller's environment is removed, so a developer's profile
+/// cannot change what the tests see.
+pub fn amitool() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_amitool"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", HOME_REGION)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AMITOOL_STATE_DIR")
+        .arg("--no-progress");
+    cmd
+}
+
+/// What a run of the binary did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The stdout as JSON; panics with the run's stderr when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}); exit {:?}; stderr: {}\nstdout: {}",
+                self.code, self.stderr, self.stdout
+            )
+        })
+    }
+}
+
+/// Run `cmd` and keep its exit code and output.
+pub fn run(cmd: &mut assert_cmd::Command) -> Run {
+    let out = cmd.output().expect("the amitool binary runs");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `amitool ARGS` (with the [`amitool`] environment), which must exit 0.
+pub fn ok(args: &[&str]) -> Run {
+    let r = run(amitool().args(args));
+    assert_eq!(r.code, Some(0), "amitool {args:?}: {}", r.stderr);
+    r
+}
+
+/// `amitool ARGS --output json`, which must exit 0, parsed.
+pub fn json(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["--output", "json"]);
+    ok(&a).json()
+}
+
+/// Panics unless LocalStack answers `GET /_localstack/health` with 200 and
+/// EC2 available: the LocalStack tests must fail, never pass, without it.
+pub fn localstack() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let url = endpoint();
+    if let Err(why) = CHECKED.get_or_init(|| health(&url)) {
+        panic!("LocalStack is not reachable at {url}: start it with `localstack/start.sh` ({why})");
+    }
+}
+
+fn health(url: &str) -> Result<(), String> {
+    let hostport = url
+        .strip_prefix("http://")
+        .ok_or("only http:// endpoints are checked")?
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let addr = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("{hostport}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hostport}: no address"))?;
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET /_localstack/health HTTP/1.0\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| e.to_string())?;
+    let status = reply.lines().next().unwrap_or_default();
+    if !status.contains(" 200") {
+        return Err(format!("health answered {status:?}"));
+    }
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let services: Value = serde_json::from_str(body).map_err(|e| format!("health body: {e}"))?;
+    match services["services"]["ec2"].as_str() {
+        Some("running" | "available") => Ok(()),
+        other => Err(format!("EC2 is {other:?}")),
+    }
+}
+
+/// An EC2 client of `region` pointed at LocalStack with the test credentials.
+pub async fn ec2(region: &str) -> aws_sdk_ec2::Client {
+    localstack();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .endpoint_url(endpoint())
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "amitool-tests",
+        ))
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&conf)
+}
+
+/// The keys of each top-level object of pretty-printed JSON (as amitool
+/// prints it), in the order they appear: serde_json's `Value` sorts keys, so
+/// the order of the contract is read from the text.
+pub fn key_order(pretty: &str) -> Vec<Vec<String>> {
+    let mut objects = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for line in pretty.lines() {
+        if line == "  {" {
+            current = Some(Vec::new());
+        } else if line == "  }" || line == "  }," {
+            objects.extend(current.take());
+        } else if let (Some(keys), Some(rest)) = (current.as_mut(), line.strip_prefix("    \"")) {
+            if let Some((key, _)) = rest.split_once("\":") {
+                keys.push(key.to_string());
+            }
+        }
+    }
+    objects
+}
+
+/// Asserts the one-line error contract: exit `code`, one stderr line that
+/// starts `amitool: `, no panic, nothing of the SDK's debug output.
+pub fn assert_one_line_error(r: &Run, code: i32, what: &str) {
+    let err = r.stderr.trim_end();
+    assert_eq!(
+        r.code,
+        Some(code),
+        "{what}: exit {:?}, stderr: {err}",
+        r.code
+    );
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    assert_eq!(err.lines().count(), 1, "{what}: not one line: {err}");
+    assert!(err.starts_with("amitool: "), "{what}: {err}");
+    for debug in [
+        "ServiceError",
+        "DispatchFailure",
+        "ConnectorError",
+        "SdkError",
+        "source:",
+        "Some(",
+        "backtrace",
+        "RUST_BACKTRACE",
+    ] {
+        assert!(
+            !err.contains(debug),
+            "{what}: SDK debug ({debug}) in: {err}"
+        );
+    }
+}
