@@ -282,3 +282,135 @@ mod tests {
         assert!(blocks.len() <= 16, "{blocks:?}");
     }
 }
+
+#[cfg(test)]
+mod throttling {
+    //! Failures LocalStack cannot produce: throttling, then success; and
+    //! throttling until the retries run out.
+    use super::*;
+    use aws_sdk_ebs::error::ErrorMetadata;
+    use aws_sdk_ebs::operation::complete_snapshot::CompleteSnapshotOutput;
+    use aws_sdk_ebs::operation::put_snapshot_block::{
+        PutSnapshotBlockError, PutSnapshotBlockOutput,
+    };
+    use aws_sdk_ebs::types::error::RequestThrottledException;
+    use aws_sdk_ebs::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    fn throttled() -> PutSnapshotBlockError {
+        PutSnapshotBlockError::RequestThrottledException(
+            RequestThrottledException::builder()
+                .message("Rate exceeded")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("RequestThrottledException")
+                        .message("Rate exceeded")
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    fn one_block_file(dir: &Path) -> std::path::PathBuf {
+        let p = dir.join("disk");
+        let f = File::create(&p).unwrap();
+        f.set_len(4 << 20).unwrap();
+        f.write_all_at(b"data", 3 * BLOCK).unwrap();
+        p
+    }
+
+    fn journal(dir: &Path) -> Journal {
+        let mut j = Journal::new(dir, "mig-00000000beef");
+        j.upload = Some(Upload {
+            snapshot_id: "snap-0123456789abcdef0".into(),
+            ..Default::default()
+        });
+        j
+    }
+
+    fn client(rules: &[&aws_smithy_mocks::Rule]) -> Client {
+        mock_client!(aws_sdk_ebs, RuleMode::MatchAny, rules, |c| c.retry_config(
+            aws_sdk_ebs::config::retry::RetryConfig::standard().with_max_attempts(4)
+        ))
+    }
+
+    #[tokio::test]
+    async fn throttling_then_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = mock!(Client::put_snapshot_block)
+            .sequence()
+            .http_status(503, None)
+            .error(throttled)
+            .output(|| PutSnapshotBlockOutput::builder().build())
+            .build();
+        let complete = mock!(Client::complete_snapshot)
+            .then_output(|| CompleteSnapshotOutput::builder().build());
+        let ebs = client(&[&put, &complete]);
+        let mut j = journal(dir.path());
+        let (snap, stats) = upload_journaled(
+            &ebs,
+            "us-east-1",
+            &one_block_file(dir.path()),
+            "d",
+            &[],
+            None,
+            &mut j,
+        )
+        .await
+        .unwrap();
+        assert_eq!(snap, "snap-0123456789abcdef0");
+        assert_eq!(stats.blocks_written, 1);
+        assert_eq!(
+            put.num_calls(),
+            3,
+            "two failures retried, then the block went through"
+        );
+        assert_eq!(complete.num_calls(), 1);
+        let saved = Journal::load(dir.path(), "mig-00000000beef").unwrap();
+        assert!(saved.upload.unwrap().completed);
+    }
+
+    #[tokio::test]
+    async fn throttled_until_retries_run_out_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = mock!(Client::put_snapshot_block)
+            .sequence()
+            .error(throttled)
+            .repeatedly()
+            .build();
+        let complete = mock!(Client::complete_snapshot)
+            .then_output(|| CompleteSnapshotOutput::builder().build());
+        let ebs = client(&[&put, &complete]);
+        let mut j = journal(dir.path());
+        let err = upload_journaled(
+            &ebs,
+            "us-east-1",
+            &one_block_file(dir.path()),
+            "d",
+            &[],
+            None,
+            &mut j,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PutSnapshotBlock in us-east-1: RequestThrottledException: Rate exceeded"
+        );
+        assert_eq!(
+            put.num_calls(),
+            4,
+            "the SDK's standard retries, then the error"
+        );
+        assert_eq!(
+            complete.num_calls(),
+            0,
+            "an unfinished upload is never completed"
+        );
+        let saved = Journal::load(dir.path(), "mig-00000000beef").unwrap();
+        assert!(
+            !saved.upload.unwrap().completed,
+            "the journal keeps the upload for --resume"
+        );
+    }
+}
