@@ -3,7 +3,8 @@
 # and print wall time, bytes written, output allocation and peak RSS next to
 # `cp --sparse=always` and `qemu-img convert -O raw` of the same image.
 # Targets: wall within 1.2x of cp, output allocation within 2 MiB of the
-# input's, peak RSS under 64 MiB.
+# input's, peak RSS under 64 MiB. The three run in turn BENCH_RUNS times
+# (default 5) with warm caches; medians are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
@@ -14,43 +15,49 @@ cargo build -q --profile "$profile"
 bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/amitool"
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-size=${BENCH_SIZE:-8G}; data_mib=${BENCH_DATA_MIB:-1024}
-
+runs=${BENCH_RUNS:-5}
 . bench/lib.sh
-make_pv_image "$work/pv.img" "$size" "$data_mib"
+make_pv_image "$work/pv.img" "${BENCH_SIZE:-8G}" "${BENCH_DATA_MIB:-1024}"
 echo "input: $(stat -c %s "$work/pv.img") bytes, $(alloc "$work/pv.img") allocated"
 
-# run NAME OUTPUT CMD...: wall seconds, peak RSS (KiB), bytes written (from /proc io accounting via GNU time)
-run() {
+state="$work/state"
+ami=$("$bin" --backend local --state-dir "$state" --region us-east-1 import "$work/pv.img" --virtualization pv \
+  --kernel aki-5c21674b --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])')
+snaps="$state/us-east-1/snapshots"
+src_snap=$(ls "$snaps"/*.raw)
+
+# measure NAME OUTPUT CMD...: one run, appends "wall rss written alloc" to $work/NAME
+measure() {
   local name=$1 out=$2; shift 2
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   /usr/bin/time -f '%e %M %O' -o "$work/time" "$@" >/dev/null
   read -r wall rss outblocks < "$work/time"
-  printf '%-22s wall %6.2f s   peak RSS %7d KiB   written %12d B   output allocated %12d B\n' \
-    "$name" "$wall" "$rss" $(( outblocks * 512 )) "$([ -f "$out" ] && alloc "$out" || echo 0)"
-  echo "$wall" > "$work/$name.wall"
+  echo "$wall $rss $(( outblocks * 512 )) $(alloc "$out")" >> "$work/$name"
 }
-
-state="$work/state"
-aki=aki-5c21674b   # us-east-1 pv-grub-hd0_1.05-x86_64.gz (data/kernels.json)
-ami=$("$bin" --backend local --state-dir "$state" --region us-east-1 import "$work/pv.img" --virtualization pv --kernel "$aki" --output json \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])')
-run amitool-migrate "$state/none" "$bin" --backend local --state-dir "$state" --region us-east-1 migrate --ami "$ami" --output json
-hvm_snap=$(ls -t "$state/us-east-1/snapshots/"*.raw | head -1)
-echo "  amitool's output (the new HVM snapshot): $(alloc "$hvm_snap") B allocated of $(stat -c %s "$hvm_snap")"
-run cp-sparse "$work/cp.img" cp --sparse=always "$work/pv.img" "$work/cp.img"
-# amitool fsyncs its result before it records the snapshot; cp does not.
-rm -f "$work/cp.img"
-run cp-sparse+sync "$work/cp.img" sh -c 'cp --sparse=always "$1" "$2" && sync "$2"' sh "$work/pv.img" "$work/cp.img"
-if command -v qemu-img >/dev/null; then
-  run qemu-img-convert "$work/qemu.img" qemu-img convert -O raw "$work/pv.img" "$work/qemu.img"
-else
-  echo "qemu-img-convert       skipped: qemu-img is not installed (apt-get install qemu-utils)"
-fi
-python3 - "$work" <<'PY'
-import sys
-w = sys.argv[1]
-a = float(open(f"{w}/amitool-migrate.wall").read()); c = float(open(f"{w}/cp-sparse.wall").read())
-s = float(open(f"{w}/cp-sparse+sync.wall").read())
-print(f"ratio amitool/cp wall: {a / c:.2f} (target <= 1.2); amitool/(cp + sync): {a / s:.2f}")
+for _ in $(seq "$runs"); do
+  /usr/bin/time -f '%e %M %O' -o "$work/time" "$bin" --backend local --state-dir "$state" --region us-east-1 \
+    migrate --ami "$ami" --output json > /dev/null
+  read -r wall rss outblocks < "$work/time"
+  out=$(ls "$snaps"/*.raw | grep -v "$src_snap")
+  echo "$wall $rss $(( outblocks * 512 )) $(alloc "$out")" >> "$work/amitool-migrate"
+  chmod u+w "$out"; rm -f "$out" "${out%.raw}.json"; find "$state/us-east-1/images" -name '*.json' ! -name "$ami.json" -delete
+  measure cp-sparse "$work/cp.img" cp --sparse=always "$src_snap" "$work/cp.img"; rm -f "$work/cp.img"
+  if command -v qemu-img >/dev/null; then
+    measure qemu-img-convert "$work/q.img" qemu-img convert -O raw "$src_snap" "$work/q.img"; rm -f "$work/q.img"
+  fi
+done
+python3 - "$work" "$(alloc "$work/pv.img")" <<'PY'
+import statistics, sys, os
+w, input_alloc = sys.argv[1], int(sys.argv[2])
+med = {}
+for name in ["amitool-migrate", "cp-sparse", "qemu-img-convert"]:
+    p = os.path.join(w, name)
+    if not os.path.exists(p):
+        print(f"{name:18s} skipped (qemu-img is not installed: apt-get install qemu-utils)")
+        continue
+    rows = [list(map(float, l.split())) for l in open(p)]
+    m = [statistics.median(c) for c in zip(*rows)]
+    med[name] = m
+    print(f"{name:18s} wall {m[0]:6.2f} s  peak RSS {m[1]/1024:6.1f} MiB  written {int(m[2]):>12d} B  output allocated {int(m[3]):>12d} B  ({len(rows)} runs)")
+a, c = med["amitool-migrate"], med["cp-sparse"]
+print(f"amitool/cp wall: {a[0]/c[0]:.2f} (target <= 1.2); amitool output allocation - input allocation: {(a[3]-input_alloc)/2**20:+.1f} MiB; - cp's output: {(a[3]-c[3])/2**20:+.1f} MiB")
 PY
