@@ -9,36 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn endpoint() -> String {
-    std::env::var("AMITOOL_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
-}
-
-fn require_localstack() {
-    let url = endpoint();
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let ok = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
-        .is_ok();
-    assert!(ok, "LocalStack is not reachable at {url}: start it with `localstack/start.sh` (tests/run.sh does)");
-}
-
-fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("AMITOOL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/amitool/fixture-images")
-        });
-    let p = dir.join(format!("{name}.img"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run tests/fixtures/build-images.sh {}",
-        p.display(),
-        dir.display()
-    );
-    p
-}
+mod common;
+use common::{endpoint, fixture, localstack as require_localstack};
 
 /// One test's own journal and work directories.
 struct Env {

@@ -8,6 +8,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+mod common;
+use common::sha256;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_amitool")
 }
@@ -16,12 +19,7 @@ fn bin() -> &'static str {
 fn fixtures() -> &'static (PathBuf, Value) {
     static F: OnceLock<(PathBuf, Value)> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = std::env::var_os("AMITOOL_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var("HOME").expect("HOME"))
-                    .join(".cache/amitool/fixture-images")
-            });
+        let dir = common::fixtures_dir();
         let manifest = dir.join("manifest.json");
         if !manifest.is_file() {
             let script =
@@ -119,15 +117,6 @@ fn kernel_for(region: &str, flavor: &str) -> String {
         .map(|k| k["kernel_id"].as_str().unwrap().to_string())
         .next()
         .unwrap_or_else(|| panic!("no {flavor} kernel in {region}"))
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[test]

@@ -13,21 +13,8 @@ use amitool::image::menulst::{self, MenuLst, RootSpec};
 use amitool::migrate::script::{self, Device, Mode, Params, Report};
 use base64::Engine;
 
-fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("AMITOOL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/amitool/fixture-images")
-        });
-    let p = dir.join(format!("{name}.img"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run tests/fixtures/build-images.sh {}",
-        p.display(),
-        dir.display()
-    );
-    p
-}
+mod common;
+use common::{fixture, sha256};
 
 /// A loop device, detached on drop.
 struct Loop(String);
@@ -53,15 +40,6 @@ impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("losetup").args(["-d", &self.0]).status();
     }
-}
-
-fn sha(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// Run the script as SSM's AWS-RunShellScript would: bash, as root.
@@ -122,7 +100,7 @@ fn params(mode: Mode, src: Device, dst: Device) -> Params {
 fn inspect_convert_on_loop_devices_then_boot() {
     let name = "menulst-noroot";
     let s = setup(name);
-    let before = sha(&s.src);
+    let before = sha256(&s.src);
     let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
     let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
 
@@ -151,7 +129,7 @@ fn inspect_convert_on_loop_devices_then_boot() {
     let (code, done) = run(&p, s.dir.path());
     assert_eq!((code, done.ok), (0, true), "{done:?}");
     drop((src_loop, dst_loop));
-    assert_eq!(sha(&s.src), before, "the source changed");
+    assert_eq!(sha256(&s.src), before, "the source changed");
 
     assert!(
         boot::hvm_problems(&s.dst, Some(&cfg)).is_empty(),
@@ -176,7 +154,7 @@ fn the_guard_refuses_any_other_device_and_writes_nothing() {
     let s = setup("ext3-uuid");
     let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
     let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
-    let dst_before = sha(&s.dst);
+    let dst_before = sha256(&s.dst);
     let cfg = Some("set default=0\n".to_string());
     let convert = |src: Device, dst: Device| {
         let mut p = params(Mode::Convert, src, dst);
@@ -209,7 +187,7 @@ fn the_guard_refuses_any_other_device_and_writes_nothing() {
 
     drop((src_loop, dst_loop));
     assert_eq!(
-        sha(&s.dst),
+        sha256(&s.dst),
         dst_before,
         "a refused script wrote to the target"
     );

@@ -224,3 +224,40 @@ pub fn assert_one_line_error(r: &Run, code: i32, what: &str) {
         );
     }
 }
+
+/// Where the PV fixtures are: `AMITOOL_FIXTURES`, else the cache that
+/// tests/fixtures/build-images.sh fills for tests/run.sh.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::env::var_os("AMITOOL_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").expect("HOME"))
+                .join(".cache/amitool/fixture-images")
+        })
+}
+
+/// One fixture image; panics with how to build them when it is missing.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    let dir = fixtures_dir();
+    let p = dir.join(format!("{name}.img"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run tests/fixtures/build-images.sh {}",
+        p.display(),
+        dir.display()
+    );
+    p
+}
+
+/// sha256sum of a file.
+pub fn sha256(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
