@@ -71,6 +71,9 @@ pub struct Report {
     pub fstab_b64: Option<String>,
     #[serde(default)]
     pub core_img_bytes: Option<u64>,
+    /// The script validated its input and touched no device (AMITOOL_CHECK_ONLY=1).
+    #[serde(default)]
+    pub check_only: bool,
 }
 
 fn bad(what: &str, value: &str) -> Error {
@@ -260,6 +263,28 @@ mod tests {
         ] {
             assert!(check_device_path(no).is_err(), "{no}");
         }
+    }
+
+    fn run_check_only(p: &Params) -> (i32, Report) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sh");
+        std::fs::write(&path, render(p).unwrap()).unwrap();
+        let out = std::process::Command::new("bash").arg(&path).env("AMITOOL_CHECK_ONLY", "1").output().unwrap();
+        (out.status.code().unwrap(), parse_report(&String::from_utf8_lossy(&out.stdout)).unwrap())
+    }
+
+    #[test]
+    fn check_only_validates_without_devices() {
+        let mut p = params(Mode::Convert);
+        p.grub_cfg = Some("set default=0\nmenuentry 'a' {\n}\n".into());
+        let (code, r) = run_check_only(&p);
+        assert_eq!((code, r.ok, r.check_only), (0, true, true), "{r:?}");
+        p.grub_cfg = Some("set default=0\n".into());
+        let (code, r) = run_check_only(&p);
+        assert_eq!((code, r.ok), (3, false));
+        let mut p = params(Mode::Convert);
+        p.target.size = 1 << 20;
+        assert_eq!(run_check_only(&p).0, 3);
     }
 
     #[test]
