@@ -74,6 +74,11 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// The AWS backend, for what only it does (a helper instance driven by SSM).
+    fn as_aws(&self) -> Option<&aws::AwsBackend> {
+        None
+    }
+
     /// The backend's side of the migration pipeline.
     fn migration_host(&self) -> Option<&dyn crate::migrate::MigrationHost> {
         None

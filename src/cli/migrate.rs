@@ -2,17 +2,18 @@
 
 use clap::{Args, ValueEnum};
 
+use crate::backend::aws::helper::{self, HelperOptions};
 use crate::cli::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
-use crate::migrate::{self, Migration, MigrationHost, Options, Source};
+use crate::migrate::{self, Journal, Migration, MigrationHost, Options, Source};
 use crate::output::{self, Format, Tabular};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Method {
     /// EBS direct APIs: no instance, no volume (AWS); files (local).
     Direct,
-    /// A helper instance driven by SSM (not built yet).
+    /// A helper instance in the account, driven by SSM (AWS only).
     Helper,
 }
 
@@ -42,6 +43,18 @@ pub struct MigrateArgs {
     /// Also fix the guest in the HVM copy: fstab by UUID, a getty on ttyS0.
     #[arg(long)]
     pub fix_guest: bool,
+    /// --method helper: an existing instance with the SSM agent (never terminated).
+    #[arg(long, value_name = "INSTANCE")]
+    pub helper_instance: Option<String>,
+    /// --method helper: the subnet to launch a helper in.
+    #[arg(long, value_name = "SUBNET")]
+    pub helper_subnet: Option<String>,
+    /// --method helper: the instance profile that lets the helper talk to SSM.
+    #[arg(long, value_name = "NAME")]
+    pub helper_profile: Option<String>,
+    /// --method helper: the helper's instance type.
+    #[arg(long, default_value = "t3.micro")]
+    pub helper_type: String,
 }
 
 impl Tabular for migrate::Step {
@@ -62,12 +75,7 @@ impl Tabular for migrate::Step {
     }
 }
 
-fn host<'a>(ctx: &'a Context, method: Method) -> Result<&'a dyn MigrationHost> {
-    if method == Method::Helper {
-        return Err(Error::InvalidInput(
-            "--method helper (a helper instance driven by SSM) is not built yet; use --method direct".into(),
-        ));
-    }
+fn host(ctx: &Context) -> Result<&dyn MigrationHost> {
     ctx.backend.migration_host().ok_or_else(|| {
         Error::InvalidInput(format!("the {} backend cannot migrate", ctx.backend.name()))
     })
@@ -89,8 +97,57 @@ fn print(ctx: &Context, m: &Migration) {
     }
 }
 
+/// `--method helper` on AWS.
+async fn run_helper(ctx: &Context, a: &MigrateArgs, source: Option<Source>) -> Result<Migration> {
+    let aws = ctx.backend.as_aws().ok_or_else(|| {
+        Error::InvalidInput(
+            "--method helper runs on the AWS backend; the local host converts files directly"
+                .into(),
+        )
+    })?;
+    if let Some(i) = &a.helper_instance {
+        ids::check_id(IdKind::Instance, i)?;
+    }
+    ids::check_instance_type(&a.helper_type)?;
+    let helper = HelperOptions {
+        instance: a.helper_instance.clone(),
+        subnet: a.helper_subnet.clone(),
+        profile: a.helper_profile.clone(),
+        instance_type: a.helper_type.clone(),
+    };
+    let opts = Options {
+        name: a.name.clone(),
+        keep_temp: a.keep_temp,
+        fix_guest: a.fix_guest,
+    };
+    let journal = match (source, &a.resume) {
+        (Some(source), _) => {
+            let region = ctx.one_region("migrate").await?;
+            migrate::new_journal(
+                &migrate::journal::journal_dir(),
+                "aws",
+                "helper",
+                &region,
+                &source,
+                &opts,
+            )?
+        }
+        (None, Some(id)) => Journal::load(&migrate::journal::journal_dir(), id)?,
+        (None, None) => unreachable!("a source or --resume"),
+    };
+    helper::run(aws, journal, &opts, &helper).await
+}
+
 pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
-    let host = host(ctx, a.method)?;
+    if let Some(id) = a.resume.as_ref().filter(|_| ctx.backend.as_aws().is_some()) {
+        let j = Journal::load(&migrate::journal::journal_dir(), id)?;
+        if j.method == "helper" {
+            let m = run_helper(ctx, &a, None).await?;
+            print(ctx, &m);
+            return Ok(0);
+        }
+    }
+    let host = host(ctx)?;
     if let Some(id) = &a.cleanup {
         let removed = migrate::cleanup(host, id).await?;
         match ctx.format() {
@@ -128,6 +185,11 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
             ))
         }
     };
+    if a.method == Method::Helper {
+        let m = run_helper(ctx, &a, Some(source)).await?;
+        print(ctx, &m);
+        return Ok(0);
+    }
     let region = ctx.one_region("migrate").await?;
     let opts = Options {
         name: a.name,

@@ -26,6 +26,19 @@ pub struct Journal {
     /// `image` or `instance`, and its id.
     pub source_kind: String,
     pub source_id: String,
+    /// `direct` or `helper`.
+    #[serde(default)]
+    pub method: String,
+    /// The helper instance, and whether this migration launched it.
+    #[serde(default)]
+    pub helper_instance: Option<String>,
+    #[serde(default)]
+    pub helper_launched: bool,
+    /// Volumes this migration created in the helper's zone.
+    #[serde(default)]
+    pub source_volume: Option<String>,
+    #[serde(default)]
+    pub target_volume: Option<String>,
     pub name: Option<String>,
     pub fix_guest: bool,
     /// The snapshot this migration made of an instance's root volume.

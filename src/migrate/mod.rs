@@ -145,13 +145,20 @@ pub fn new_migration_id() -> String {
     )
 }
 
-struct Recorder {
-    steps: Vec<Step>,
+pub(crate) struct Recorder {
+    pub(crate) steps: Vec<Step>,
     started: Instant,
 }
 
 impl Recorder {
-    fn done(&mut self, name: &'static str, detail: impl Into<String>) {
+    pub(crate) fn new() -> Self {
+        Recorder {
+            steps: vec![],
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn done(&mut self, name: &'static str, detail: impl Into<String>) {
         let now = Instant::now();
         self.steps.push(Step {
             name,
@@ -163,7 +170,7 @@ impl Recorder {
 }
 
 /// Check that the source is a PV image amitool can migrate.
-fn check_source(image: &Image) -> Result<()> {
+pub(crate) fn check_source(image: &Image) -> Result<()> {
     if !image.is_paravirtual() {
         return Err(Error::InvalidInput(format!(
             "{} is already {}: only paravirtual images need migrating",
@@ -196,15 +203,18 @@ pub fn plan_config(insp: &Inspection) -> String {
     menulst::to_grub2(&menu, &root)
 }
 
-/// Start a migration.
-pub async fn run(
-    host: &dyn MigrationHost,
+/// A new journal for a migration of `source` in `region`, saved.
+pub fn new_journal(
+    dir: &Path,
+    backend: &str,
+    method: &str,
     region: &str,
     source: &Source,
     opts: &Options,
-) -> Result<Migration> {
-    let mut journal = Journal::new(&host.journal_dir(), &new_migration_id());
-    journal.backend = host.host_name().into();
+) -> Result<Journal> {
+    let mut journal = Journal::new(dir, &new_migration_id());
+    journal.backend = backend.into();
+    journal.method = method.into();
     journal.region = region.to_string();
     (journal.source_kind, journal.source_id) = match source {
         Source::Image(id) => ("image".into(), id.clone()),
@@ -213,6 +223,24 @@ pub async fn run(
     journal.name = opts.name.clone();
     journal.fix_guest = opts.fix_guest;
     journal.save()?;
+    Ok(journal)
+}
+
+/// Start a migration.
+pub async fn run(
+    host: &dyn MigrationHost,
+    region: &str,
+    source: &Source,
+    opts: &Options,
+) -> Result<Migration> {
+    let journal = new_journal(
+        &host.journal_dir(),
+        host.host_name(),
+        "direct",
+        region,
+        source,
+        opts,
+    )?;
     execute(host, journal, opts.keep_temp).await
 }
 
@@ -247,7 +275,7 @@ pub async fn cleanup(host: &dyn MigrationHost, migration_id: &str) -> Result<Vec
     Ok(removed)
 }
 
-fn source_of(journal: &Journal) -> Source {
+pub(crate) fn source_of(journal: &Journal) -> Source {
     if journal.source_kind == "instance" {
         Source::Instance(journal.source_id.clone())
     } else {

@@ -269,8 +269,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sh");
         std::fs::write(&path, render(p).unwrap()).unwrap();
-        let out = std::process::Command::new("bash").arg(&path).env("AMITOOL_CHECK_ONLY", "1").output().unwrap();
-        (out.status.code().unwrap(), parse_report(&String::from_utf8_lossy(&out.stdout)).unwrap())
+        let out = std::process::Command::new("bash")
+            .arg(&path)
+            .env("AMITOOL_CHECK_ONLY", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            parse_report(&String::from_utf8_lossy(&out.stdout)).unwrap(),
+        )
     }
 
     #[test]

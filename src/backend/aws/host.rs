@@ -30,7 +30,11 @@ fn tag_filter(migration_id: &str) -> Filter {
 
 impl AwsBackend {
     /// The root volume and image of an instance.
-    async fn instance_root(&self, region: &str, instance_id: &str) -> Result<(String, String)> {
+    pub(crate) async fn instance_root(
+        &self,
+        region: &str,
+        instance_id: &str,
+    ) -> Result<(String, String)> {
         let out = self
             .ec2(region)
             .describe_instances()
@@ -65,6 +69,27 @@ impl AwsBackend {
             volume.to_string(),
             inst.image_id().unwrap_or_default().to_string(),
         ))
+    }
+
+    /// CreateSnapshot of a volume, tagged with the migration (not waited for).
+    pub(crate) async fn create_snapshot_of(
+        &self,
+        region: &str,
+        volume: &str,
+        migration_id: &str,
+    ) -> Result<String> {
+        let mut tags = BTreeMap::new();
+        tags.insert(MIGRATION_TAG.to_string(), migration_id.to_string());
+        let out = self
+            .ec2(region)
+            .create_snapshot()
+            .volume_id(volume)
+            .description(format!("{volume}, for amitool {migration_id}"))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
+            .send()
+            .await
+            .map_err(|e| self.err("CreateSnapshot", region, e))?;
+        Ok(out.snapshot_id().unwrap_or_default().to_string())
     }
 
     /// Whether a snapshot is encrypted, and with which key.
@@ -146,29 +171,12 @@ impl MigrationHost for AwsBackend {
             (None, _) => Self::root_snapshot(&raw)?.0,
             (Some(_), Some(snap)) => snap,
             (Some(vol), None) => {
-                let mut tags = BTreeMap::new();
-                tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
-                let out = self
-                    .ec2(region)
-                    .create_snapshot()
-                    .volume_id(&vol)
-                    .description(format!(
-                        "root of {vol}, for amitool {}",
-                        journal.migration_id
-                    ))
-                    .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
-                    .send()
-                    .await
-                    .map_err(|e| self.err("CreateSnapshot", region, e))?;
-                let snap = out.snapshot_id().unwrap_or_default().to_string();
+                let snap = self
+                    .create_snapshot_of(region, &vol, &journal.migration_id)
+                    .await?;
                 journal.temporary_snapshot = Some(snap.clone());
                 journal.save()?;
-                self.ec2(region)
-                    .wait_until_snapshot_completed()
-                    .snapshot_ids(&snap)
-                    .wait(SNAPSHOT_WAIT)
-                    .await
-                    .map_err(|e| transfer_err("wait for the root volume's snapshot", region, e))?;
+                self.wait_snapshot(region, &snap).await?;
                 snap
             }
         };
@@ -342,6 +350,9 @@ impl MigrationHost for AwsBackend {
     }
 
     async fn cleanup(&self, journal: &Journal) -> Result<Vec<String>> {
+        // A helper migration also made an instance and volumes.
+        let mut helper_journal = journal.clone();
+        let mut removed = self.helper_cleanup(&mut helper_journal, false).await;
         let region = &journal.region;
         let keep = match &journal.image_id {
             Some(id) => self
@@ -370,8 +381,8 @@ impl MigrationHost for AwsBackend {
         ids.extend(journal.temporary_snapshot.iter().cloned());
         ids.sort();
         ids.dedup();
-        let mut removed = vec![];
-        for id in ids.into_iter().filter(|i| Some(i) != keep.as_ref()) {
+        ids.retain(|i| Some(i) != keep.as_ref() && !removed.contains(i));
+        for id in ids {
             match self.delete_snapshot_quietly(region, &id).await {
                 Ok(()) => removed.push(id),
                 Err(Error::Aws { code, .. }) if code.starts_with("InvalidSnapshot.NotFound") => {}

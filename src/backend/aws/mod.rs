@@ -14,6 +14,7 @@ use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 pub mod client;
 mod convert;
 pub mod error;
+pub mod helper;
 mod host;
 pub mod images;
 pub mod transfer;
@@ -209,6 +210,10 @@ impl Backend for AwsBackend {
     }
 
     fn migration_host(&self) -> Option<&dyn crate::migrate::MigrationHost> {
+        Some(self)
+    }
+
+    fn as_aws(&self) -> Option<&AwsBackend> {
         Some(self)
     }
 
