@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 
 pub mod client;
-mod convert;
+pub(crate) mod convert;
 pub mod error;
 pub mod helper;
 mod host;

@@ -1,0 +1,343 @@
+//! The helper's resources: the instance, its volumes and attachments, the
+//! SSM command that runs the preparation script, and their removal.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::client::Waiters;
+use aws_sdk_ec2::types::{IamInstanceProfileSpecification, InstanceType, ResourceType, VolumeType};
+use base64::Engine;
+
+use super::{ec2_err, HelperOptions, HELPER_AMI_PARAMETER, WAIT};
+use crate::backend::aws::images::tag_spec;
+use crate::backend::aws::transfer::transfer_err;
+use crate::backend::aws::AwsBackend;
+use crate::error::{Error, Result};
+use crate::migrate::journal::Journal;
+use crate::migrate::script::{self, Report};
+use crate::migrate::MIGRATION_TAG;
+
+impl AwsBackend {
+    pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        let conf = aws_sdk_ssm::config::Builder::from(self.sdk_config())
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        aws_sdk_ssm::Client::from_conf(conf)
+    }
+
+    fn ssm_err<E, R>(
+        &self,
+        action: &'static str,
+        region: &str,
+        e: aws_sdk_ssm::error::SdkError<E, R>,
+    ) -> Error
+    where
+        E: aws_sdk_ssm::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        crate::backend::aws::error::convert(action, region, self.sdk_config().endpoint_url(), e)
+    }
+
+    /// The helper: the one given (its zone), or a new one from the latest Amazon Linux.
+    pub(super) async fn helper(
+        &self,
+        region: &str,
+        opts: &HelperOptions,
+        journal: &mut Journal,
+    ) -> Result<(String, String)> {
+        let id = match (&journal.helper_instance, &opts.instance) {
+            (Some(id), _) => id.clone(),
+            (None, Some(id)) => {
+                journal.helper_instance = Some(id.clone());
+                journal.save()?;
+                id.clone()
+            }
+            (None, None) => {
+                let ami = self
+                    .ssm(region)
+                    .get_parameter()
+                    .name(HELPER_AMI_PARAMETER)
+                    .send()
+                    .await
+                    .map_err(|e| self.ssm_err("GetParameter", region, e))?
+                    .parameter()
+                    .and_then(|p| p.value().map(String::from))
+                    .ok_or_else(|| {
+                        Error::InvalidInput(format!(
+                            "{HELPER_AMI_PARAMETER} has no value in {region}"
+                        ))
+                    })?;
+                let mut tags = BTreeMap::new();
+                tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+                tags.insert(
+                    "Name".to_string(),
+                    format!("amitool helper {}", journal.migration_id),
+                );
+                let mut req = self
+                    .ec2(region)
+                    .run_instances()
+                    .image_id(&ami)
+                    .instance_type(InstanceType::from(opts.instance_type.as_str()))
+                    .min_count(1)
+                    .max_count(1)
+                    .client_token(format!("{}-helper", journal.migration_id))
+                    .tag_specifications(tag_spec(ResourceType::Instance, &tags));
+                if let Some(s) = &opts.subnet {
+                    req = req.subnet_id(s);
+                }
+                if let Some(p) = &opts.profile {
+                    req = req.iam_instance_profile(
+                        IamInstanceProfileSpecification::builder().name(p).build(),
+                    );
+                }
+                let out = req
+                    .send()
+                    .await
+                    .map_err(ec2_err(self, "RunInstances", region))?;
+                let id = out
+                    .instances()
+                    .first()
+                    .and_then(|i| i.instance_id())
+                    .unwrap_or_default()
+                    .to_string();
+                journal.helper_instance = Some(id.clone());
+                journal.helper_launched = true;
+                journal.save()?;
+                self.ec2(region)
+                    .wait_until_instance_running()
+                    .instance_ids(&id)
+                    .wait(WAIT)
+                    .await
+                    .map_err(|e| transfer_err("wait for the helper to run", region, e))?;
+                id
+            }
+        };
+        let out = self
+            .ec2(region)
+            .describe_instances()
+            .instance_ids(&id)
+            .send()
+            .await
+            .map_err(ec2_err(self, "DescribeInstances", region))?;
+        let inst = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("no such helper instance {id} in {region}"))
+            })?;
+        if inst.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("running") {
+            return Err(Error::InvalidInput(format!("helper {id} is not running")));
+        }
+        let zone = inst
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_string();
+        Ok((id, zone))
+    }
+
+    pub(super) async fn volume(
+        &self,
+        region: &str,
+        zone: &str,
+        snapshot: Option<&str>,
+        size_gib: u64,
+        vtype: &VolumeType,
+        journal: &Journal,
+    ) -> Result<String> {
+        let mut tags = BTreeMap::new();
+        tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+        let mut req = self
+            .ec2(region)
+            .create_volume()
+            .availability_zone(zone)
+            .volume_type(vtype.clone())
+            .size(size_gib as i32)
+            .tag_specifications(tag_spec(ResourceType::Volume, &tags));
+        if let Some(s) = snapshot {
+            req = req.snapshot_id(s);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(ec2_err(self, "CreateVolume", region))?;
+        let id = out.volume_id().unwrap_or_default().to_string();
+        self.ec2(region)
+            .wait_until_volume_available()
+            .volume_ids(&id)
+            .wait(WAIT)
+            .await
+            .map_err(|e| transfer_err("wait for a volume", region, e))?;
+        Ok(id)
+    }
+
+    pub(super) async fn attach(
+        &self,
+        region: &str,
+        volume: &str,
+        instance: &str,
+        device: &str,
+    ) -> Result<()> {
+        self.ec2(region)
+            .attach_volume()
+            .volume_id(volume)
+            .instance_id(instance)
+            .device(device)
+            .send()
+            .await
+            .map_err(ec2_err(self, "AttachVolume", region))?;
+        self.ec2(region)
+            .wait_until_volume_in_use()
+            .volume_ids(volume)
+            .wait(WAIT)
+            .await
+            .map(|_| ())
+            .map_err(|e| transfer_err("wait for an attachment", region, e))
+    }
+
+    /// Run the rendered script through AWS-RunShellScript and read its report.
+    /// SendCommand is retried while SSM does not know the instance yet, and
+    /// GetCommandInvocation while the invocation does not exist yet.
+    pub(super) async fn run_script(
+        &self,
+        region: &str,
+        instance: &str,
+        migration_id: &str,
+        body: &str,
+    ) -> Result<Report> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+        let file = format!("/tmp/amitool-{migration_id}.sh");
+        let command = format!("echo {b64} | base64 -d > {file} && bash {file}");
+        let ssm = self.ssm(region);
+        let started = std::time::Instant::now();
+        let command_id = loop {
+            let sent = ssm
+                .send_command()
+                .document_name("AWS-RunShellScript")
+                .instance_ids(instance)
+                .parameters("commands", vec![command.clone()])
+                .timeout_seconds(3600)
+                .comment(format!("amitool {migration_id}"))
+                .send()
+                .await;
+            match sent {
+                Ok(out) => {
+                    break out
+                        .command()
+                        .and_then(|c| c.command_id())
+                        .unwrap_or_default()
+                        .to_string()
+                }
+                Err(e)
+                    if crate::backend::aws::error::code(&e) == Some("InvalidInstanceId")
+                        && started.elapsed() < WAIT =>
+                {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+                Err(e) => return Err(self.ssm_err("SendCommand", region, e)),
+            }
+        };
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let got = ssm
+                .get_command_invocation()
+                .command_id(&command_id)
+                .instance_id(instance)
+                .send()
+                .await;
+            match got {
+                Ok(inv) => {
+                    let status = inv
+                        .status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default();
+                    if !matches!(status.as_str(), "Pending" | "InProgress" | "Delayed") {
+                        let stdout = inv.standard_output_content().unwrap_or_default();
+                        let report = script::parse_report(stdout).map_err(|_| Error::Transfer {
+                            action: "run the preparation script",
+                            region: region.into(),
+                            message: format!(
+                                "status {status}, no report; stderr: {}",
+                                inv.standard_error_content()
+                                    .unwrap_or_default()
+                                    .lines()
+                                    .last()
+                                    .unwrap_or_default()
+                            ),
+                        })?;
+                        return Ok(report);
+                    }
+                }
+                Err(e)
+                    if crate::backend::aws::error::code(&e) == Some("InvocationDoesNotExist") => {}
+                Err(e) => return Err(self.ssm_err("GetCommandInvocation", region, e)),
+            }
+            if started.elapsed() > Duration::from_secs(3600) {
+                return Err(Error::Transfer {
+                    action: "run the preparation script",
+                    region: region.into(),
+                    message: "no result within an hour".into(),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Remove what a helper migration made, but the registered image and its snapshot.
+    pub async fn helper_cleanup(&self, journal: &mut Journal, keep_temp: bool) -> Vec<String> {
+        let region = journal.region.clone();
+        let mut removed = vec![];
+        if let (Some(id), true) = (journal.helper_instance.clone(), journal.helper_launched) {
+            if self
+                .ec2(&region)
+                .terminate_instances()
+                .instance_ids(&id)
+                .send()
+                .await
+                .is_ok()
+            {
+                removed.push(id);
+                journal.helper_instance = None;
+            }
+        }
+        for vol in [journal.source_volume.take(), journal.target_volume.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = self
+                .ec2(&region)
+                .detach_volume()
+                .volume_id(&vol)
+                .force(true)
+                .send()
+                .await;
+            let _ = self
+                .ec2(&region)
+                .wait_until_volume_available()
+                .volume_ids(&vol)
+                .wait(WAIT)
+                .await;
+            if self
+                .ec2(&region)
+                .delete_volume()
+                .volume_id(&vol)
+                .send()
+                .await
+                .is_ok()
+            {
+                removed.push(vol);
+            }
+        }
+        if let Some(snap) = journal.temporary_snapshot.clone().filter(|_| !keep_temp) {
+            if self.delete_snapshot_quietly(&region, &snap).await.is_ok() {
+                removed.push(snap);
+                journal.temporary_snapshot = None;
+            }
+        }
+        let _ = journal.save();
+        removed
+    }
+}
