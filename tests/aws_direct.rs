@@ -529,3 +529,126 @@ fn bad_sources_are_one_line_errors_and_leave_nothing() {
     let work = env.path("work");
     assert!(!work.exists() || std::fs::read_dir(&work).unwrap().count() == 0);
 }
+
+/// Start a migration that stops for good after `step`, wait for it to say
+/// so, and kill -9 it; the migration id.
+fn kill_after_step(env: &Env, ami: &str, name: &str, step: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = env
+        .cmd(&["migrate", "--ami", ami, "--name", name])
+        .env("AMITOOL_TEST_PAUSE_AFTER_STEP", step)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("paused after step") {
+            break;
+        }
+    }
+    assert!(
+        said.contains(&format!("paused after step {step}")),
+        "step {step}: {said}"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let journals: Vec<Value> = std::fs::read_dir(env.path("journal"))
+        .unwrap()
+        .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok())
+        .filter(|j: &Value| j["name"] == name)
+        .collect();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    journals[0]["migration_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
+    let env = Env::new();
+    let ami = env.import("multi-default1");
+    let unique = env
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    for step in ["snapshot", "inspect", "plan", "build", "upload", "register"] {
+        let name = format!("crash-{step}-{unique}");
+        let mid = kill_after_step(&env, &ami, &name, step);
+        let m = env.json(&["migrate", "--resume", &mid]);
+        let hvm = m["image_id"].as_str().unwrap().to_string();
+        let snap = root_snapshot(&hvm).await;
+        assert_eq!(
+            tagged_snapshots(&mid).await,
+            vec![snap],
+            "step {step}: only the result's snapshot is left"
+        );
+        let images = ec2()
+            .await
+            .describe_images()
+            .owners("self")
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:amitool:migration")
+                    .values(&mid)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            images.images().len(),
+            1,
+            "step {step}: exactly one image registered"
+        );
+        assert!(
+            !env.path("work").join(&mid).exists(),
+            "step {step}: work directory left"
+        );
+    }
+}
+
+#[tokio::test]
+async fn register_failing_after_the_upload_keeps_the_journal_for_resume() {
+    let env = Env::new();
+    let ami = env.import("ext3-uuid");
+    let unique = format!(
+        "taken-{}",
+        env.dir.path().file_name().unwrap().to_string_lossy()
+    );
+    // Another image already has the name: RegisterImage fails after the upload.
+    let other = env.import("menulst-noroot");
+    let first = env.json(&["migrate", "--ami", &other, "--name", &unique]);
+    let out = env.run(&["migrate", "--ami", &ami, "--name", &unique]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("RegisterImage") && err.contains("--resume mig-"),
+        "{err}"
+    );
+    let mid = err
+        .split("--resume ")
+        .nth(1)
+        .unwrap()
+        .split(['`', ' '])
+        .next()
+        .unwrap()
+        .to_string();
+    // The uploaded snapshot is kept for the resume; nothing else was made.
+    assert_eq!(tagged_snapshots(&mid).await.len(), 1);
+    // Free the name, then resume: the same snapshot is registered.
+    let ec2 = ec2().await;
+    ec2.deregister_image()
+        .image_id(first["image_id"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let m = env.json(&["migrate", "--resume", &mid]);
+    let snap = root_snapshot(m["image_id"].as_str().unwrap()).await;
+    assert_eq!(tagged_snapshots(&mid).await, vec![snap]);
+}

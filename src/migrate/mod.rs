@@ -166,6 +166,19 @@ impl Recorder {
             detail: detail.into(),
         });
         self.started = now;
+        pause_for_tests(name);
+    }
+}
+
+/// A test hook for crash safety: with AMITOOL_TEST_PAUSE_AFTER_STEP=NAME the
+/// process stops for good after step NAME (and says so on stderr), so a test
+/// can kill -9 it there. It blocks on purpose: nothing else may run.
+fn pause_for_tests(step: &str) {
+    if std::env::var("AMITOOL_TEST_PAUSE_AFTER_STEP").as_deref() == Ok(step) {
+        eprintln!("amitool: test hook: paused after step {step}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 
