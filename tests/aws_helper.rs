@@ -261,3 +261,65 @@ fn helper_needs_the_aws_backend() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn dry_run_plans_asks_ec2_and_creates_nothing() {
+    let env = Env::new();
+    let ec2 = aws_sdk_ec2::Client::new(&sdk().await);
+    let count = || async {
+        let i = ec2
+            .describe_instances()
+            .send()
+            .await
+            .unwrap()
+            .reservations()
+            .len();
+        let v = ec2.describe_volumes().send().await.unwrap().volumes().len();
+        let s = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .unwrap()
+            .snapshots()
+            .len();
+        (i, v, s)
+    };
+    let before = count().await;
+    let out = env.run(&[
+        "migrate",
+        "--dry-run",
+        "--method",
+        "helper",
+        "--ami",
+        "ami-487d6534000000101",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["method"], "helper");
+    let checks: Vec<(&str, &str)> = plan["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["api"].as_str().unwrap(), c["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        checks,
+        [("RunInstances", "allowed"), ("CreateVolume", "allowed")]
+    );
+    assert!(plan["script"]
+        .as_str()
+        .unwrap()
+        .starts_with("#!/bin/bash\n# amitool's preparation script"));
+    assert_eq!(count().await, before, "a dry run created something");
+    assert!(
+        !env.dir.path().join("journal").exists(),
+        "a dry run wrote a journal"
+    );
+}

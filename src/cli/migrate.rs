@@ -43,6 +43,10 @@ pub struct MigrateArgs {
     /// Also fix the guest in the HVM copy: fstab by UUID, a getty on ttyS0.
     #[arg(long)]
     pub fix_guest: bool,
+    /// Print the plan, the resources it would make and the helper's script,
+    /// and ask EC2 with DryRun=true; create nothing (AWS).
+    #[arg(long)]
+    pub dry_run: bool,
     /// --method helper: an existing instance with the SSM agent (never terminated).
     #[arg(long, value_name = "INSTANCE")]
     pub helper_instance: Option<String>,
@@ -109,12 +113,7 @@ async fn run_helper(ctx: &Context, a: &MigrateArgs, source: Option<Source>) -> R
         ids::check_id(IdKind::Instance, i)?;
     }
     ids::check_instance_type(&a.helper_type)?;
-    let helper = HelperOptions {
-        instance: a.helper_instance.clone(),
-        subnet: a.helper_subnet.clone(),
-        profile: a.helper_profile.clone(),
-        instance_type: a.helper_type.clone(),
-    };
+    let helper = helper_options(a);
     let opts = Options {
         name: a.name.clone(),
         keep_temp: a.keep_temp,
@@ -136,6 +135,44 @@ async fn run_helper(ctx: &Context, a: &MigrateArgs, source: Option<Source>) -> R
         (None, None) => unreachable!("a source or --resume"),
     };
     helper::run(aws, journal, &opts, &helper).await
+}
+
+fn helper_options(a: &MigrateArgs) -> HelperOptions {
+    HelperOptions {
+        instance: a.helper_instance.clone(),
+        subnet: a.helper_subnet.clone(),
+        profile: a.helper_profile.clone(),
+        instance_type: a.helper_type.clone(),
+    }
+}
+
+async fn dry_run(ctx: &Context, a: &MigrateArgs, source: &Source) -> Result<u8> {
+    let aws = ctx.backend.as_aws().ok_or_else(|| {
+        Error::InvalidInput("--dry-run asks AWS; the local backend is itself the rehearsal".into())
+    })?;
+    let region = ctx.one_region("migrate").await?;
+    let helper = (a.method == Method::Helper).then(|| helper_options(a));
+    let plan = crate::backend::aws::dryrun::plan(aws, &region, source, helper.as_ref()).await?;
+    match ctx.format() {
+        Format::Json => output::emit(&output::json(&plan)),
+        Format::Table => {
+            output::emit(&format!(
+                "dry run: migrate {} in {} with the {} method",
+                plan.source_image_id, plan.region, plan.method
+            ));
+            output::emit(&format!("steps: {}", plan.steps.join(", ")));
+            for r in &plan.resources {
+                output::emit(&format!("would make: {r}"));
+            }
+            if !plan.checks.is_empty() {
+                output::emit(&output::table(&plan.checks));
+            }
+            if let Some(s) = &plan.script {
+                output::emit(&format!("the helper's first script (inspect):\n{s}"));
+            }
+        }
+    }
+    Ok(0)
 }
 
 pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
@@ -185,6 +222,9 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
             ))
         }
     };
+    if a.dry_run {
+        return dry_run(ctx, &a, &source).await;
+    }
     if a.method == Method::Helper {
         let m = run_helper(ctx, &a, Some(source)).await?;
         print(ctx, &m);

@@ -13,6 +13,7 @@ use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 
 pub mod client;
 pub(crate) mod convert;
+pub mod dryrun;
 pub mod error;
 pub mod helper;
 mod host;
