@@ -17,13 +17,18 @@ use common::{endpoint, localstack};
 
 struct Env {
     dir: tempfile::TempDir,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+/// The tests of this file count and create EC2 resources: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Env {
     fn new() -> Self {
         localstack();
         Env {
             dir: tempfile::tempdir().unwrap(),
+            _serial: SERIAL.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 
