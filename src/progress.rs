@@ -34,3 +34,25 @@ impl ProgressPolicy {
         pb
     }
 }
+
+static STEPS_SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Decide once, for the whole run, whether long pipelines show their steps.
+pub fn show_steps(policy: ProgressPolicy) {
+    STEPS_SHOWN.store(policy.enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A spinner that prints one line per finished step with its elapsed time;
+/// hidden when steps are not shown.
+pub fn step_spinner() -> ProgressBar {
+    if !STEPS_SHOWN.load(std::sync::atomic::Ordering::Relaxed) {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("static template"),
+    );
+    pb.set_message("working");
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}

@@ -150,6 +150,7 @@ async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
 /// `compat --ami` exits 1 for a negative verdict).
 pub async fn run(cli: Cli) -> Result<u8> {
     let progress = ProgressPolicy::new(cli.global.no_progress, cli.global.output == Format::Json);
+    crate::progress::show_steps(progress);
     let backend = build_backend(&cli.global).await?;
     let ctx = Context {
         global: cli.global,

@@ -148,6 +148,7 @@ pub fn new_migration_id() -> String {
 pub(crate) struct Recorder {
     pub(crate) steps: Vec<Step>,
     started: Instant,
+    spinner: indicatif::ProgressBar,
 }
 
 impl Recorder {
@@ -155,6 +156,7 @@ impl Recorder {
         Recorder {
             steps: vec![],
             started: Instant::now(),
+            spinner: crate::progress::step_spinner(),
         }
     }
 
@@ -165,8 +167,19 @@ impl Recorder {
             seconds: (now - self.started).as_secs_f64(),
             detail: detail.into(),
         });
+        let step = self.steps.last().expect("just pushed");
+        self.spinner.println(format!(
+            "{:<16} {:>7.1}s  {}",
+            step.name, step.seconds, step.detail
+        ));
         self.started = now;
         pause_for_tests(name);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.spinner.finish_and_clear();
     }
 }
 
@@ -304,10 +317,7 @@ async fn execute(
     let region = journal.region.clone();
     let work = host.work_dir(&journal.migration_id);
     std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
-    let mut rec = Recorder {
-        steps: vec![],
-        started: Instant::now(),
-    };
+    let mut rec = Recorder::new();
     let result = pipeline(host, &mut journal, &work, &mut rec).await;
     let upload_started = journal.upload.is_some();
     match &result {
@@ -343,7 +353,7 @@ async fn execute(
         region,
         source_image_id: disk.image.image_id.clone(),
         image_id: image.image_id,
-        steps: rec.steps,
+        steps: std::mem::take(&mut rec.steps),
         findings,
         inspection: Some(insp),
     })

@@ -28,7 +28,8 @@ pub fn table<T: Tabular>(items: &[T]) -> String {
     t.load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(T::headers());
-    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    // A pipe, or a terminal too narrow to say (a pty without a size): 100 columns.
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) || t.width().is_none_or(|w| w < 40) {
         t.set_width(TABLE_WIDTH);
     }
     for item in items {

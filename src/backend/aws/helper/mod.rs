@@ -104,7 +104,7 @@ pub async fn run(
         region: journal.region.clone(),
         source_image_id,
         image_id,
-        steps: rec.steps,
+        steps: std::mem::take(&mut rec.steps),
         findings,
         inspection: None,
     })
