@@ -652,3 +652,59 @@ async fn register_failing_after_the_upload_keeps_the_journal_for_resume() {
     let snap = root_snapshot(m["image_id"].as_str().unwrap()).await;
     assert_eq!(tagged_snapshots(&mid).await, vec![snap]);
 }
+
+#[tokio::test]
+async fn verify_launches_reads_the_console_and_terminates() {
+    let env = Env::new();
+    let ami = env.import("no-ena");
+    let name = format!(
+        "verify-{}",
+        env.dir.path().file_name().unwrap().to_string_lossy()
+    );
+    // LocalStack's console output is a canned kernel log without userspace:
+    // the verification must say so, and leave no instance running.
+    let out = env.run(&[
+        "migrate",
+        "--ami",
+        &ami,
+        "--name",
+        &name,
+        "--verify",
+        "--verify-timeout",
+        "3",
+        "--output",
+        "json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did not print \"login:\" on t2.micro's console")
+            && err.contains("stays registered"),
+        "{err}"
+    );
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mid = m["migration_id"].as_str().unwrap();
+    let inst = ec2()
+        .await
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:amitool:migration")
+                .values(mid)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let states: Vec<String> = inst
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| i.state().unwrap().name().unwrap().as_str().to_string())
+        .collect();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert!(
+        matches!(states[0].as_str(), "terminated" | "shutting-down"),
+        "{states:?}"
+    );
+}

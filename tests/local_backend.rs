@@ -441,3 +441,34 @@ fn fix_guest_rewrites_fstab_in_the_copy_and_still_boots() {
     ]);
     assert_eq!(boot["boots"], true, "{boot}");
 }
+
+#[test]
+fn migrate_verify_boots_the_result_under_qemu() {
+    let host = Host::new();
+    let ami = host.import(&fixture("grubconf-symlink"));
+    let m = host.json(&[
+        "migrate",
+        "--ami",
+        &ami,
+        "--verify",
+        "--verify-expect",
+        "AMITOOL-ROOT-OK grubconf-symlink",
+        "--verify-timeout",
+        "240",
+    ]);
+    let last = m["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["name"], "verify-boot", "{m}");
+    let failed = host.run(&[
+        "migrate",
+        "--ami",
+        &ami,
+        "--verify",
+        "--verify-expect",
+        "NEVER-PRINTED",
+        "--verify-timeout",
+        "15",
+    ]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{err}");
+    assert!(err.contains("the image stays registered"), "{err}");
+}

@@ -47,6 +47,15 @@ pub struct MigrateArgs {
     /// and ask EC2 with DryRun=true; create nothing (AWS).
     #[arg(long)]
     pub dry_run: bool,
+    /// After registering, boot the new image (AWS: on t2/t3.micro, read the
+    /// console; local: QEMU) until --verify-expect appears, then stop it.
+    #[arg(long)]
+    pub verify: bool,
+    #[arg(long, default_value = "login:", value_name = "TEXT")]
+    pub verify_expect: String,
+    /// Seconds --verify waits.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub verify_timeout: u64,
     /// --method helper: an existing instance with the SSM agent (never terminated).
     #[arg(long, value_name = "INSTANCE")]
     pub helper_instance: Option<String>,
@@ -137,6 +146,74 @@ async fn run_helper(ctx: &Context, a: &MigrateArgs, source: Option<Source>) -> R
     helper::run(aws, journal, &opts, &helper).await
 }
 
+/// `--verify`: boot the result and wait for userspace; a step, or an error.
+async fn verify(ctx: &Context, a: &MigrateArgs, m: &mut Migration) -> Result<()> {
+    let started = std::time::Instant::now();
+    let timeout = std::time::Duration::from_secs(a.verify_timeout);
+    let detail = if let Some(aws) = ctx.backend.as_aws() {
+        let ena = aws
+            .describe_raw(&m.region, &m.image_id)
+            .await?
+            .ena_support()
+            .unwrap_or(false);
+        let check = aws
+            .verify_boot(
+                &m.region,
+                &m.image_id,
+                ena,
+                &a.verify_expect,
+                timeout,
+                &m.migration_id,
+            )
+            .await?;
+        if !check.reached {
+            print(ctx, m);
+            return Err(crate::backend::aws::verify::not_reached(
+                &m.region,
+                &m.image_id,
+                &a.verify_expect,
+                &check,
+            ));
+        }
+        format!(
+            "{} on {} printed {:?}; terminated",
+            check.instance_id, check.instance_type, a.verify_expect
+        )
+    } else {
+        let local = crate::cli::images::local(ctx, "migrate --verify")?;
+        let (_, disk) = local.root_disk(&m.region, &m.image_id)?;
+        let log = local
+            .store
+            .root
+            .join(format!("{}-verify.serial.log", m.migration_id));
+        let q = crate::image::boot::qemu_boot(&disk, &log, &a.verify_expect, timeout)
+            .map_err(|e| Error::io("run qemu-system-x86_64 on", &disk, e))?;
+        if !q.reached {
+            print(ctx, m);
+            return Err(Error::Transfer {
+                action: "verify the new image",
+                region: m.region.clone(),
+                message: format!(
+                "{} did not print {:?} under QEMU within {} s (serial log: {}); the image stays registered",
+                m.image_id, a.verify_expect, a.verify_timeout, log.display()
+            ),
+            });
+        }
+        format!(
+            "QEMU printed {:?} after {:.1} s (serial log: {})",
+            a.verify_expect,
+            q.seconds,
+            log.display()
+        )
+    };
+    m.steps.push(migrate::Step {
+        name: "verify-boot",
+        seconds: started.elapsed().as_secs_f64(),
+        detail,
+    });
+    Ok(())
+}
+
 fn helper_options(a: &MigrateArgs) -> HelperOptions {
     HelperOptions {
         instance: a.helper_instance.clone(),
@@ -203,7 +280,10 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         return Ok(0);
     }
     if let Some(id) = &a.resume {
-        let m = migrate::resume(host, id, a.keep_temp).await?;
+        let mut m = migrate::resume(host, id, a.keep_temp).await?;
+        if a.verify {
+            verify(ctx, &a, &mut m).await?;
+        }
         print(ctx, &m);
         return Ok(0);
     }
@@ -226,17 +306,23 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         return dry_run(ctx, &a, &source).await;
     }
     if a.method == Method::Helper {
-        let m = run_helper(ctx, &a, Some(source)).await?;
+        let mut m = run_helper(ctx, &a, Some(source)).await?;
+        if a.verify {
+            verify(ctx, &a, &mut m).await?;
+        }
         print(ctx, &m);
         return Ok(0);
     }
     let region = ctx.one_region("migrate").await?;
     let opts = Options {
-        name: a.name,
+        name: a.name.clone(),
         keep_temp: a.keep_temp,
         fix_guest: a.fix_guest,
     };
-    let m = migrate::run(host, &region, &source, &opts).await?;
+    let mut m = migrate::run(host, &region, &source, &opts).await?;
+    if a.verify {
+        verify(ctx, &a, &mut m).await?;
+    }
     print(ctx, &m);
     Ok(0)
 }

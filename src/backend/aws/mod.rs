@@ -19,6 +19,7 @@ pub mod helper;
 mod host;
 pub mod images;
 pub mod transfer;
+pub mod verify;
 
 pub use client::ClientOptions;
 
