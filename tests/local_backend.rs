@@ -472,3 +472,48 @@ fn migrate_verify_boots_the_result_under_qemu() {
     assert_eq!(failed.status.code(), Some(1), "{err}");
     assert!(err.contains("the image stays registered"), "{err}");
 }
+
+#[test]
+fn a_fleet_migrates_concurrently_and_sums_up() {
+    let host = Host::new();
+    let good1 = host.import(&fixture("ext3-uuid"));
+    let good2 = host.import(&fixture("no-ena"));
+    let broken = host.import(&fixture("missing-kernel"));
+    let list = host.state.path().join("fleet.txt");
+    std::fs::write(
+        &list,
+        format!("# the fleet\n{good1}\n\n{broken}  # refused\n"),
+    )
+    .unwrap();
+    let out = host.run(&[
+        "migrate",
+        "--ami",
+        &good2,
+        "--from-file",
+        list.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        let ok = r["error"].is_null();
+        assert_eq!(ok, r["source"] != broken.as_str(), "{r}");
+        assert_eq!(r["image_id"].is_string(), ok, "{r}");
+    }
+    let hvm = host.json(&["list", "--virtualization", "hvm"]);
+    assert_eq!(hvm.as_array().unwrap().len(), 2);
+
+    std::fs::write(&list, "ami-0123456789abcdef0\nnot-an-id\n").unwrap();
+    let bad = host.run(&["migrate", "--from-file", list.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+}

@@ -7,7 +7,9 @@ use crate::cli::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
 use crate::migrate::{self, Journal, Migration, MigrationHost, Options, Source};
-use crate::output::{self, Format, Tabular};
+use crate::output::{self, cell, Format, Tabular};
+use futures::StreamExt;
+use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Method {
@@ -18,14 +20,16 @@ pub enum Method {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["ami", "instance", "resume", "cleanup"])))]
 pub struct MigrateArgs {
-    /// The PV image to migrate (never modified).
-    #[arg(long, value_name = "AMI")]
-    pub ami: Option<String>,
-    /// The PV instance whose root volume to migrate (never modified).
-    #[arg(long, value_name = "INSTANCE")]
-    pub instance: Option<String>,
+    /// The PV image(s) to migrate (never modified); several make a fleet.
+    #[arg(long, value_name = "AMI", num_args = 1..)]
+    pub ami: Vec<String>,
+    /// The PV instance(s) whose root volume to migrate (never modified).
+    #[arg(long, value_name = "INSTANCE", num_args = 1..)]
+    pub instance: Vec<String>,
+    /// A file of AMI and instance ids, one a line (# starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<std::path::PathBuf>,
     /// Finish a migration that stopped, from its journal.
     #[arg(long, value_name = "MIGRATION_ID")]
     pub resume: Option<String>,
@@ -287,42 +291,142 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         print(ctx, &m);
         return Ok(0);
     }
-    let source = match (&a.ami, &a.instance) {
-        (Some(ami), None) => {
-            ids::check_id(IdKind::Image, ami)?;
-            Source::Image(ami.clone())
-        }
-        (None, Some(i)) => {
-            ids::check_id(IdKind::Instance, i)?;
-            Source::Instance(i.clone())
-        }
-        _ => {
-            return Err(Error::InvalidInput(
-                "migrate takes one of --ami and --instance".into(),
-            ))
-        }
-    };
+    let mut sources = sources(&a)?;
     if a.dry_run {
-        return dry_run(ctx, &a, &source).await;
+        let [source] = sources.as_slice() else {
+            return Err(Error::InvalidInput(
+                "--dry-run takes one --ami or --instance".into(),
+            ));
+        };
+        return dry_run(ctx, &a, source).await;
     }
-    if a.method == Method::Helper {
-        let mut m = run_helper(ctx, &a, Some(source)).await?;
-        if a.verify {
-            verify(ctx, &a, &mut m).await?;
-        }
-        print(ctx, &m);
-        return Ok(0);
+    if sources.len() > 1 {
+        return fleet(ctx, &a, sources).await;
     }
-    let region = ctx.one_region("migrate").await?;
-    let opts = Options {
-        name: a.name.clone(),
-        keep_temp: a.keep_temp,
-        fix_guest: a.fix_guest,
-    };
-    let mut m = migrate::run(host, &region, &source, &opts).await?;
-    if a.verify {
-        verify(ctx, &a, &mut m).await?;
-    }
+    let m = migrate_one(ctx, &a, sources.remove(0)).await?;
     print(ctx, &m);
     Ok(0)
+}
+
+/// The sources named by --ami, --instance and --from-file, checked.
+fn sources(a: &MigrateArgs) -> Result<Vec<Source>> {
+    let mut out = vec![];
+    for ami in &a.ami {
+        ids::check_id(IdKind::Image, ami)?;
+        out.push(Source::Image(ami.clone()));
+    }
+    for i in &a.instance {
+        ids::check_id(IdKind::Instance, i)?;
+        out.push(Source::Instance(i.clone()));
+    }
+    if let Some(path) = &a.from_file {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+        for (n, line) in text.lines().enumerate() {
+            let id = line.split('#').next().unwrap_or_default().trim();
+            if id.is_empty() {
+                continue;
+            }
+            let bad =
+                |e: Error| Error::InvalidInput(format!("{} line {}: {e}", path.display(), n + 1));
+            if id.starts_with("ami-") {
+                ids::check_id(IdKind::Image, id).map_err(bad)?;
+                out.push(Source::Image(id.to_string()));
+            } else {
+                ids::check_id(IdKind::Instance, id).map_err(bad)?;
+                out.push(Source::Instance(id.to_string()));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidInput(
+            "migrate needs --ami, --instance, --from-file, --resume ID or --cleanup ID".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// One migration, by the chosen method, verified when asked.
+async fn migrate_one(ctx: &Context, a: &MigrateArgs, source: Source) -> Result<Migration> {
+    let mut m = if a.method == Method::Helper {
+        run_helper(ctx, a, Some(source)).await?
+    } else {
+        let region = ctx.one_region("migrate").await?;
+        let opts = Options {
+            name: a.name.clone(),
+            keep_temp: a.keep_temp,
+            fix_guest: a.fix_guest,
+        };
+        migrate::run(host(ctx)?, &region, &source, &opts).await?
+    };
+    if a.verify {
+        verify(ctx, a, &mut m).await?;
+    }
+    Ok(m)
+}
+
+/// How many migrations of a fleet run at once.
+pub const FLEET_CONCURRENCY: usize = 4;
+
+/// One row of a fleet's summary.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub source: String,
+    pub migration_id: Option<String>,
+    pub image_id: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Tabular for Outcome {
+    fn headers() -> Vec<&'static str> {
+        vec!["SOURCE", "MIGRATION", "IMAGE", "OUTCOME"]
+    }
+
+    fn wrapping_column() -> Option<usize> {
+        Some(3)
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.source.clone(),
+            cell(self.migration_id.as_deref()),
+            cell(self.image_id.as_deref()),
+            self.error.clone().unwrap_or_else(|| "migrated".into()),
+        ]
+    }
+}
+
+/// Several migrations at once, each with its own journal; a summary at the end.
+async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) -> Result<u8> {
+    if a.name.is_some() {
+        return Err(Error::InvalidInput(
+            "--name names one image; a fleet keeps each source's name + \"-hvm\"".into(),
+        ));
+    }
+    crate::progress::show_steps(crate::progress::ProgressPolicy { enabled: false });
+    let mut outcomes: Vec<Outcome> = futures::stream::iter(sources)
+        .map(|source| async move {
+            let label = match &source {
+                Source::Image(id) | Source::Instance(id) => id.clone(),
+            };
+            match migrate_one(ctx, a, source).await {
+                Ok(m) => Outcome {
+                    source: label,
+                    migration_id: Some(m.migration_id),
+                    image_id: Some(m.image_id),
+                    error: None,
+                },
+                Err(e) => Outcome {
+                    source: label,
+                    migration_id: None,
+                    image_id: None,
+                    error: Some(crate::error::chain(&e)),
+                },
+            }
+        })
+        .buffer_unordered(FLEET_CONCURRENCY)
+        .collect()
+        .await;
+    outcomes.sort_by(|x, y| x.source.cmp(&y.source));
+    output::emit(&output::render(&outcomes, ctx.format()));
+    Ok(u8::from(outcomes.iter().any(|o| o.error.is_some())))
 }
