@@ -12,7 +12,7 @@ export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
 . bench/lib.sh
 profile=${BENCH_PROFILE:-dev}
-cargo build -q --profile "$profile"
+cargo build -q --profile "$profile" --bin amitool --example ebs_stream_copy
 bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/amitool"
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -26,6 +26,11 @@ ami=$("$bin" --no-progress import "$work/pv.img" --virtualization pv --kernel ak
 echo "import to LocalStack (coldsnap upload): $(python3 -c "print(round($(date +%s.%N) - $s, 2))") s, $ami"
 
 /usr/bin/time -f '%e %M' -o "$work/time.aws" "$bin" --no-progress migrate --ami "$ami" --output json > "$work/aws.json"
+# Design (b): the same source snapshot streamed block by block to index + 2.
+aws="${AMITOOL_LOCALSTACK_VENV:-$HOME/.cache/amitool/localstack-venv}/bin/aws"
+src_snap=$("$aws" --region us-east-1 --endpoint-url "$AWS_ENDPOINT_URL" ec2 describe-images --image-ids "$ami" --query 'Images[0].BlockDeviceMappings[0].Ebs.SnapshotId' --output text)
+stream_bin="$(dirname "$bin")/examples/ebs_stream_copy"
+/usr/bin/time -f '%e %M' -o "$work/time.stream" "$stream_bin" "$src_snap" > "$work/stream.txt"
 state="$work/state"
 lami=$("$bin" --backend local --state-dir "$state" import "$work/pv.img" --virtualization pv --kernel aki-5c21674b --output json \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])')
@@ -45,4 +50,7 @@ sent = int(re.search(r"\((\d+) bytes\)", a["upload"]["detail"]).group(1))
 print(f"aws direct (LocalStack): wall {float(aw):6.2f} s  peak RSS {int(arss):7d} KiB  blocks read {read}  written {wrote} (read + 2 = {read + 2})  bytes sent {sent}")
 print("  steps: " + ", ".join(f"{n} {s['seconds']:.2f} s" for n, s in a.items()))
 print(f"local backend:           wall {float(lw):6.2f} s  peak RSS {int(lrss):7d} KiB")
+sw, srss = open(f"{w}/time.stream").read().split()
+print(open(f"{w}/stream.txt").read().strip() + f"  peak RSS {int(srss)} KiB")
+print(f"design (a) download + upload: {a['snapshot']['seconds'] + a['upload']['seconds']:.2f} s of the {float(aw):.2f} s above")
 PY
