@@ -84,14 +84,7 @@ async fn ec2() -> aws_sdk_ec2::Client {
 }
 
 async fn sdk() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint())
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await
+    common::sdk_config("us-east-1").await
 }
 
 /// Snapshots tagged with the migration's id.

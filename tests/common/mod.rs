@@ -159,8 +159,13 @@ fn health(url: &str) -> Result<(), String> {
 
 /// An EC2 client of `region` pointed at LocalStack with the test credentials.
 pub async fn ec2(region: &str) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk_config(region).await)
+}
+
+/// SDK configuration for LocalStack in `region`, with the test credentials.
+pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
     localstack();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()))
         .endpoint_url(endpoint())
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
@@ -171,8 +176,7 @@ pub async fn ec2(region: &str) -> aws_sdk_ec2::Client {
             "amitool-tests",
         ))
         .load()
-        .await;
-    aws_sdk_ec2::Client::new(&conf)
+        .await
 }
 
 /// The keys of each top-level object of pretty-printed JSON (as amitool
