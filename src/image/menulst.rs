@@ -133,13 +133,15 @@ pub fn hvm_args(args: &[String], root: &RootSpec) -> Vec<String> {
             } else {
                 out.push(format!("root=UUID={}", root.uuid));
             }
-        } else if matches!(a.as_str(), "console=hvc0" | "console=xvc0") || a.starts_with("xencons=")
-        {
-            continue;
-        } else if a.starts_with("console=ttyS") || a == "console=tty0" {
-            continue;
         } else {
-            out.push(a.clone());
+            // The Xen console goes; a serial console the entry already names
+            // is added once, below, with the others.
+            let dropped = matches!(a.as_str(), "console=hvc0" | "console=xvc0" | "console=tty0")
+                || a.starts_with("xencons=")
+                || a.starts_with("console=ttyS");
+            if !dropped {
+                out.push(a.clone());
+            }
         }
     }
     if !had_root {
