@@ -113,6 +113,19 @@ fn inspect_convert_on_loop_devices_then_boot() {
     );
     assert_eq!((code, facts.ok), (0, true), "{facts:?}");
     assert_eq!(facts.menu_path.as_deref(), Some("/boot/grub/menu.lst"));
+    // The helper reads the drivers of every installed kernel.
+    let drivers: Vec<&str> = facts
+        .drivers
+        .values()
+        .flat_map(|d| d.split_whitespace())
+        .collect();
+    assert_eq!(facts.drivers.len(), 1, "{:?}", facts.drivers);
+    assert_eq!(
+        drivers,
+        ["xen-blkfront", "ena", "nvme"],
+        "{:?}",
+        facts.drivers
+    );
     let b64 = base64::engine::general_purpose::STANDARD;
     let menu = String::from_utf8(b64.decode(facts.menu_b64.unwrap()).unwrap()).unwrap();
     let cfg = menulst::to_grub2(

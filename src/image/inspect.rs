@@ -104,7 +104,8 @@ pub fn locate(path: &Path, flavor: Option<Flavor>) -> Result<(Flavor, u64), FsEr
     }
 }
 
-fn version_of(kernel: &str) -> Option<String> {
+/// The version in a kernel's file name: `/boot/vmlinuz-6.1.0-56-amd64` → `6.1.0-56-amd64`.
+pub fn version_of(kernel: &str) -> Option<String> {
     let name = kernel.rsplit('/').next()?;
     name.strip_prefix("vmlinuz-")
         .or_else(|| name.strip_prefix("vmlinux-"))

@@ -71,6 +71,10 @@ pub struct Report {
     pub fstab_b64: Option<String>,
     #[serde(default)]
     pub core_img_bytes: Option<u64>,
+    /// Per installed kernel version, the HVM drivers among its modules
+    /// (`xen-blkfront`, `ena`, `nvme`, space-separated).
+    #[serde(default)]
+    pub drivers: std::collections::BTreeMap<String, String>,
     /// The script validated its input and touched no device (AMITOOL_CHECK_ONLY=1).
     #[serde(default)]
     pub check_only: bool,

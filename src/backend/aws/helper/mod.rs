@@ -246,6 +246,21 @@ async fn steps(
             facts.menu_path.as_deref().unwrap_or("none found")
         )));
     }
+    // The default kernel's drivers, as the helper read them from /lib/modules.
+    let kernel_version = menu
+        .default_entry()
+        .and_then(|e| e.kernel.as_deref())
+        .and_then(crate::image::inspect::version_of);
+    let found = kernel_version
+        .as_ref()
+        .and_then(|v| facts.drivers.get(v))
+        .map(|d| d.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let drivers = crate::image::inspect::Drivers {
+        xen_blkfront: found.iter().any(|d| d == "xen-blkfront"),
+        ena: found.iter().any(|d| d == "ena"),
+        nvme: found.iter().any(|d| d == "nvme"),
+    };
     let cfg = menulst::to_grub2(
         &menu,
         &RootSpec {
@@ -351,12 +366,11 @@ async fn steps(
             .clone()
             .unwrap_or_else(|| "x86_64".into()),
         snapshot_id: target_snapshot,
-        // The helper does not read the guest's modules: EnaSupport stays off
-        // (setting it on an image without the driver loses the network).
-        ena_support: false,
+        // Only with an ena driver: setting it on an image without one loses the network.
+        ena_support: drivers.ena,
         tags,
         grub_cfg: cfg,
-        drivers: Default::default(),
+        drivers: drivers.clone(),
     };
     let registered = aws
         .register_hvm(&region, &reg, &journal.migration_id)
@@ -377,6 +391,11 @@ async fn steps(
         "register",
         format!("{} (hvm, {})", registered.image_id, reg.architecture),
     );
-    findings.push("EnaSupport not set: the helper method does not read the guest's kernel modules (use --method direct to detect an ena driver)".into());
+    if !drivers.ena {
+        findings.push(format!(
+            "EnaSupport not set: no ena driver for kernel {}",
+            kernel_version.as_deref().unwrap_or("(none found)")
+        ));
+    }
     Ok((image_id, registered.image_id, findings))
 }
