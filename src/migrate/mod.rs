@@ -4,12 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use async_trait::async_trait;
 
 pub mod journal;
 pub mod script;
+mod steps;
+
+pub(crate) use steps::Recorder;
+pub use steps::Step;
 
 pub use journal::Journal;
 use serde::Serialize;
@@ -102,13 +105,6 @@ pub trait MigrationHost: Send + Sync {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub name: &'static str,
-    pub seconds: f64,
-    pub detail: String,
-}
-
 /// The result, as `migrate --output json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Migration {
@@ -143,56 +139,6 @@ pub fn new_migration_id() -> String {
         "mig-{:012x}",
         (nanos ^ ((std::process::id() as u128) << 40)) & 0xffff_ffff_ffff
     )
-}
-
-pub(crate) struct Recorder {
-    pub(crate) steps: Vec<Step>,
-    started: Instant,
-    spinner: indicatif::ProgressBar,
-}
-
-impl Recorder {
-    pub(crate) fn new() -> Self {
-        Recorder {
-            steps: vec![],
-            started: Instant::now(),
-            spinner: crate::progress::step_spinner(),
-        }
-    }
-
-    pub(crate) fn done(&mut self, name: &'static str, detail: impl Into<String>) {
-        let now = Instant::now();
-        self.steps.push(Step {
-            name,
-            seconds: (now - self.started).as_secs_f64(),
-            detail: detail.into(),
-        });
-        let step = self.steps.last().expect("just pushed");
-        self.spinner.println(format!(
-            "{:<16} {:>7.1}s  {}",
-            step.name, step.seconds, step.detail
-        ));
-        self.started = now;
-        pause_for_tests(name);
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.spinner.finish_and_clear();
-    }
-}
-
-/// A test hook for crash safety: with AMITOOL_TEST_PAUSE_AFTER_STEP=NAME the
-/// process stops for good after step NAME (and says so on stderr), so a test
-/// can kill -9 it there. It blocks on purpose: nothing else may run.
-fn pause_for_tests(step: &str) {
-    if std::env::var("AMITOOL_TEST_PAUSE_AFTER_STEP").as_deref() == Ok(step) {
-        eprintln!("amitool: test hook: paused after step {step}");
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        }
-    }
 }
 
 /// Check that the source is a PV image amitool can migrate.

@@ -157,16 +157,8 @@ impl MigrationHost for AwsBackend {
             )));
         }
         let image = super::convert::image(region, &raw);
-        if !image.is_paravirtual() || image.root_device_type.as_deref() == Some("instance-store") {
-            // The pipeline words the refusal.
-            return Ok(SourceDisk {
-                image,
-                description: None,
-                tags: BTreeMap::new(),
-                path: work.join("none"),
-                flavor: None,
-            });
-        }
+        // Refuse before anything is made or downloaded.
+        crate::migrate::check_source(&image)?;
         let snapshot_id = match (volume, journal.temporary_snapshot.clone()) {
             (None, _) => Self::root_snapshot(&raw)?.0,
             (Some(_), Some(snap)) => snap,

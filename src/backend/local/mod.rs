@@ -121,32 +121,7 @@ impl LocalBackend {
         description: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<SnapshotRecord> {
-        let id = self.store.new_id(region, Kind::Snapshot)?;
-        let size = std::fs::metadata(src)
-            .map_err(|e| Error::io("stat", src, e))?
-            .len();
-        self.store.copy_in(src, region, Kind::Snapshot, &id)?;
-        store::make_read_only(&self.snapshot_path(region, &id))?;
-        self.record_snapshot(region, id, size, description, tags)
-    }
-
-    fn record_snapshot(
-        &self,
-        region: &str,
-        id: String,
-        size: u64,
-        description: &str,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<SnapshotRecord> {
-        let rec = SnapshotRecord {
-            snapshot_id: id.clone(),
-            size,
-            state: "completed".into(),
-            description: Some(description.to_string()),
-            tags: tags.clone(),
-        };
-        self.store.write(region, Kind::Snapshot, &id, &rec)?;
-        Ok(rec)
+        self.snapshot_from(region, src, false, description, tags)
     }
 
     /// Make a file of the state directory a snapshot by moving it in.
@@ -157,6 +132,19 @@ impl LocalBackend {
         description: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<SnapshotRecord> {
+        self.snapshot_from(region, src, true, description, tags)
+    }
+
+    /// A new read-only snapshot holding `src`'s bytes: moved in when asked
+    /// and possible, else copied sparse.
+    fn snapshot_from(
+        &self,
+        region: &str,
+        src: &Path,
+        move_in: bool,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<SnapshotRecord> {
         let id = self.store.new_id(region, Kind::Snapshot)?;
         let size = std::fs::metadata(src)
             .map_err(|e| Error::io("stat", src, e))?
@@ -164,11 +152,19 @@ impl LocalBackend {
         let dir = self.store.dir(region, Kind::Snapshot);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let dst = self.snapshot_path(region, &id);
-        if std::fs::rename(src, &dst).is_err() {
+        if !(move_in && std::fs::rename(src, &dst).is_ok()) {
             self.store.copy_in(src, region, Kind::Snapshot, &id)?;
         }
         store::make_read_only(&dst)?;
-        self.record_snapshot(region, id, size, description, tags)
+        let rec = SnapshotRecord {
+            snapshot_id: id.clone(),
+            size,
+            state: "completed".into(),
+            description: Some(description.to_string()),
+            tags: tags.clone(),
+        };
+        self.store.write(region, Kind::Snapshot, &id, &rec)?;
+        Ok(rec)
     }
 
     /// RegisterImage: a new image over an existing snapshot.

@@ -1,0 +1,64 @@
+//! The steps of a migration as they finish: recorded with their elapsed time
+//! for the result, shown one line each under a spinner, and a test hook that
+//! stops the process after a named step (for kill -9 tests).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: &'static str,
+    pub seconds: f64,
+    pub detail: String,
+}
+
+pub(crate) struct Recorder {
+    pub(crate) steps: Vec<Step>,
+    started: Instant,
+    spinner: indicatif::ProgressBar,
+}
+
+impl Recorder {
+    pub(crate) fn new() -> Self {
+        Recorder {
+            steps: vec![],
+            started: Instant::now(),
+            spinner: crate::progress::step_spinner(),
+        }
+    }
+
+    pub(crate) fn done(&mut self, name: &'static str, detail: impl Into<String>) {
+        let now = Instant::now();
+        self.steps.push(Step {
+            name,
+            seconds: (now - self.started).as_secs_f64(),
+            detail: detail.into(),
+        });
+        let step = self.steps.last().expect("just pushed");
+        self.spinner.println(format!(
+            "{:<16} {:>7.1}s  {}",
+            step.name, step.seconds, step.detail
+        ));
+        self.started = now;
+        pause_for_tests(name);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.spinner.finish_and_clear();
+    }
+}
+
+/// A test hook for crash safety: with AMITOOL_TEST_PAUSE_AFTER_STEP=NAME the
+/// process stops for good after step NAME (and says so on stderr), so a test
+/// can kill -9 it there. It blocks on purpose: nothing else may run.
+fn pause_for_tests(step: &str) {
+    if std::env::var("AMITOOL_TEST_PAUSE_AFTER_STEP").as_deref() == Ok(step) {
+        eprintln!("amitool: test hook: paused after step {step}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
