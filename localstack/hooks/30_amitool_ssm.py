@@ -2,14 +2,21 @@
 
 LocalStack's SSM (moto) answers SendCommand with Success and empty output and
 runs nothing. This hook plays the agent for amitool's preparation script
-only, and honestly: it runs the script in its check-only mode
-(AMITOOL_CHECK_ONLY=1), which validates every input and touches no device,
-and returns the script's real output and exit status. It also makes a new
-invocation unknown for a moment (InvocationDoesNotExist), as AWS does right
-after SendCommand, and reports it as a JSON error (moto's is XML, which the
-SSM JSON protocol cannot parse). Any other command is left to moto.
+only, and runs it for real on the instance's volumes: there are no block
+devices to attach here, so every volume EC2 has attached to the instance
+becomes a file in a fresh directory, named after its device (sdf, from
+/dev/sdf) and holding the volume's data (25_amitool_volumes.py), beside
+sdf.volume-id with the volume's id. The script is run unchanged with
+AMITOOL_VOLUME_DIR pointing there; its device guard checks those files as it
+checks block devices (exact size, expected volume id). What it writes lands
+in the volume, so a later CreateSnapshot holds it. The real output and exit
+status are returned. It also makes a new invocation unknown for a moment
+(InvocationDoesNotExist), as AWS does right after SendCommand, and reports it
+as a JSON error (moto's is XML, which the SSM JSON protocol cannot parse).
+Any other command is left to moto.
 """
 import base64
+import os
 import re
 import subprocess
 import tempfile
@@ -25,23 +32,46 @@ _original_init = ssm_models.Command.__init__
 _original_get = ssm_models.Command.get_invocation
 
 
-def _run_amitool_script(command):
+def _attached_volumes(account_id, region, instance_id):
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[account_id][region]
+    return [
+        volume
+        for volume in backend.volumes.values()
+        if volume.attachment is not None and volume.attachment.instance.id == instance_id
+    ]
+
+
+def _run_amitool_script(command, account_id, region, instance_id):
+    import amitool_volumes
+
     match = _AMITOOL.match(command)
     if not match:
         return None
     body = base64.b64decode(match.group(1)).decode("utf-8", "replace")
     if not body.startswith("#!/bin/bash\n# amitool's preparation script"):
         return None
-    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
-        f.write(body)
-        path = f.name
-    done = subprocess.run(
-        ["bash", path],
-        env={"AMITOOL_CHECK_ONLY": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # Beside the volume files: the devices are hard links to them.
+    with tempfile.TemporaryDirectory(prefix="ssm-", dir=amitool_volumes.volumes_dir()) as devices:
+        for volume in _attached_volumes(account_id, region, instance_id):
+            name = os.path.basename(volume.attachment.device)
+            os.link(amitool_volumes.volume_file(volume), os.path.join(devices, name))
+            with open(os.path.join(devices, name + ".volume-id"), "w") as f:
+                f.write(volume.id)
+        script = os.path.join(devices, "script.sh")
+        with open(script, "w") as f:
+            f.write(body)
+        try:
+            done = subprocess.run(
+                ["bash", script],
+                env={"AMITOOL_VOLUME_DIR": devices, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except subprocess.TimeoutExpired:
+            return 124, "", "the script ran for more than 600 s"
     return done.returncode, done.stdout[-24000:], done.stderr[-8000:]
 
 
@@ -53,13 +83,15 @@ def _init(self, *args, **kwargs):
     commands = (self.parameters or {}).get("commands") or []
     if len(commands) != 1:
         return
-    result = _run_amitool_script(commands[0])
-    if result is None:
-        return
-    code, out, err = result
-    status = "Success" if code == 0 else "Failed"
-    self.status = status
     for inv in self.invocations:
+        result = _run_amitool_script(
+            commands[0], self.account_id, self.backend_region, inv["InstanceId"]
+        )
+        if result is None:
+            return
+        code, out, err = result
+        status = "Success" if code == 0 else "Failed"
+        self.status = status
         inv.update(
             {
                 "ResponseCode": code,

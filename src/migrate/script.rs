@@ -75,9 +75,6 @@ pub struct Report {
     /// (`xen-blkfront`, `ena`, `nvme`, space-separated).
     #[serde(default)]
     pub drivers: std::collections::BTreeMap<String, String>,
-    /// The script validated its input and touched no device (AMITOOL_CHECK_ONLY=1).
-    #[serde(default)]
-    pub check_only: bool,
 }
 
 fn bad(what: &str, value: &str) -> Error {
@@ -269,13 +266,14 @@ mod tests {
         }
     }
 
-    fn run_check_only(p: &Params) -> (i32, Report) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sh");
+    /// Run the rendered script with its devices as files in `dir` (the
+    /// stand-in agent's AMITOOL_VOLUME_DIR); exit code and report.
+    fn run_on_files(p: &Params, dir: &std::path::Path) -> (i32, Report) {
+        let path = dir.join("s.sh");
         std::fs::write(&path, render(p).unwrap()).unwrap();
         let out = std::process::Command::new("bash")
             .arg(&path)
-            .env("AMITOOL_CHECK_ONLY", "1")
+            .env("AMITOOL_VOLUME_DIR", dir)
             .output()
             .unwrap();
         (
@@ -285,17 +283,50 @@ mod tests {
     }
 
     #[test]
-    fn check_only_validates_without_devices() {
-        let mut p = params(Mode::Convert);
-        p.grub_cfg = Some("set default=0\nmenuentry 'a' {\n}\n".into());
-        let (code, r) = run_check_only(&p);
-        assert_eq!((code, r.ok, r.check_only), (0, true, true), "{r:?}");
-        p.grub_cfg = Some("set default=0\n".into());
-        let (code, r) = run_check_only(&p);
-        assert_eq!((code, r.ok), (3, false));
-        let mut p = params(Mode::Convert);
-        p.target.size = 1 << 20;
-        assert_eq!(run_check_only(&p).0, 3);
+    fn volume_files_are_guarded_like_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = params(Mode::Check);
+        p.source.size = 1 << 20;
+        p.target.size = 2 << 20;
+        let volume = |name: &str, size: u64, id: &str| {
+            let f = std::fs::File::create(dir.path().join(name)).unwrap();
+            f.set_len(size).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.volume-id")), id).unwrap();
+        };
+        volume("nvme1n1", 1 << 20, "vol-0123456789abcdef0");
+        volume("xvdg", 2 << 20, "vol-0fedcba9876543210");
+        // No filesystem on the source yet: refused after the guard.
+        let (code, r) = run_on_files(&p, dir.path());
+        assert_eq!(code, 3);
+        assert!(r.reason.unwrap().contains("no ext2/3/4 filesystem"));
+        let mut src = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("nvme1n1"))
+            .unwrap();
+        use std::io::{Seek, Write};
+        src.seek(std::io::SeekFrom::Start(1080)).unwrap();
+        src.write_all(&[0x53, 0xef]).unwrap();
+        let (code, r) = run_on_files(&p, dir.path());
+        assert_eq!((code, r.ok), (0, true), "{r:?}");
+        // A volume of another size, another id, or none at that device.
+        p.target.size = 3 << 20;
+        let (_, r) = run_on_files(&p, dir.path());
+        assert!(r.reason.unwrap().contains("not the expected"));
+        p.target.size = 2 << 20;
+        p.target.identity = "vol-0aaaaaaaaaaaaaaaa".into();
+        let (_, r) = run_on_files(&p, dir.path());
+        assert!(r
+            .reason
+            .unwrap()
+            .contains("is vol-0fedcba9876543210, not vol-0aaaaaaaaaaaaaaaa"));
+        p.target.identity = "vol-0fedcba9876543210".into();
+        p.target.device = "/dev/xvdh".into();
+        let (code, r) = run_on_files(&p, dir.path());
+        assert_eq!(code, 3);
+        assert!(r.reason.unwrap().contains("is not attached"));
+        // Nothing was written: the target is still all zeros.
+        let t = std::fs::read(dir.path().join("xvdg")).unwrap();
+        assert!(t.iter().all(|&b| b == 0));
     }
 
     #[test]
