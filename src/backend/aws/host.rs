@@ -15,7 +15,7 @@ use aws_sdk_ec2::types::{
 
 use crate::backend::aws::images::{tag_spec, SNAPSHOT_WAIT};
 use crate::backend::aws::transfer::{self, transfer_err};
-use crate::backend::aws::AwsBackend;
+use crate::backend::aws::{filter, AwsBackend};
 use crate::error::{Error, Result};
 use crate::kernels::KernelName;
 use crate::migrate::{HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG};
@@ -78,6 +78,25 @@ impl AwsBackend {
         volume: &str,
         migration_id: &str,
     ) -> Result<String> {
+        // A migration snapshots a volume once: a run killed between
+        // CreateSnapshot and its journal finds the snapshot it made by tag.
+        let earlier = self
+            .ec2(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(filter("volume-id", volume))
+            .filters(filter(&format!("tag:{MIGRATION_TAG}"), migration_id))
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeSnapshots", region, e))?;
+        if let Some(id) = earlier
+            .snapshots()
+            .iter()
+            .filter(|s| s.state() != Some(&aws_sdk_ec2::types::SnapshotState::Error))
+            .find_map(|s| s.snapshot_id())
+        {
+            return Ok(id.to_string());
+        }
         let mut tags = BTreeMap::new();
         tags.insert(MIGRATION_TAG.to_string(), migration_id.to_string());
         let out = self
@@ -150,15 +169,8 @@ impl MigrationHost for AwsBackend {
             }
         };
         let raw = self.describe_raw(region, &image_id).await?;
-        if !raw.product_codes().is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "{image_id} carries Marketplace product codes ({}): its software may not be copied into a new image",
-                raw.product_codes().iter().filter_map(|p| p.product_code_id()).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        let image = super::convert::image(region, &raw);
         // Refuse before anything is made or downloaded.
-        crate::migrate::check_source(&image)?;
+        let image = super::convert::migratable(region, &raw)?;
         let snapshot_id = match (volume, journal.temporary_snapshot.clone()) {
             (None, _) => Self::root_snapshot(&raw)?.0,
             (Some(_), Some(snap)) => snap,

@@ -28,7 +28,7 @@ pub struct AwsBackend {
     clients: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
 }
 
-fn filter(name: &str, value: impl Into<String>) -> Filter {
+pub(crate) fn filter(name: &str, value: impl Into<String>) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 

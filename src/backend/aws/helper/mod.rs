@@ -12,11 +12,9 @@ use std::collections::BTreeMap;
 mod resources;
 use std::time::Duration;
 
-use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::VolumeType;
 use base64::Engine;
 
-use crate::backend::aws::transfer::transfer_err;
 use crate::backend::aws::AwsBackend;
 use crate::error::{Error, Result};
 use crate::image::guestfix;
@@ -62,16 +60,7 @@ fn device(dev: &str, size_gib: u64, volume: &str) -> Device {
     }
 }
 
-fn refused(r: &Report, what: &str, region: &str) -> Error {
-    if r.check_only {
-        return Error::Transfer {
-            action: "run the preparation script",
-            region: region.to_string(),
-            message: format!(
-                "the SSM agent ran the script in check-only mode (LocalStack's stand-in): it validated the {what} inputs and read no volume, so there is nothing to convert"
-            ),
-        };
-    }
+fn refused(r: &Report, what: &str) -> Error {
     Error::InvalidInput(format!(
         "the preparation script refused to {what}: {}",
         r.reason.as_deref().unwrap_or("no reason given")
@@ -127,11 +116,7 @@ async fn steps(
         }
     };
     let raw = aws.describe_raw(&region, &image_id).await?;
-    let image = crate::backend::aws::convert::image(&region, &raw);
-    pipeline::check_source(&image)?;
-    if !raw.product_codes().is_empty() {
-        return Err(Error::InvalidInput(format!("{image_id} carries Marketplace product codes: its software may not be copied into a new image")));
-    }
+    let image = crate::backend::aws::convert::migratable(&region, &raw)?;
     let (ami_snapshot, vtype) = AwsBackend::root_snapshot(&raw)?;
     let vtype = vtype.unwrap_or(VolumeType::Gp2);
     let snapshot = match (root_volume, journal.temporary_snapshot.clone()) {
@@ -177,15 +162,29 @@ async fn steps(
     );
     if journal.source_volume.is_none() {
         journal.source_volume = Some(
-            aws.volume(&region, &zone, Some(&snapshot), size_gib, &vtype, journal)
-                .await?,
+            aws.volume(
+                &region,
+                &zone,
+                ("source", Some(&snapshot)),
+                size_gib,
+                &vtype,
+                journal,
+            )
+            .await?,
         );
         journal.save()?;
     }
     if journal.target_volume.is_none() {
         journal.target_volume = Some(
-            aws.volume(&region, &zone, None, size_gib + 1, &vtype, journal)
-                .await?,
+            aws.volume(
+                &region,
+                &zone,
+                ("target", None),
+                size_gib + 1,
+                &vtype,
+                journal,
+            )
+            .await?,
         );
         journal.save()?;
     }
@@ -225,8 +224,8 @@ async fn steps(
             &script::render(&params)?,
         )
         .await?;
-    if !facts.ok || facts.check_only {
-        return Err(refused(&facts, "inspect", &region));
+    if !facts.ok {
+        return Err(refused(&facts, "inspect"));
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     let decode = |s: &Option<String>| {
@@ -301,8 +300,8 @@ async fn steps(
             &script::render(&params)?,
         )
         .await?;
-    if !done.ok || done.check_only {
-        return Err(refused(&done, "convert", &region));
+    if !done.ok {
+        return Err(refused(&done, "convert"));
     }
     rec.done(
         "convert",
@@ -310,19 +309,9 @@ async fn steps(
     );
 
     for vol in [&src_vol, &dst_vol] {
-        aws.ec2(&region)
-            .detach_volume()
-            .volume_id(vol)
-            .send()
-            .await
-            .map_err(ec2_err(aws, "DetachVolume", &region))?;
-        aws.ec2(&region)
-            .wait_until_volume_available()
-            .volume_ids(vol)
-            .wait(WAIT)
-            .await
-            .map_err(|e| transfer_err("wait for a detachment", &region, e))?;
+        aws.detach(&region, vol, false).await?;
     }
+    // create_snapshot_of finds the one an earlier run made of this volume.
     let target_snapshot = match journal.upload.as_ref().filter(|u| u.completed) {
         Some(u) => u.snapshot_id.clone(),
         None => {

@@ -5,17 +5,23 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ec2::client::Waiters;
-use aws_sdk_ec2::types::{IamInstanceProfileSpecification, InstanceType, ResourceType, VolumeType};
+use aws_sdk_ec2::types::{
+    Filter, IamInstanceProfileSpecification, InstanceType, ResourceType, VolumeAttachmentState,
+    VolumeState, VolumeType,
+};
 use base64::Engine;
 
 use super::{ec2_err, HelperOptions, HELPER_AMI_PARAMETER, WAIT};
 use crate::backend::aws::images::tag_spec;
 use crate::backend::aws::transfer::transfer_err;
-use crate::backend::aws::AwsBackend;
+use crate::backend::aws::{filter, AwsBackend};
 use crate::error::{Error, Result};
 use crate::migrate::journal::Journal;
 use crate::migrate::script::{self, Report};
 use crate::migrate::MIGRATION_TAG;
+
+/// What a resource is to its migration (source / target volume, helper).
+pub(super) const ROLE_TAG: &str = "amitool:role";
 
 impl AwsBackend {
     pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
@@ -53,63 +59,72 @@ impl AwsBackend {
                 id.clone()
             }
             (None, None) => {
-                let ami = self
-                    .ssm(region)
-                    .get_parameter()
-                    .name(HELPER_AMI_PARAMETER)
-                    .send()
-                    .await
-                    .map_err(|e| self.ssm_err("GetParameter", region, e))?
-                    .parameter()
-                    .and_then(|p| p.value().map(String::from))
-                    .ok_or_else(|| {
-                        Error::InvalidInput(format!(
-                            "{HELPER_AMI_PARAMETER} has no value in {region}"
-                        ))
-                    })?;
-                let mut tags = BTreeMap::new();
-                tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
-                tags.insert(
-                    "Name".to_string(),
-                    format!("amitool helper {}", journal.migration_id),
-                );
-                let mut req = self
-                    .ec2(region)
-                    .run_instances()
-                    .image_id(&ami)
-                    .instance_type(InstanceType::from(opts.instance_type.as_str()))
-                    .min_count(1)
-                    .max_count(1)
-                    .client_token(format!("{}-helper", journal.migration_id))
-                    .tag_specifications(tag_spec(ResourceType::Instance, &tags));
-                if let Some(s) = &opts.subnet {
-                    req = req.subnet_id(s);
-                }
-                if let Some(p) = &opts.profile {
-                    req = req.iam_instance_profile(
-                        IamInstanceProfileSpecification::builder().name(p).build(),
+                // A helper launched by a run killed before its journal knew of it.
+                if let Some(id) = self.launched_helper(region, &journal.migration_id).await? {
+                    journal.helper_instance = Some(id.clone());
+                    journal.helper_launched = true;
+                    journal.save()?;
+                    id
+                } else {
+                    let ami = self
+                        .ssm(region)
+                        .get_parameter()
+                        .name(HELPER_AMI_PARAMETER)
+                        .send()
+                        .await
+                        .map_err(|e| self.ssm_err("GetParameter", region, e))?
+                        .parameter()
+                        .and_then(|p| p.value().map(String::from))
+                        .ok_or_else(|| {
+                            Error::InvalidInput(format!(
+                                "{HELPER_AMI_PARAMETER} has no value in {region}"
+                            ))
+                        })?;
+                    let mut tags = BTreeMap::new();
+                    tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+                    tags.insert(ROLE_TAG.to_string(), "helper".to_string());
+                    tags.insert(
+                        "Name".to_string(),
+                        format!("amitool helper {}", journal.migration_id),
                     );
+                    let mut req = self
+                        .ec2(region)
+                        .run_instances()
+                        .image_id(&ami)
+                        .instance_type(InstanceType::from(opts.instance_type.as_str()))
+                        .min_count(1)
+                        .max_count(1)
+                        .client_token(format!("{}-helper", journal.migration_id))
+                        .tag_specifications(tag_spec(ResourceType::Instance, &tags));
+                    if let Some(s) = &opts.subnet {
+                        req = req.subnet_id(s);
+                    }
+                    if let Some(p) = &opts.profile {
+                        req = req.iam_instance_profile(
+                            IamInstanceProfileSpecification::builder().name(p).build(),
+                        );
+                    }
+                    let out = req
+                        .send()
+                        .await
+                        .map_err(ec2_err(self, "RunInstances", region))?;
+                    let id = out
+                        .instances()
+                        .first()
+                        .and_then(|i| i.instance_id())
+                        .unwrap_or_default()
+                        .to_string();
+                    journal.helper_instance = Some(id.clone());
+                    journal.helper_launched = true;
+                    journal.save()?;
+                    self.ec2(region)
+                        .wait_until_instance_running()
+                        .instance_ids(&id)
+                        .wait(WAIT)
+                        .await
+                        .map_err(|e| transfer_err("wait for the helper to run", region, e))?;
+                    id
                 }
-                let out = req
-                    .send()
-                    .await
-                    .map_err(ec2_err(self, "RunInstances", region))?;
-                let id = out
-                    .instances()
-                    .first()
-                    .and_then(|i| i.instance_id())
-                    .unwrap_or_default()
-                    .to_string();
-                journal.helper_instance = Some(id.clone());
-                journal.helper_launched = true;
-                journal.save()?;
-                self.ec2(region)
-                    .wait_until_instance_running()
-                    .instance_ids(&id)
-                    .wait(WAIT)
-                    .await
-                    .map_err(|e| transfer_err("wait for the helper to run", region, e))?;
-                id
             }
         };
         let out = self
@@ -138,17 +153,68 @@ impl AwsBackend {
         Ok((id, zone))
     }
 
+    /// A helper this migration launched in a run killed before its journal knew.
+    async fn launched_helper(&self, region: &str, migration_id: &str) -> Result<Option<String>> {
+        let out = self
+            .ec2(region)
+            .describe_instances()
+            .filters(filter(&format!("tag:{MIGRATION_TAG}"), migration_id))
+            .filters(filter(&format!("tag:{ROLE_TAG}"), "helper"))
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(ec2_err(self, "DescribeInstances", region))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.instance_id().map(String::from)))
+    }
+
+    /// The source volume (from `snapshot`) or the empty target, made once.
     pub(super) async fn volume(
         &self,
         region: &str,
         zone: &str,
-        snapshot: Option<&str>,
+        (role, snapshot): (&str, Option<&str>),
         size_gib: u64,
         vtype: &VolumeType,
         journal: &Journal,
     ) -> Result<String> {
+        // A run killed between CreateVolume and its journal finds the volume it made.
+        let earlier = self
+            .ec2(region)
+            .describe_volumes()
+            .filters(filter(
+                &format!("tag:{MIGRATION_TAG}"),
+                &journal.migration_id,
+            ))
+            .filters(filter(&format!("tag:{ROLE_TAG}"), role))
+            .send()
+            .await
+            .map_err(ec2_err(self, "DescribeVolumes", region))?;
         let mut tags = BTreeMap::new();
         tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+        tags.insert(ROLE_TAG.to_string(), role.to_string());
+        if let Some(id) = earlier
+            .volumes()
+            .iter()
+            .filter(|v| {
+                matches!(
+                    v.state(),
+                    Some(VolumeState::Creating | VolumeState::Available | VolumeState::InUse)
+                )
+            })
+            .find_map(|v| v.volume_id())
+        {
+            return Ok(id.to_string());
+        }
         let mut req = self
             .ec2(region)
             .create_volume()
@@ -173,6 +239,29 @@ impl AwsBackend {
         Ok(id)
     }
 
+    /// The instance and device a volume is attached to, if it is.
+    async fn attachment(&self, region: &str, volume: &str) -> Result<Option<(String, String)>> {
+        let out = self
+            .ec2(region)
+            .describe_volumes()
+            .volume_ids(volume)
+            .send()
+            .await
+            .map_err(ec2_err(self, "DescribeVolumes", region))?;
+        Ok(out
+            .volumes()
+            .iter()
+            .flat_map(|v| v.attachments())
+            .filter(|a| {
+                !matches!(
+                    a.state(),
+                    Some(VolumeAttachmentState::Detached | VolumeAttachmentState::Detaching)
+                )
+            })
+            .find_map(|a| Some((a.instance_id()?.to_string(), a.device()?.to_string()))))
+    }
+
+    /// Attach, unless an earlier run of this migration already did.
     pub(super) async fn attach(
         &self,
         region: &str,
@@ -180,14 +269,24 @@ impl AwsBackend {
         instance: &str,
         device: &str,
     ) -> Result<()> {
-        self.ec2(region)
-            .attach_volume()
-            .volume_id(volume)
-            .instance_id(instance)
-            .device(device)
-            .send()
-            .await
-            .map_err(ec2_err(self, "AttachVolume", region))?;
+        match self.attachment(region, volume).await? {
+            Some((i, d)) if i == instance && d == device => {}
+            Some((i, d)) => {
+                return Err(Error::InvalidInput(format!(
+                    "{volume} is attached to {i} at {d}, not to {instance} at {device}"
+                )))
+            }
+            None => {
+                self.ec2(region)
+                    .attach_volume()
+                    .volume_id(volume)
+                    .instance_id(instance)
+                    .device(device)
+                    .send()
+                    .await
+                    .map_err(ec2_err(self, "AttachVolume", region))?;
+            }
+        }
         self.ec2(region)
             .wait_until_volume_in_use()
             .volume_ids(volume)
@@ -195,6 +294,28 @@ impl AwsBackend {
             .await
             .map(|_| ())
             .map_err(|e| transfer_err("wait for an attachment", region, e))
+    }
+
+    /// Detach wherever it is attached (nothing to do when it is not), and wait.
+    pub(super) async fn detach(&self, region: &str, volume: &str, force: bool) -> Result<()> {
+        if let Some((instance, device)) = self.attachment(region, volume).await? {
+            self.ec2(region)
+                .detach_volume()
+                .volume_id(volume)
+                .instance_id(instance)
+                .device(device)
+                .force(force)
+                .send()
+                .await
+                .map_err(ec2_err(self, "DetachVolume", region))?;
+        }
+        self.ec2(region)
+            .wait_until_volume_available()
+            .volume_ids(volume)
+            .wait(WAIT)
+            .await
+            .map(|_| ())
+            .map_err(|e| transfer_err("wait for a detachment", region, e))
     }
 
     pub(super) async fn run_script(
@@ -207,7 +328,9 @@ impl AwsBackend {
         run_script(&self.ssm(region), region, instance, migration_id, body).await
     }
 
-    /// Remove what a helper migration made, but the registered image and its snapshot.
+    /// Remove what a helper migration made, but the registered image and its
+    /// snapshot; with `keep_temp`, only the helper amitool launched (the
+    /// volumes and the snapshot stay, in the journal for `--cleanup`).
     pub async fn helper_cleanup(&self, journal: &mut Journal, keep_temp: bool) -> Vec<String> {
         let region = journal.region.clone();
         let mut removed = vec![];
@@ -224,23 +347,13 @@ impl AwsBackend {
                 journal.helper_instance = None;
             }
         }
-        for vol in [journal.source_volume.take(), journal.target_volume.take()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = self
-                .ec2(&region)
-                .detach_volume()
-                .volume_id(&vol)
-                .force(true)
-                .send()
-                .await;
-            let _ = self
-                .ec2(&region)
-                .wait_until_volume_available()
-                .volume_ids(&vol)
-                .wait(WAIT)
-                .await;
+        for slot in [&mut journal.source_volume, &mut journal.target_volume] {
+            let Some(vol) = slot.clone().filter(|_| !keep_temp) else {
+                continue;
+            };
+            // Terminating the helper detaches it too; a volume that cannot
+            // be removed stays in the journal for --cleanup.
+            let _ = self.detach(&region, &vol, true).await;
             if self
                 .ec2(&region)
                 .delete_volume()
@@ -250,6 +363,7 @@ impl AwsBackend {
                 .is_ok()
             {
                 removed.push(vol);
+                *slot = None;
             }
         }
         if let Some(snap) = journal.temporary_snapshot.clone().filter(|_| !keep_temp) {
