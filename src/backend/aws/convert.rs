@@ -65,3 +65,68 @@ pub fn instance_type(t: &InstanceTypeInfo) -> InstanceType {
         memory_mib: t.memory_info().and_then(|m| m.size_in_mib()).unwrap_or(0),
     }
 }
+
+/// The image amitool may migrate, or why not: a Marketplace image (its
+/// product codes), then what [`crate::migrate::check_source`] refuses
+/// (not paravirtual, instance-store).
+pub fn migratable(region: &str, raw: &SdkImage) -> crate::error::Result<Image> {
+    let image = image(region, raw);
+    let codes: Vec<&str> = raw
+        .product_codes()
+        .iter()
+        .filter_map(|p| p.product_code_id())
+        .collect();
+    if !raw.product_codes().is_empty() {
+        return Err(crate::error::Error::InvalidInput(format!(
+            "{} carries Marketplace product codes ({}): its software may not be copied into a new image",
+            image.image_id,
+            codes.join(", ")
+        )));
+    }
+    crate::migrate::check_source(&image)?;
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{
+        DeviceType, Image as SdkImage, ProductCode, ProductCodeValues, VirtualizationType,
+    };
+
+    fn pv() -> aws_sdk_ec2::types::builders::ImageBuilder {
+        SdkImage::builder()
+            .image_id("ami-0123456789abcdef0")
+            .virtualization_type(VirtualizationType::Paravirtual)
+            .root_device_type(DeviceType::Ebs)
+    }
+
+    #[test]
+    fn marketplace_hvm_and_instance_store_images_are_refused() {
+        assert!(super::migratable("us-east-1", &pv().build()).is_ok());
+        let market = pv()
+            .product_codes(
+                ProductCode::builder()
+                    .product_code_id("aw0evgkw8e5c1q413zgy5pjce")
+                    .product_code_type(ProductCodeValues::Marketplace)
+                    .build(),
+            )
+            .build();
+        let e = super::migratable("us-east-1", &market)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ami-0123456789abcdef0 carries Marketplace product codes (aw0evgkw8e5c1q413zgy5pjce)"),
+            "{e}"
+        );
+        let hvm = pv().virtualization_type(VirtualizationType::Hvm).build();
+        assert!(super::migratable("us-east-1", &hvm)
+            .unwrap_err()
+            .to_string()
+            .contains("already hvm"));
+        let store = pv().root_device_type(DeviceType::InstanceStore).build();
+        assert!(super::migratable("us-east-1", &store)
+            .unwrap_err()
+            .to_string()
+            .contains("instance-store"));
+    }
+}

@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use crate::backend::aws::helper::{HelperOptions, HELPER_AMI_PARAMETER};
 use crate::backend::aws::AwsBackend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::migrate::script::{self, Device, Mode, Params};
-use crate::migrate::{self as pipeline, Source};
+use crate::migrate::Source;
 use crate::output::Tabular;
 
 /// One EC2 call asked with DryRun=true, and EC2's answer.
@@ -82,12 +82,7 @@ pub async fn plan(
         }
     };
     let raw = aws.describe_raw(region, &image_id).await?;
-    pipeline::check_source(&crate::backend::aws::convert::image(region, &raw))?;
-    if !raw.product_codes().is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "{image_id} carries Marketplace product codes"
-        )));
-    }
+    crate::backend::aws::convert::migratable(region, &raw)?;
     let (snapshot, _) = AwsBackend::root_snapshot(&raw)?;
     let ec2 = aws.ec2(region);
     let mut checks = vec![];
