@@ -3,7 +3,7 @@
 //! read the result back both through amitool and through the plain API, and
 //! boot it under QEMU.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,22 +56,11 @@ impl Env {
 
     /// Import a fixture as a PV AMI of us-east-1 with its hd0 1.05 kernel.
     fn import(&self, name: &str) -> String {
-        let file = fixture(name);
-        let unique = format!(
-            "{name}-{}",
-            self.dir.path().file_name().unwrap().to_string_lossy()
-        );
-        let img = self.json(&[
-            "import",
-            file.to_str().unwrap(),
-            "--virtualization",
-            "pv",
-            "--kernel",
-            "aki-5c21674b",
-            "--name",
-            &unique,
-        ]);
-        img["image_id"].as_str().unwrap().to_string()
+        common::import_pv(
+            self.cmd(&["--output", "json"]),
+            name,
+            &self.dir.path().file_name().unwrap().to_string_lossy(),
+        )
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -202,56 +191,6 @@ fn local_migration(env: &Env, name: &str) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-fn boots_under_qemu(env: &Env, disk: &Path, marker: &str) {
-    let state = env.path("boot-state");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_amitool"))
-            .args([
-                "--backend",
-                "local",
-                "--region",
-                "us-east-1",
-                "--output",
-                "json",
-                "--state-dir",
-            ])
-            .arg(&state)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let imp = run(&["import", disk.to_str().unwrap(), "--virtualization", "hvm"]);
-    assert!(
-        imp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imp.stderr)
-    );
-    let id = serde_json::from_slice::<Value>(&imp.stdout).unwrap()["image_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let boot = run(&[
-        "launch",
-        &id,
-        "--instance-type",
-        "t2.micro",
-        "--qemu",
-        "--expect",
-        marker,
-        "--timeout",
-        "240",
-    ]);
-    let report: Value = serde_json::from_slice(&boot.stdout).unwrap();
-    let log = std::fs::read_to_string(
-        report["qemu"]["serial_log"]
-            .as_str()
-            .unwrap_or("/nonexistent"),
-    )
-    .unwrap_or_default();
-    assert_eq!(report["boots"], true, "{report}\n{log}");
-    assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
-}
-
 #[tokio::test]
 async fn migrate_direct_end_to_end_with_real_bytes() {
     let env = Env::new();
@@ -316,7 +255,11 @@ async fn migrate_direct_end_to_end_with_real_bytes() {
         .run(&["export", &hvm, exported.to_str().unwrap()])
         .status
         .success());
-    boots_under_qemu(&env, &exported, &format!("AMITOOL-ROOT-OK {name}"));
+    common::boots_under_qemu(
+        &env.path("boot-state"),
+        &exported,
+        &format!("AMITOOL-ROOT-OK {name}"),
+    );
 }
 
 #[tokio::test]

@@ -1,13 +1,16 @@
-//! `migrate --method helper` against LocalStack. LocalStack's SSM runs
-//! nothing, so its stand-in agent (localstack/hooks/30_amitool_ssm.py) runs
-//! the preparation script in check-only mode: what this proves is the
-//! orchestration (helper from the SSM parameter, volumes in its zone,
-//! attachments, SendCommand with a script that validates, polling through
-//! InvocationDoesNotExist) and that everything is removed again with the
-//! source untouched. The script itself is proven on loop devices
-//! (tests/prepare_script.rs).
+//! `migrate --method helper` against LocalStack, end to end with real bytes.
+//! LocalStack's SSM runs nothing, so its stand-in agent
+//! (localstack/hooks/30_amitool_ssm.py) runs the rendered preparation script
+//! itself, unchanged, on the instance's attached volumes given as files
+//! (localstack/hooks/25_amitool_volumes.py gives EBS volumes and snapshots
+//! their data). What this proves: the orchestration (helper from the SSM
+//! parameter, volumes in its zone, attachments, SendCommand and polling
+//! through InvocationDoesNotExist, detach, snapshot, RegisterImage), that the
+//! script's output boots, crash safety and that everything is removed again
+//! with the source untouched. What only the loop-device tests
+//! (tests/prepare_script.rs) prove: the script's guard on real block devices.
 
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 
 use aws_sdk_ec2::types::Filter;
 use serde_json::Value;
@@ -32,18 +35,45 @@ impl Env {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
-            .env("AWS_ACCESS_KEY_ID", "test")
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_amitool"));
+        c.env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ENDPOINT_URL", endpoint())
             .env("AMITOOL_JOURNAL_DIR", self.dir.path().join("journal"))
             .env("AMITOOL_WORK_DIR", self.dir.path().join("work"))
             .arg("--no-progress")
-            .args(args)
-            .output()
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(&[args, &["--output", "json"]].concat());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn unique(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
             .unwrap()
+            .to_string_lossy()
+            .into()
+    }
+
+    /// A fixture imported as a PV AMI of us-east-1.
+    fn import(&self, name: &str) -> String {
+        common::import_pv(self.cmd(&["--output", "json"]), name, &self.unique())
     }
 
     fn journal(&self) -> Value {
@@ -163,44 +193,194 @@ async fn describe(ami: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn helper_orchestration_runs_and_cleans_up() {
-    let env = Env::new();
-    let ami = "ami-487d6534000000101"; // seeded PV AMI of us-east-1
-    let before = describe(ami).await;
-    let out = env.run(&["migrate", "--method", "helper", "--ami", ami]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("check-only mode"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    let j = env.journal();
-    assert_eq!(j["method"], "helper");
-    assert_eq!(j["state"], "failed");
-    assert_eq!(j["helper_launched"], true);
-    let mid = j["migration_id"].as_str().unwrap();
-    let (live, vols, snaps, helpers) = leftovers(mid).await;
-    assert_eq!(helpers.len(), 1, "one helper was launched");
-    assert!(live.is_empty(), "helper still running: {live:?}");
-    assert!(vols.is_empty(), "volumes left: {vols:?}");
-    assert!(snaps.is_empty(), "snapshots left: {snaps:?}");
-    // The agent really ran the rendered script, which validated its input.
-    let outputs = ssm_outputs(&helpers[0]).await;
-    assert!(
-        outputs
-            .iter()
-            .any(|o| o.contains("\"mode\":\"inspect\",\"ok\":true,\"check_only\":true")),
-        "{outputs:?}"
+async fn ec2() -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk().await)
+}
+
+/// The image's root snapshot.
+async fn root_snapshot(ami: &str) -> String {
+    let out = ec2()
+        .await
+        .describe_images()
+        .image_ids(ami)
+        .send()
+        .await
+        .unwrap();
+    out.images()[0].block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string()
+}
+
+/// Images registered by the migration.
+async fn registered(mid: &str) -> Vec<String> {
+    let out = ec2()
+        .await
+        .describe_images()
+        .owners("self")
+        .filters(tag(mid))
+        .send()
+        .await
+        .unwrap();
+    out.images()
+        .iter()
+        .map(|i| i.image_id().unwrap().to_string())
+        .collect()
+}
+
+/// After a finished migration: no live helper, no volume, and only the
+/// result's snapshot carries the migration's tag.
+async fn only_the_result_is_left(mid: &str, hvm: &str, what: &str) {
+    let (live, vols, snaps, _) = leftovers(mid).await;
+    assert!(live.is_empty(), "{what}: helper still running: {live:?}");
+    assert!(vols.is_empty(), "{what}: volumes left: {vols:?}");
+    assert_eq!(snaps, vec![root_snapshot(hvm).await], "{what}: snapshots");
+    assert_eq!(
+        registered(mid).await,
+        vec![hvm.to_string()],
+        "{what}: images"
     );
-    assert_eq!(describe(ami).await, before, "the source image changed");
+}
+
+/// The registered image's disk, read back through the EBS direct API.
+fn export(env: &Env, ami: &str, file: &str) -> std::path::PathBuf {
+    let path = env.dir.path().join(file);
+    let out = env.run(&["export", ami, path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// The fixture's filesystem, byte for byte, at 1 MiB of the HVM disk.
+fn holds_the_fixture_filesystem_at_1_mib(disk: &std::path::Path, name: &str) {
+    let fs = std::fs::read(common::fixture(name)).unwrap();
+    let disk = std::fs::read(disk).unwrap();
+    assert!(disk.len() >= (1 << 20) + fs.len());
+    assert!(
+        disk[1 << 20..(1 << 20) + fs.len()] == fs[..],
+        "the filesystem was not copied unchanged"
+    );
+    assert_eq!(&disk[510..512], &[0x55, 0xaa], "no MBR");
 }
 
 #[tokio::test]
-async fn helper_from_an_instance_removes_its_root_snapshot() {
+async fn helper_migrates_a_pv_ami_that_then_boots() {
     let env = Env::new();
-    let ec2 = aws_sdk_ec2::Client::new(&sdk().await);
+    let ami = env.import("multi-default1");
+    ec2()
+        .await
+        .create_tags()
+        .resources(&ami)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("Team")
+                .value("ops")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let before = describe(&ami).await;
+    let m = env.json(&["migrate", "--method", "helper", "--ami", &ami]);
+    let hvm = m["image_id"].as_str().unwrap().to_string();
+    let mid = m["migration_id"].as_str().unwrap().to_string();
+    let steps: Vec<&str> = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "snapshot",
+            "helper",
+            "volumes",
+            "inspect",
+            "convert",
+            "snapshot target",
+            "register",
+            "cleanup"
+        ]
+    );
+
+    let out = ec2()
+        .await
+        .describe_images()
+        .image_ids(&hvm)
+        .send()
+        .await
+        .unwrap();
+    let img = &out.images()[0];
+    use aws_sdk_ec2::types::{ArchitectureValues, BootModeValues, VirtualizationType};
+    assert_eq!(img.virtualization_type(), Some(&VirtualizationType::Hvm));
+    assert_eq!(img.architecture(), Some(&ArchitectureValues::X8664));
+    assert_eq!(img.root_device_name(), Some("/dev/xvda"));
+    assert_eq!(img.kernel_id(), None);
+    assert_eq!(img.boot_mode(), Some(&BootModeValues::LegacyBios));
+    // The fixture's kernel has the ena module.
+    assert_eq!(img.ena_support(), Some(true));
+    let bdm = img.block_device_mappings();
+    assert_eq!(bdm.len(), 1);
+    assert_eq!(bdm[0].device_name(), Some("/dev/xvda"));
+    assert_eq!(
+        bdm[0].ebs().unwrap().volume_size(),
+        Some(2),
+        "source + 1 GiB"
+    );
+    let tags: std::collections::BTreeMap<_, _> = img
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap(), t.value().unwrap()))
+        .collect();
+    assert_eq!(tags.get("Team"), Some(&"ops"), "source tags copied");
+    assert_eq!(tags.get("amitool:migration"), Some(&mid.as_str()));
+    assert_eq!(tags.get("amitool:source-image"), Some(&ami.as_str()));
+    assert!(img
+        .description()
+        .unwrap()
+        .starts_with("imported by amitool"));
+
+    assert_eq!(describe(&ami).await, before, "the source image changed");
+    only_the_result_is_left(&mid, &hvm, "after the migration").await;
+    let j = env.journal();
+    assert_eq!(
+        (j["state"].as_str(), j["helper_launched"].as_bool()),
+        (Some("done"), Some(true))
+    );
+
+    // The agent ran the script for real: inspect read the filesystem.
+    let helper = leftovers(&mid).await.3;
+    let outputs = ssm_outputs(&helper[0]).await;
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o.contains("\"mode\":\"inspect\",\"ok\":true,\"uuid\":\"0a3f1f32-")),
+        "{outputs:?}"
+    );
+
+    let disk = export(&env, &hvm, "helper.img");
+    holds_the_fixture_filesystem_at_1_mib(&disk, "multi-default1");
+    common::boots_under_qemu(
+        &env.dir.path().join("boot-state"),
+        &disk,
+        "AMITOOL-ROOT-OK multi-default1",
+    );
+}
+
+#[tokio::test]
+async fn helper_migrates_a_pv_instance_and_removes_its_root_snapshot() {
+    let env = Env::new();
+    let ami = env.import("menulst-noroot");
+    let ec2 = ec2().await;
     let run = ec2
         .run_instances()
-        .image_id("ami-487d6534000000101")
+        .image_id(&ami)
         .instance_type(aws_sdk_ec2::types::InstanceType::M3Medium)
         .min_count(1)
         .max_count(1)
@@ -208,39 +388,150 @@ async fn helper_from_an_instance_removes_its_root_snapshot() {
         .await
         .unwrap();
     let source = run.instances()[0].instance_id().unwrap().to_string();
-    let out = env.run(&["migrate", "--method", "helper", "--instance", &source]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let before = format!(
+        "{:?}",
+        ec2.describe_instances()
+            .instance_ids(&source)
+            .send()
+            .await
+            .unwrap()
+            .reservations()[0]
+            .instances()[0]
+            .block_device_mappings()
     );
-    let j = env.journal();
-    let mid = j["migration_id"].as_str().unwrap();
-    let (live, vols, snaps, _) = leftovers(mid).await;
-    assert!(
-        live.is_empty() && vols.is_empty() && snaps.is_empty(),
-        "{live:?} {vols:?} {snaps:?}"
-    );
+    let m = env.json(&["migrate", "--method", "helper", "--instance", &source]);
+    let hvm = m["image_id"].as_str().unwrap().to_string();
+    let mid = m["migration_id"].as_str().unwrap().to_string();
+    assert_eq!(m["source_image_id"], ami);
+    only_the_result_is_left(&mid, &hvm, "from an instance").await;
     let state = ec2
         .describe_instances()
         .instance_ids(&source)
         .send()
         .await
         .unwrap();
-    let s = state.reservations()[0].instances()[0]
-        .state()
-        .unwrap()
-        .name()
-        .unwrap()
-        .as_str()
-        .to_string();
-    assert_eq!(s, "running", "the source instance was touched");
+    let inst = &state.reservations()[0].instances()[0];
+    assert_eq!(
+        inst.state().unwrap().name().unwrap().as_str(),
+        "running",
+        "the source instance was touched"
+    );
+    assert_eq!(format!("{:?}", inst.block_device_mappings()), before);
+    // The instance's root volume was made from the image's snapshot: its
+    // snapshot carried the fixture's filesystem into the new image.
+    let disk = export(&env, &hvm, "from-instance.img");
+    holds_the_fixture_filesystem_at_1_mib(&disk, "menulst-noroot");
     ec2.terminate_instances()
         .instance_ids(&source)
         .send()
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_script_is_one_line_and_leaves_nothing() {
+    let env = Env::new();
+    // Seeded by the LocalStack hook: a PV AMI whose snapshot holds no bytes.
+    let ami = "ami-487d6534000000101";
+    let before = describe(ami).await;
+    let out = env.run(&["migrate", "--method", "helper", "--ami", ami]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // A source that cannot be migrated, like the direct method's bad sources.
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the preparation script refused to inspect: no ext2/3/4 filesystem"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let j = env.journal();
+    assert_eq!(j["method"], "helper");
+    assert_eq!(j["state"], "failed");
+    let mid = j["migration_id"].as_str().unwrap();
+    let (live, vols, snaps, helpers) = leftovers(mid).await;
+    assert_eq!(helpers.len(), 1, "one helper was launched");
+    assert!(live.is_empty(), "helper still running: {live:?}");
+    assert!(vols.is_empty(), "volumes left: {vols:?}");
+    assert!(snaps.is_empty(), "snapshots left: {snaps:?}");
+    assert!(registered(mid).await.is_empty());
+    assert_eq!(describe(ami).await, before, "the source image changed");
+}
+
+/// Start a helper migration that stops for good after `step`, wait for it
+/// to say so, and kill -9 it; the migration id.
+fn kill_after_step(env: &Env, ami: &str, name: &str, step: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = env
+        .cmd(&[
+            "migrate", "--method", "helper", "--ami", ami, "--name", name,
+        ])
+        .env("AMITOOL_TEST_PAUSE_AFTER_STEP", step)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("paused after step") {
+            break;
+        }
+    }
+    assert!(
+        said.contains(&format!("paused after step {step}")),
+        "step {step}: {said}"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let journals: Vec<Value> = std::fs::read_dir(env.dir.path().join("journal"))
+        .unwrap()
+        .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok())
+        .filter(|j: &Value| j["name"] == name)
+        .collect();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    journals[0]["migration_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
+    let env = Env::new();
+    let ami = env.import("menulst-root-hd0");
+    for step in [
+        "snapshot",
+        "helper",
+        "volumes",
+        "inspect",
+        "convert",
+        "snapshot target",
+        "register",
+    ] {
+        let name = format!("crash-{}-{}", step.replace(' ', "-"), env.unique());
+        let mid = kill_after_step(&env, &ami, &name, step);
+        let m = env.json(&["migrate", "--method", "helper", "--resume", &mid]);
+        let hvm = m["image_id"].as_str().unwrap().to_string();
+        only_the_result_is_left(&mid, &hvm, &format!("killed after {step}")).await;
+        assert_eq!(
+            leftovers(&mid).await.3.len(),
+            1,
+            "killed after {step}: one helper in all"
+        );
+    }
+    // And --cleanup instead of --resume removes everything.
+    let name = format!("crash-cleanup-{}", env.unique());
+    let mid = kill_after_step(&env, &ami, &name, "convert");
+    let out = env.run(&["migrate", "--cleanup", &mid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (live, vols, snaps, _) = leftovers(&mid).await;
+    assert!(
+        live.is_empty() && vols.is_empty() && snaps.is_empty(),
+        "{live:?} {vols:?} {snaps:?}"
+    );
+    assert!(registered(&mid).await.is_empty());
 }
 
 #[test]

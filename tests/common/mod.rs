@@ -265,3 +265,78 @@ pub fn sha256(path: &std::path::Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Import a fixture as a PV AMI of us-east-1 with its hd0 1.05 kernel, named
+/// `<name>-<unique>`, with `base` (the binary with its environment and
+/// `--output json`); the new image's id.
+pub fn import_pv(mut base: std::process::Command, name: &str, unique: &str) -> String {
+    let file = fixture(name);
+    let out = base
+        .args(["import", file.to_str().unwrap(), "--virtualization", "pv"])
+        .args([
+            "--kernel",
+            "aki-5c21674b",
+            "--name",
+            &format!("{name}-{unique}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img: Value = serde_json::from_slice(&out.stdout).unwrap();
+    img["image_id"].as_str().unwrap().to_string()
+}
+
+/// Boot a raw HVM disk under QEMU through the local backend (state in
+/// `state`) until `marker` and the initramfs marker are on its console.
+pub fn boots_under_qemu(state: &std::path::Path, disk: &std::path::Path, marker: &str) {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
+            .args([
+                "--backend",
+                "local",
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+                "--state-dir",
+            ])
+            .arg(state)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let imp = run(&["import", disk.to_str().unwrap(), "--virtualization", "hvm"]);
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
+    let id = serde_json::from_slice::<Value>(&imp.stdout).unwrap()["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let boot = run(&[
+        "launch",
+        &id,
+        "--instance-type",
+        "t2.micro",
+        "--qemu",
+        "--expect",
+        marker,
+        "--timeout",
+        "240",
+    ]);
+    let report: Value = serde_json::from_slice(&boot.stdout).unwrap();
+    let log = std::fs::read_to_string(
+        report["qemu"]["serial_log"]
+            .as_str()
+            .unwrap_or("/nonexistent"),
+    )
+    .unwrap_or_default();
+    assert_eq!(report["boots"], true, "{report}\n{log}");
+    assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
+}
