@@ -1,6 +1,7 @@
 //! Typed errors of the library. Each variant names the action that failed and
 //! carries what a person needs to act on it; `exit_code` maps them onto the
-//! CLI's contract (1 operation failed, 2 bad usage or bad input).
+//! CLI's contract (1 operation failed, 2 bad usage or bad input, 130
+//! interrupted by Ctrl-C).
 
 use std::path::PathBuf;
 
@@ -88,11 +89,16 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    #[error("migration {migration_id} stopped after its upload began: {message}; finish it with `amitool migrate --resume {migration_id}` or remove what it made with `--cleanup {migration_id}`")]
+    #[error("migration {migration_id} stopped: {message}; finish it with `amitool migrate --resume {migration_id}` or remove what it made with `--cleanup {migration_id}`")]
     MigrationInterrupted {
         migration_id: String,
         message: String,
+        /// Stopped by Ctrl-C (exit 130).
+        interrupted: bool,
     },
+
+    #[error("interrupted (Ctrl-C)")]
+    Interrupted,
 
     #[error("{action} in {region}: {message}")]
     Transfer {
@@ -106,7 +112,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// 2 for bad usage or bad input, 1 for an operation that failed.
+    /// 2 for bad usage or bad input, 130 after Ctrl-C, 1 for an operation that failed.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::UnknownRegion { .. }
@@ -116,6 +122,10 @@ impl Error {
             | Error::ImageNotFound { .. }
             | Error::UnknownInstanceType { .. }
             | Error::InvalidInput(_) => 2,
+            Error::Interrupted
+            | Error::MigrationInterrupted {
+                interrupted: true, ..
+            } => 130,
             _ => 1,
         }
     }

@@ -8,6 +8,7 @@ pub mod compat;
 pub mod error;
 pub mod ids;
 pub mod image;
+pub mod interrupt;
 pub mod kernels;
 pub mod migrate;
 pub mod model;

@@ -644,3 +644,53 @@ async fn verify_launches_reads_the_console_and_terminates() {
         "{states:?}"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_after_the_upload_keeps_it_for_resume() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    let ami = env.import("menulst-root-hd0");
+    let name = format!(
+        "ctrl-c-{}",
+        env.dir.path().file_name().unwrap().to_string_lossy()
+    );
+    let mut child = env
+        .cmd(&["migrate", "--ami", &ami, "--name", &name])
+        .env("AMITOOL_TEST_PAUSE_AFTER_STEP", "upload")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("paused after step upload") {
+            break;
+        }
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let said: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{said:?}");
+    let last = said.last().unwrap();
+    assert!(
+        last.contains("stopped: interrupted (Ctrl-C) after its upload began")
+            && last.contains("--resume mig-"),
+        "{last}"
+    );
+    let mid = last
+        .split("--resume ")
+        .nth(1)
+        .unwrap()
+        .split(['`', ' '])
+        .next()
+        .unwrap()
+        .to_string();
+    // The uploaded snapshot is kept, and --resume registers it.
+    let kept = tagged_snapshots(&mid).await;
+    assert_eq!(kept.len(), 1);
+    let m = env.json(&["migrate", "--resume", &mid]);
+    assert_eq!(
+        root_snapshot(m["image_id"].as_str().unwrap()).await,
+        kept[0]
+    );
+    assert_eq!(tagged_snapshots(&mid).await, kept);
+}

@@ -612,3 +612,49 @@ async fn dry_run_plans_asks_ec2_and_creates_nothing() {
         "a dry run wrote a journal"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_cleans_up_what_the_run_made_and_resume_finishes() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    let ami = env.import("ext3-uuid");
+    let name = format!("ctrl-c-{}", env.unique());
+    let mut child = env
+        .cmd(&[
+            "migrate", "--method", "helper", "--ami", &ami, "--name", &name,
+        ])
+        .env("AMITOOL_TEST_PAUSE_AFTER_STEP", "convert")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("paused after step convert") {
+            break;
+        }
+    }
+    // SIGINT, as Ctrl-C in a terminal sends.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let said: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{said:?}");
+    let last = said.last().unwrap();
+    assert!(said[0].contains("interrupted: cleaning up"), "{said:?}");
+    let j = env.journal();
+    let mid = j["migration_id"].as_str().unwrap().to_string();
+    assert!(
+        last.contains(&format!(
+            "migration {mid} stopped: interrupted (Ctrl-C); removed i-"
+        )) && last.contains(&format!("--resume {mid}")),
+        "{last}"
+    );
+    assert_eq!(j["state"], "failed");
+    let (live, vols, snaps, _) = leftovers(&mid).await;
+    assert!(live.is_empty(), "helper still running: {live:?}");
+    assert!(vols.is_empty(), "volumes left: {vols:?}");
+    assert!(snaps.is_empty(), "snapshots left: {snaps:?}");
+    let m = env.json(&["migrate", "--resume", &mid]);
+    let hvm = m["image_id"].as_str().unwrap().to_string();
+    only_the_result_is_left(&mid, &hvm, "resumed after Ctrl-C").await;
+}

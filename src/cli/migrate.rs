@@ -257,6 +257,10 @@ async fn dry_run(ctx: &Context, a: &MigrateArgs, source: &Source) -> Result<u8> 
 }
 
 pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
+    if !a.dry_run {
+        // Ctrl-C stops the migrations, which clean up and keep their journals.
+        crate::interrupt::install();
+    }
     if let Some(id) = a.resume.as_ref().filter(|_| ctx.backend.as_aws().is_some()) {
         let j = Journal::load(&migrate::journal::journal_dir(), id)?;
         if j.method == "helper" {
@@ -408,7 +412,13 @@ async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) -> Result<u
             let label = match &source {
                 Source::Image(id) | Source::Instance(id) => id.clone(),
             };
-            match migrate_one(ctx, a, source).await {
+            // After Ctrl-C, the sources not started yet are not started.
+            let result = if crate::interrupt::is_interrupted() {
+                Err(Error::Interrupted)
+            } else {
+                migrate_one(ctx, a, source).await
+            };
+            match result {
                 Ok(m) => Outcome {
                     source: label,
                     migration_id: Some(m.migration_id),
@@ -428,5 +438,8 @@ async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) -> Result<u
         .await;
     outcomes.sort_by(|x, y| x.source.cmp(&y.source));
     output::emit(&output::render(&outcomes, ctx.format()));
+    if crate::interrupt::is_interrupted() {
+        return Ok(130);
+    }
     Ok(u8::from(outcomes.iter().any(|o| o.error.is_some())))
 }

@@ -264,7 +264,8 @@ async fn execute(
     let work = host.work_dir(&journal.migration_id);
     std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
     let mut rec = Recorder::new();
-    let result = pipeline(host, &mut journal, &work, &mut rec).await;
+    let result =
+        crate::interrupt::or_interrupted(pipeline(host, &mut journal, &work, &mut rec)).await;
     let upload_started = journal.upload.is_some();
     match &result {
         Ok(_) => journal.state = "done".into(),
@@ -285,7 +286,8 @@ async fn execute(
         Err(e) if upload_started => {
             return Err(Error::MigrationInterrupted {
                 migration_id: journal.migration_id.clone(),
-                message: crate::error::chain(&e),
+                message: format!("{} after its upload began", crate::error::chain(&e)),
+                interrupted: matches!(e, Error::Interrupted),
             })
         }
         Err(e) => return Err(e),

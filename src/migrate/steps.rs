@@ -52,13 +52,23 @@ impl Drop for Recorder {
 }
 
 /// A test hook for crash safety: with AMITOOL_TEST_PAUSE_AFTER_STEP=NAME the
-/// process stops for good after step NAME (and says so on stderr), so a test
-/// can kill -9 it there. It blocks on purpose: nothing else may run.
+/// process stops after step NAME (and says so on stderr), so a test can kill
+/// -9 it there, or press Ctrl-C, which ends the pause and lets the migration
+/// stop at its next await point and clean up. It blocks on purpose: nothing
+/// else of the migration may run meanwhile.
 fn pause_for_tests(step: &str) {
-    if std::env::var("AMITOOL_TEST_PAUSE_AFTER_STEP").as_deref() == Ok(step) {
-        eprintln!("amitool: test hook: paused after step {step}");
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+    if std::env::var("AMITOOL_TEST_PAUSE_AFTER_STEP").as_deref() != Ok(step) {
+        return;
+    }
+    eprintln!("amitool: test hook: paused after step {step}");
+    let wait = || {
+        while !crate::interrupt::is_interrupted() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    };
+    // Off the runtime's worker, so the Ctrl-C task keeps running.
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        _ => wait(),
     }
 }

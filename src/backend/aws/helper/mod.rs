@@ -67,6 +67,54 @@ fn refused(r: &Report, what: &str) -> Error {
     ))
 }
 
+/// A failed or interrupted helper migration's error, saying what cleanup
+/// removed and what is left and why, when anything is or it was Ctrl-C; a
+/// refusal that left nothing is returned as it is.
+fn stopped(journal: &Journal, removed: &[String], e: Error) -> Error {
+    let mut left = vec![];
+    if let (Some(h), true) = (&journal.helper_instance, journal.helper_launched) {
+        left.push(format!("helper {h} (could not be terminated)"));
+    }
+    for v in [&journal.source_volume, &journal.target_volume]
+        .into_iter()
+        .flatten()
+    {
+        left.push(format!(
+            "volume {v} (kept: --keep-temp, or it could not be deleted)"
+        ));
+    }
+    if let Some(s) = &journal.temporary_snapshot {
+        left.push(format!("snapshot {s} of the source (for --resume)"));
+    }
+    if let Some(u) = &journal.upload {
+        left.push(format!(
+            "snapshot {} of the converted disk (for --resume)",
+            u.snapshot_id
+        ));
+    }
+    let interrupted = matches!(e, Error::Interrupted);
+    if left.is_empty() && !interrupted {
+        return e;
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "nothing".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    Error::MigrationInterrupted {
+        migration_id: journal.migration_id.clone(),
+        message: format!(
+            "{}; removed {}; left {}",
+            crate::error::chain(&e),
+            list(removed),
+            list(&left)
+        ),
+        interrupted,
+    }
+}
+
 /// Run a helper migration from its journal.
 pub async fn run(
     aws: &AwsBackend,
@@ -75,17 +123,21 @@ pub async fn run(
     helper: &HelperOptions,
 ) -> Result<Migration> {
     let mut rec = pipeline::Recorder::new();
-    let result = steps(aws, &mut journal, opts, helper, &mut rec).await;
+    let result =
+        crate::interrupt::or_interrupted(steps(aws, &mut journal, opts, helper, &mut rec)).await;
     journal.state = if result.is_ok() { "done" } else { "failed" }.into();
-    let left = aws.helper_cleanup(&mut journal, opts.keep_temp).await;
+    let removed = aws.helper_cleanup(&mut journal, opts.keep_temp).await;
     journal.save()?;
-    let (source_image_id, image_id, findings) = result?;
+    let (source_image_id, image_id, findings) = match result {
+        Ok(r) => r,
+        Err(e) => return Err(stopped(&journal, &removed, e)),
+    };
     rec.done(
         "cleanup",
-        if left.is_empty() {
+        if removed.is_empty() {
             "nothing to remove".into()
         } else {
-            format!("removed {}", left.join(", "))
+            format!("removed {}", removed.join(", "))
         },
     );
     Ok(Migration {
