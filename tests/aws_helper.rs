@@ -333,6 +333,11 @@ async fn helper_migrates_a_pv_ami_that_then_boots() {
         Some(2),
         "source + 1 GiB"
     );
+    assert_eq!(
+        bdm[0].ebs().unwrap().volume_type().map(|t| t.as_str()),
+        Some("gp2"),
+        "the source's volume type"
+    );
     let tags: std::collections::BTreeMap<_, _> = img
         .tags()
         .iter()
@@ -399,7 +404,15 @@ async fn helper_migrates_a_pv_instance_and_removes_its_root_snapshot() {
             .instances()[0]
             .block_device_mappings()
     );
-    let m = env.json(&["migrate", "--method", "helper", "--instance", &source]);
+    let m = env.json(&[
+        "migrate",
+        "--method",
+        "helper",
+        "--instance",
+        &source,
+        "--volume-type",
+        "gp3",
+    ]);
     let hvm = m["image_id"].as_str().unwrap().to_string();
     let mid = m["migration_id"].as_str().unwrap().to_string();
     assert_eq!(m["source_image_id"], ami);
@@ -417,6 +430,10 @@ async fn helper_migrates_a_pv_instance_and_removes_its_root_snapshot() {
         "the source instance was touched"
     );
     assert_eq!(format!("{:?}", inst.block_device_mappings()), before);
+    // --volume-type: the target volume and the new image's root are gp3.
+    let out = ec2.describe_images().image_ids(&hvm).send().await.unwrap();
+    let ebs = out.images()[0].block_device_mappings()[0].ebs().unwrap();
+    assert_eq!(ebs.volume_type().map(|t| t.as_str()), Some("gp3"));
     // The instance's root volume was made from the image's snapshot: its
     // snapshot carried the fixture's filesystem into the new image.
     let disk = export(&env, &hvm, "from-instance.img");
@@ -657,4 +674,60 @@ async fn ctrl_c_cleans_up_what_the_run_made_and_resume_finishes() {
     let m = env.json(&["migrate", "--resume", &mid]);
     let hvm = m["image_id"].as_str().unwrap().to_string();
     only_the_result_is_left(&mid, &hvm, "resumed after Ctrl-C").await;
+}
+
+#[tokio::test]
+async fn register_failing_keeps_the_converted_snapshot_for_resume() {
+    let env = Env::new();
+    let ami = env.import("menulst-noroot");
+    let taken = format!("taken-{}", env.unique());
+    // Another image already has the name: RegisterImage fails after the
+    // target was converted and snapshotted.
+    let other = env.import("ext3-uuid");
+    let first = env.json(&[
+        "migrate", "--method", "helper", "--ami", &other, "--name", &taken,
+    ]);
+    let out = env.run(&[
+        "migrate", "--method", "helper", "--ami", &ami, "--name", &taken,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let j: Vec<Value> = std::fs::read_dir(env.dir.path().join("journal"))
+        .unwrap()
+        .map(|e| {
+            serde_json::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap()
+        })
+        .filter(|j: &Value| j["source_id"] == ami.as_str())
+        .collect();
+    let mid = j[0]["migration_id"].as_str().unwrap().to_string();
+    let kept = j[0]["upload"]["snapshot_id"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("RegisterImage")
+            && err.contains("removed i-")
+            && err.contains(&format!(
+                "left snapshot {kept} of the converted disk (for --resume)"
+            ))
+            && err.contains(&format!("--resume {mid}")),
+        "{err}"
+    );
+    // Cleanup ran: no helper, no volume; the converted snapshot is kept.
+    let (live, vols, snaps, _) = leftovers(&mid).await;
+    assert!(live.is_empty() && vols.is_empty(), "{live:?} {vols:?}");
+    assert_eq!(snaps, vec![kept.clone()]);
+    ec2()
+        .await
+        .deregister_image()
+        .image_id(first["image_id"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let m = env.json(&["migrate", "--resume", &mid]);
+    let hvm = m["image_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        root_snapshot(&hvm).await,
+        kept,
+        "the kept snapshot was registered"
+    );
+    only_the_result_is_left(&mid, &hvm, "resumed after RegisterImage failed").await;
 }

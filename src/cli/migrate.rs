@@ -60,6 +60,9 @@ pub struct MigrateArgs {
     /// Seconds --verify waits.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub verify_timeout: u64,
+    /// The new root volume's EBS type (default: the source's).
+    #[arg(long, value_name = "TYPE", value_parser = ["standard", "gp2", "gp3"])]
+    pub volume_type: Option<String>,
     /// --method helper: an existing instance with the SSM agent (never terminated).
     #[arg(long, value_name = "INSTANCE")]
     pub helper_instance: Option<String>,
@@ -131,6 +134,7 @@ async fn run_helper(ctx: &Context, a: &MigrateArgs, source: Option<Source>) -> R
         name: a.name.clone(),
         keep_temp: a.keep_temp,
         fix_guest: a.fix_guest,
+        volume_type: a.volume_type.clone(),
     };
     let journal = match (source, &a.resume) {
         (Some(source), _) => {
@@ -359,6 +363,7 @@ async fn migrate_one(ctx: &Context, a: &MigrateArgs, source: Source) -> Result<M
             name: a.name.clone(),
             keep_temp: a.keep_temp,
             fix_guest: a.fix_guest,
+            volume_type: a.volume_type.clone(),
         };
         migrate::run(host(ctx)?, &region, &source, &opts).await?
     };

@@ -79,16 +79,16 @@ pub enum Command {
     Compat(compat::CompatArgs),
     /// The PV kernels (AKIs) of a region, and their equals in another.
     Kernels(kernels::KernelsArgs),
-    /// Register a local raw disk image as an AMI (local backend).
+    /// Register a raw disk image as an AMI (AWS: uploaded with the EBS direct API).
     Import(images::ImportArgs),
-    /// Write an image's root disk to a raw file (local backend).
+    /// Write an image's root disk to a raw file (AWS: read with the EBS direct API).
     Export(images::ExportArgs),
     /// The preflight: filesystem, boot menu, kernel drivers, findings (local backend).
     Inspect(images::InspectArgs),
     /// Start an instance the way Xen would and say whether it boots (local backend).
     Launch(images::LaunchArgs),
     /// A PV image or instance to a registered HVM image.
-    Migrate(migrate::MigrateArgs),
+    Migrate(Box<migrate::MigrateArgs>),
 }
 
 /// What a command runs with.
@@ -165,6 +165,6 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Export(a) => images::export(&ctx, a).await,
         Command::Inspect(a) => images::inspect_image(&ctx, a).await,
         Command::Launch(a) => images::launch(&ctx, a).await,
-        Command::Migrate(a) => migrate::run(&ctx, a).await,
+        Command::Migrate(a) => migrate::run(&ctx, *a).await,
     }
 }

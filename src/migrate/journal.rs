@@ -41,6 +41,9 @@ pub struct Journal {
     pub target_volume: Option<String>,
     pub name: Option<String>,
     pub fix_guest: bool,
+    /// The new root volume's type when told (`--volume-type`), else the source's.
+    #[serde(default)]
+    pub volume_type: Option<String>,
     /// The snapshot this migration made of an instance's root volume.
     pub temporary_snapshot: Option<String>,
     /// The KMS key of an encrypted source; the result is encrypted with it.

@@ -41,6 +41,8 @@ pub struct SourceDisk {
     pub path: PathBuf,
     /// Where PV-GRUB looks, from the kernel's name; `None` to detect.
     pub flavor: Option<Flavor>,
+    /// The source root volume's EBS type (AWS).
+    pub volume_type: Option<String>,
 }
 
 /// What the pipeline registers.
@@ -56,6 +58,8 @@ pub struct HvmRegistration {
     pub tags: BTreeMap<String, String>,
     pub grub_cfg: String,
     pub drivers: crate::image::inspect::Drivers,
+    /// The root volume's EBS type (gp2 when nothing says otherwise).
+    pub volume_type: Option<String>,
 }
 
 #[async_trait]
@@ -127,6 +131,8 @@ pub struct Options {
     pub keep_temp: bool,
     /// Rewrite fstab and add a serial getty in the HVM copy.
     pub fix_guest: bool,
+    /// The new root volume's type; `None` keeps the source's.
+    pub volume_type: Option<String>,
 }
 
 /// A new migration id: `mig-` and 12 hex digits from the clock and pid.
@@ -194,6 +200,7 @@ pub fn new_journal(
     };
     journal.name = opts.name.clone();
     journal.fix_guest = opts.fix_guest;
+    journal.volume_type = opts.volume_type.clone();
     journal.save()?;
     Ok(journal)
 }
@@ -433,6 +440,10 @@ async fn pipeline(
         tags,
         grub_cfg: cfg,
         drivers: insp.drivers.clone(),
+        volume_type: journal
+            .volume_type
+            .clone()
+            .or_else(|| disk.volume_type.clone()),
     };
     let image = host
         .register_hvm(&region, &reg, &journal.migration_id)

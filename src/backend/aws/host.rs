@@ -171,8 +171,9 @@ impl MigrationHost for AwsBackend {
         let raw = self.describe_raw(region, &image_id).await?;
         // Refuse before anything is made or downloaded.
         let image = super::convert::migratable(region, &raw)?;
+        let (ami_snapshot, volume_type) = Self::root_snapshot(&raw)?;
         let snapshot_id = match (volume, journal.temporary_snapshot.clone()) {
-            (None, _) => Self::root_snapshot(&raw)?.0,
+            (None, _) => ami_snapshot,
             (Some(_), Some(snap)) => snap,
             (Some(vol), None) => {
                 let snap = self
@@ -207,6 +208,7 @@ impl MigrationHost for AwsBackend {
             path,
             flavor,
             image,
+            volume_type: volume_type.map(|t| t.as_str().to_string()),
         })
     }
 
@@ -275,7 +277,9 @@ impl MigrationHost for AwsBackend {
                                 EbsBlockDevice::builder()
                                     .snapshot_id(&reg.snapshot_id)
                                     .volume_size(reg.volume_size_gib as i32)
-                                    .volume_type(VolumeType::Gp2)
+                                    .volume_type(VolumeType::from(
+                                        reg.volume_type.as_deref().unwrap_or("gp2"),
+                                    ))
                                     .delete_on_termination(true)
                                     .build(),
                             )

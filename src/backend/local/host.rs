@@ -89,6 +89,7 @@ impl MigrationHost for LocalBackend {
             tags: rec.tags,
             path,
             flavor,
+            volume_type: None,
         })
     }
 

@@ -171,6 +171,12 @@ async fn steps(
     let image = crate::backend::aws::convert::migratable(&region, &raw)?;
     let (ami_snapshot, vtype) = AwsBackend::root_snapshot(&raw)?;
     let vtype = vtype.unwrap_or(VolumeType::Gp2);
+    // The target (and the new image's root) keeps the source's type unless told.
+    let target_type = journal
+        .volume_type
+        .as_deref()
+        .map(VolumeType::from)
+        .unwrap_or_else(|| vtype.clone());
     let snapshot = match (root_volume, journal.temporary_snapshot.clone()) {
         (None, _) => ami_snapshot,
         (Some(_), Some(s)) => s,
@@ -233,7 +239,7 @@ async fn steps(
                 &zone,
                 ("target", None),
                 size_gib + 1,
-                &vtype,
+                &target_type,
                 journal,
             )
             .await?,
@@ -412,6 +418,7 @@ async fn steps(
         tags,
         grub_cfg: cfg,
         drivers: drivers.clone(),
+        volume_type: Some(target_type.as_str().to_string()),
     };
     let registered = aws
         .register_hvm(&region, &reg, &journal.migration_id)
