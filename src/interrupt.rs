@@ -4,21 +4,26 @@
 //! process at once (exit 130), leaving the journals as they are.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
-use std::time::Duration;
+use std::sync::{Once, OnceLock};
+
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
+
+/// Whether Ctrl-C was pressed; a watch, so a waiting migration wakes at once.
+fn flag() -> &'static watch::Sender<bool> {
+    static FLAG: OnceLock<watch::Sender<bool>> = OnceLock::new();
+    FLAG.get_or_init(|| watch::channel(false).0)
+}
 
 /// Take over Ctrl-C for the rest of the process (call inside the runtime).
 pub fn install() {
     INSTALL.call_once(|| {
         tokio::spawn(async {
             while tokio::signal::ctrl_c().await.is_ok() {
-                if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                if flag().send_replace(true) {
                     eprintln!("amitool: interrupted again: stopping without cleaning up");
                     std::process::exit(130);
                 }
@@ -31,21 +36,22 @@ pub fn install() {
 }
 
 pub fn is_interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    *flag().borrow()
 }
 
 /// Resolves once Ctrl-C was pressed.
 async fn interrupted() {
-    while !is_interrupted() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut rx = flag().subscribe();
+    let _ = rx.wait_for(|&pressed| pressed).await;
 }
 
 /// `work`, or [`Error::Interrupted`] as soon as Ctrl-C is pressed (`work` is
 /// dropped at its current await point: everything it made is journaled).
 pub async fn or_interrupted<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    // Biased: once Ctrl-C was pressed, no further step of `work` runs.
     tokio::select! {
-        r = work => r,
+        biased;
         () = interrupted() => Err(Error::Interrupted),
+        r = work => r,
     }
 }
