@@ -58,74 +58,16 @@ impl AwsBackend {
                 journal.save()?;
                 id.clone()
             }
-            (None, None) => {
-                // A helper launched by a run killed before its journal knew of it.
-                if let Some(id) = self.launched_helper(region, &journal.migration_id).await? {
+            (None, None) => match self.launched_helper(region, &journal.migration_id).await? {
+                // Launched by a run killed before its journal knew of it.
+                Some(id) => {
                     journal.helper_instance = Some(id.clone());
                     journal.helper_launched = true;
                     journal.save()?;
-                    id
-                } else {
-                    let ami = self
-                        .ssm(region)
-                        .get_parameter()
-                        .name(HELPER_AMI_PARAMETER)
-                        .send()
-                        .await
-                        .map_err(|e| self.ssm_err("GetParameter", region, e))?
-                        .parameter()
-                        .and_then(|p| p.value().map(String::from))
-                        .ok_or_else(|| {
-                            Error::InvalidInput(format!(
-                                "{HELPER_AMI_PARAMETER} has no value in {region}"
-                            ))
-                        })?;
-                    let mut tags = BTreeMap::new();
-                    tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
-                    tags.insert(ROLE_TAG.to_string(), "helper".to_string());
-                    tags.insert(
-                        "Name".to_string(),
-                        format!("amitool helper {}", journal.migration_id),
-                    );
-                    let mut req = self
-                        .ec2(region)
-                        .run_instances()
-                        .image_id(&ami)
-                        .instance_type(InstanceType::from(opts.instance_type.as_str()))
-                        .min_count(1)
-                        .max_count(1)
-                        .client_token(format!("{}-helper", journal.migration_id))
-                        .tag_specifications(tag_spec(ResourceType::Instance, &tags));
-                    if let Some(s) = &opts.subnet {
-                        req = req.subnet_id(s);
-                    }
-                    if let Some(p) = &opts.profile {
-                        req = req.iam_instance_profile(
-                            IamInstanceProfileSpecification::builder().name(p).build(),
-                        );
-                    }
-                    let out = req
-                        .send()
-                        .await
-                        .map_err(ec2_err(self, "RunInstances", region))?;
-                    let id = out
-                        .instances()
-                        .first()
-                        .and_then(|i| i.instance_id())
-                        .unwrap_or_default()
-                        .to_string();
-                    journal.helper_instance = Some(id.clone());
-                    journal.helper_launched = true;
-                    journal.save()?;
-                    self.ec2(region)
-                        .wait_until_instance_running()
-                        .instance_ids(&id)
-                        .wait(WAIT)
-                        .await
-                        .map_err(|e| transfer_err("wait for the helper to run", region, e))?;
                     id
                 }
-            }
+                None => self.launch_helper(region, opts, journal).await?,
+            },
         };
         let out = self
             .ec2(region)
@@ -151,6 +93,70 @@ impl AwsBackend {
             .unwrap_or_default()
             .to_string();
         Ok((id, zone))
+    }
+
+    /// Launch a helper from the latest Amazon Linux 2023 and wait until it runs.
+    async fn launch_helper(
+        &self,
+        region: &str,
+        opts: &HelperOptions,
+        journal: &mut Journal,
+    ) -> Result<String> {
+        let ami = self
+            .ssm(region)
+            .get_parameter()
+            .name(HELPER_AMI_PARAMETER)
+            .send()
+            .await
+            .map_err(|e| self.ssm_err("GetParameter", region, e))?
+            .parameter()
+            .and_then(|p| p.value().map(String::from))
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("{HELPER_AMI_PARAMETER} has no value in {region}"))
+            })?;
+        let mut tags = BTreeMap::new();
+        tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+        tags.insert(ROLE_TAG.to_string(), "helper".to_string());
+        tags.insert(
+            "Name".to_string(),
+            format!("amitool helper {}", journal.migration_id),
+        );
+        let mut req = self
+            .ec2(region)
+            .run_instances()
+            .image_id(&ami)
+            .instance_type(InstanceType::from(opts.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(format!("{}-helper", journal.migration_id))
+            .tag_specifications(tag_spec(ResourceType::Instance, &tags));
+        if let Some(s) = &opts.subnet {
+            req = req.subnet_id(s);
+        }
+        if let Some(p) = &opts.profile {
+            req = req
+                .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(ec2_err(self, "RunInstances", region))?;
+        let id = out
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .unwrap_or_default()
+            .to_string();
+        journal.helper_instance = Some(id.clone());
+        journal.helper_launched = true;
+        journal.save()?;
+        self.ec2(region)
+            .wait_until_instance_running()
+            .instance_ids(&id)
+            .wait(WAIT)
+            .await
+            .map_err(|e| transfer_err("wait for the helper to run", region, e))?;
+        Ok(id)
     }
 
     /// A helper this migration launched in a run killed before its journal knew.
