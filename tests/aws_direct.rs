@@ -3,70 +3,16 @@
 //! read the result back both through amitool and through the plain API, and
 //! boot it under QEMU.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{endpoint, fixture, localstack as require_localstack};
+use common::fixture;
 
 /// One test's own journal and work directories.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        require_localstack();
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_amitool"));
-        c.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", endpoint())
-            .env("AMITOOL_JOURNAL_DIR", self.dir.path().join("journal"))
-            .env("AMITOOL_WORK_DIR", self.dir.path().join("work"))
-            .arg("--no-progress")
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["--output", "json"]);
-        let out = self.run(&a);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Import a fixture as a PV AMI of us-east-1 with its hd0 1.05 kernel.
-    fn import(&self, name: &str) -> String {
-        common::import_pv(
-            self.cmd(&["--output", "json"]),
-            name,
-            &self.dir.path().file_name().unwrap().to_string_lossy(),
-        )
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
+type Env = common::Migrations;
 
 async fn ec2() -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&sdk().await)
@@ -466,42 +412,6 @@ fn bad_sources_are_one_line_errors_and_leave_nothing() {
     assert!(!work.exists() || std::fs::read_dir(&work).unwrap().count() == 0);
 }
 
-/// Start a migration that stops for good after `step`, wait for it to say
-/// so, and kill -9 it; the migration id.
-fn kill_after_step(env: &Env, ami: &str, name: &str, step: &str) -> String {
-    use std::io::{BufRead, BufReader};
-    let mut child = env
-        .cmd(&["migrate", "--ami", ami, "--name", name])
-        .env("AMITOOL_TEST_PAUSE_AFTER_STEP", step)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        said.push_str(&line);
-        said.push('\n');
-        if line.contains("paused after step") {
-            break;
-        }
-    }
-    assert!(
-        said.contains(&format!("paused after step {step}")),
-        "step {step}: {said}"
-    );
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let journals: Vec<Value> = std::fs::read_dir(env.path("journal"))
-        .unwrap()
-        .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok())
-        .filter(|j: &Value| j["name"] == name)
-        .collect();
-    assert_eq!(journals.len(), 1, "{journals:?}");
-    journals[0]["migration_id"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     let env = Env::new();
@@ -515,7 +425,7 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
         .to_string();
     for step in ["snapshot", "inspect", "plan", "build", "upload", "register"] {
         let name = format!("crash-{step}-{unique}");
-        let mid = kill_after_step(&env, &ami, &name, step);
+        let mid = env.kill_after_step(&["migrate", "--ami", &ami], &name, step);
         let m = env.json(&["migrate", "--resume", &mid]);
         let hvm = m["image_id"].as_str().unwrap().to_string();
         let snap = root_snapshot(&hvm).await;
@@ -647,29 +557,12 @@ async fn verify_launches_reads_the_console_and_terminates() {
 
 #[tokio::test]
 async fn ctrl_c_after_the_upload_keeps_it_for_resume() {
-    use std::io::{BufRead, BufReader};
     let env = Env::new();
     let ami = env.import("menulst-root-hd0");
-    let name = format!(
-        "ctrl-c-{}",
-        env.dir.path().file_name().unwrap().to_string_lossy()
-    );
-    let mut child = env
-        .cmd(&["migrate", "--ami", &ami, "--name", &name])
-        .env("AMITOOL_TEST_PAUSE_AFTER_STEP", "upload")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("paused after step upload") {
-            break;
-        }
-    }
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let said: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert_eq!(child.wait().unwrap().code(), Some(130), "{said:?}");
+    let name = format!("ctrl-c-{}", env.unique());
+    let (code, said) =
+        env.ctrl_c_after_step(&["migrate", "--ami", &ami, "--name", &name], "upload");
+    assert_eq!(code, Some(130), "{said:?}");
     let last = said.last().unwrap();
     assert!(
         last.contains("stopped: interrupted (Ctrl-C) after its upload began")

@@ -10,74 +10,39 @@
 //! with the source untouched. What only the loop-device tests
 //! (tests/prepare_script.rs) prove: the script's guard on real block devices.
 
-use std::process::{Command, Output, Stdio};
-
 use aws_sdk_ec2::types::Filter;
 use serde_json::Value;
 
 mod common;
-use common::{endpoint, localstack};
-
-struct Env {
-    dir: tempfile::TempDir,
-    _serial: std::sync::MutexGuard<'static, ()>,
-}
 
 /// The tests of this file count and create EC2 resources: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// One test's own directories, and the turn of the tests of this file.
+struct Env {
+    m: common::Migrations,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Env {
+    type Target = common::Migrations;
+    fn deref(&self) -> &common::Migrations {
+        &self.m
+    }
+}
+
 impl Env {
     fn new() -> Self {
-        localstack();
+        let m = common::Migrations::new();
         Env {
-            dir: tempfile::tempdir().unwrap(),
+            m,
             _serial: SERIAL.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_amitool"));
-        c.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", endpoint())
-            .env("AMITOOL_JOURNAL_DIR", self.dir.path().join("journal"))
-            .env("AMITOOL_WORK_DIR", self.dir.path().join("work"))
-            .arg("--no-progress")
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.run(&[args, &["--output", "json"]].concat());
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn unique(&self) -> String {
-        self.dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into()
-    }
-
-    /// A fixture imported as a PV AMI of us-east-1.
-    fn import(&self, name: &str) -> String {
-        common::import_pv(self.cmd(&["--output", "json"]), name, &self.unique())
-    }
-
+    /// The journal of this test's only migration.
     fn journal(&self) -> Value {
-        let entry = std::fs::read_dir(self.dir.path().join("journal"))
+        let entry = std::fs::read_dir(self.path("journal"))
             .unwrap()
             .next()
             .unwrap()
@@ -473,43 +438,6 @@ async fn a_refusal_of_the_script_is_one_line_and_leaves_nothing() {
     assert_eq!(describe(ami).await, before, "the source image changed");
 }
 
-/// Start a helper migration that stops for good after `step`, wait for it
-/// to say so, and kill -9 it; the migration id.
-fn kill_after_step(env: &Env, ami: &str, name: &str, step: &str) -> String {
-    use std::io::{BufRead, BufReader};
-    let mut child = env
-        .cmd(&[
-            "migrate", "--method", "helper", "--ami", ami, "--name", name,
-        ])
-        .env("AMITOOL_TEST_PAUSE_AFTER_STEP", step)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        said.push_str(&line);
-        said.push('\n');
-        if line.contains("paused after step") {
-            break;
-        }
-    }
-    assert!(
-        said.contains(&format!("paused after step {step}")),
-        "step {step}: {said}"
-    );
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let journals: Vec<Value> = std::fs::read_dir(env.dir.path().join("journal"))
-        .unwrap()
-        .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok())
-        .filter(|j: &Value| j["name"] == name)
-        .collect();
-    assert_eq!(journals.len(), 1, "{journals:?}");
-    journals[0]["migration_id"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     let env = Env::new();
@@ -524,7 +452,11 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
         "register",
     ] {
         let name = format!("crash-{}-{}", step.replace(' ', "-"), env.unique());
-        let mid = kill_after_step(&env, &ami, &name, step);
+        let mid = env.kill_after_step(
+            &["migrate", "--method", "helper", "--ami", &ami],
+            &name,
+            step,
+        );
         let m = env.json(&["migrate", "--method", "helper", "--resume", &mid]);
         let hvm = m["image_id"].as_str().unwrap().to_string();
         only_the_result_is_left(&mid, &hvm, &format!("killed after {step}")).await;
@@ -536,7 +468,11 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     }
     // And --cleanup instead of --resume removes everything.
     let name = format!("crash-cleanup-{}", env.unique());
-    let mid = kill_after_step(&env, &ami, &name, "convert");
+    let mid = env.kill_after_step(
+        &["migrate", "--method", "helper", "--ami", &ami],
+        &name,
+        "convert",
+    );
     let out = env.run(&["migrate", "--cleanup", &mid]);
     assert!(
         out.status.success(),
@@ -632,30 +568,16 @@ async fn dry_run_plans_asks_ec2_and_creates_nothing() {
 
 #[tokio::test]
 async fn ctrl_c_cleans_up_what_the_run_made_and_resume_finishes() {
-    use std::io::{BufRead, BufReader};
     let env = Env::new();
     let ami = env.import("ext3-uuid");
     let name = format!("ctrl-c-{}", env.unique());
-    let mut child = env
-        .cmd(&[
+    let (code, said) = env.ctrl_c_after_step(
+        &[
             "migrate", "--method", "helper", "--ami", &ami, "--name", &name,
-        ])
-        .env("AMITOOL_TEST_PAUSE_AFTER_STEP", "convert")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("paused after step convert") {
-            break;
-        }
-    }
-    // SIGINT, as Ctrl-C in a terminal sends.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let said: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{said:?}");
+        ],
+        "convert",
+    );
+    assert_eq!(code, Some(130), "{said:?}");
     let last = said.last().unwrap();
     assert!(said[0].contains("interrupted: cleaning up"), "{said:?}");
     let j = env.journal();
@@ -693,13 +615,7 @@ async fn register_failing_keeps_the_converted_snapshot_for_resume() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    let j: Vec<Value> = std::fs::read_dir(env.dir.path().join("journal"))
-        .unwrap()
-        .map(|e| {
-            serde_json::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap()
-        })
-        .filter(|j: &Value| j["source_id"] == ami.as_str())
-        .collect();
+    let j = env.journals("source_id", &ami);
     let mid = j[0]["migration_id"].as_str().unwrap().to_string();
     let kept = j[0]["upload"]["snapshot_id"].as_str().unwrap().to_string();
     assert!(

@@ -340,3 +340,131 @@ pub fn boots_under_qemu(state: &std::path::Path, disk: &std::path::Path, marker:
     assert_eq!(report["boots"], true, "{report}\n{log}");
     assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
 }
+
+/// The binary against LocalStack with one test's own journal and work
+/// directories (migration tests).
+pub struct Migrations {
+    pub dir: tempfile::TempDir,
+}
+
+impl Migrations {
+    pub fn new() -> Self {
+        localstack();
+        Migrations {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"));
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", HOME_REGION)
+            .env("AWS_ENDPOINT_URL", endpoint())
+            .env("AMITOOL_JOURNAL_DIR", self.path("journal"))
+            .env("AMITOOL_WORK_DIR", self.path("work"))
+            .arg("--no-progress")
+            .args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// The command's JSON output; panics with its stderr when it fails.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(&[args, &["--output", "json"]].concat());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A name no other test uses.
+    pub fn unique(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into()
+    }
+
+    /// A fixture imported as a PV AMI of us-east-1 with its hd0 1.05 kernel.
+    pub fn import(&self, name: &str) -> String {
+        import_pv(self.cmd(&["--output", "json"]), name, &self.unique())
+    }
+
+    /// The journals whose `key` is `value`.
+    pub fn journals(&self, key: &str, value: &str) -> Vec<Value> {
+        std::fs::read_dir(self.path("journal"))
+            .unwrap()
+            .filter_map(|e| {
+                serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok()
+            })
+            .filter(|j: &Value| j[key] == value)
+            .collect()
+    }
+
+    /// Start `migrate ARGS` with the test hook that pauses after `step`, and
+    /// wait until it says so; the child and the rest of its stderr.
+    pub fn paused(
+        &self,
+        args: &[&str],
+        step: &str,
+    ) -> (
+        std::process::Child,
+        std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    ) {
+        use std::io::BufRead;
+        let mut child = self
+            .cmd(args)
+            .env("AMITOOL_TEST_PAUSE_AFTER_STEP", step)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            said.push_str(&line);
+            said.push('\n');
+            if line.contains("paused after step") {
+                break;
+            }
+        }
+        assert!(
+            said.contains(&format!("paused after step {step}")),
+            "step {step}: {said}"
+        );
+        (child, lines)
+    }
+
+    /// Run `migrate ARGS --name NAME` until it pauses after `step`, kill -9
+    /// it, and give its migration id.
+    pub fn kill_after_step(&self, args: &[&str], name: &str, step: &str) -> String {
+        let (mut child, _) = self.paused(&[args, &["--name", name]].concat(), step);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let journals = self.journals("name", name);
+        assert_eq!(journals.len(), 1, "{journals:?}");
+        journals[0]["migration_id"].as_str().unwrap().to_string()
+    }
+
+    /// Run `migrate ARGS` until it pauses after `step`, then send SIGINT, as
+    /// Ctrl-C in a terminal does; its exit code and what it said after.
+    pub fn ctrl_c_after_step(&self, args: &[&str], step: &str) -> (Option<i32>, Vec<String>) {
+        let (mut child, lines) = self.paused(args, step);
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        let said: Vec<String> = lines.map(|l| l.unwrap()).collect();
+        (child.wait().unwrap().code(), said)
+    }
+}

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 mod resources;
+mod ssm;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::VolumeType;
