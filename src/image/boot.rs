@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::image::bootcfg::{self, ConfigKind};
 use crate::image::fs::GuestFs;
 use crate::image::grub;
 use crate::image::hvm::{PART_START_LBA, SECTOR};
@@ -83,17 +84,45 @@ pub fn hvm_problems(disk: &Path, grub_cfg: Option<&str>) -> Vec<String> {
         }
         return out;
     };
-    match menulst::grub2_default_paths(&cfg) {
-        None => out.push("the GRUB configuration has no default entry with a kernel".into()),
+    // amitool's embedded configuration hands over to the guest's own file.
+    let (kind, cfg, from) = match bootcfg::handover_target(&cfg) {
+        Some((kind, path)) => match fs.read_text(&path) {
+            Some(text) => (kind, text, path),
+            None => {
+                out.push(format!(
+                    "GRUB hands over to {path}, which is not in the boot filesystem"
+                ));
+                return out;
+            }
+        },
+        None => (ConfigKind::Grub2, cfg, "the GRUB configuration".to_string()),
+    };
+    let default = match kind {
+        ConfigKind::Grub2 => menulst::grub2_default_paths(&cfg),
+        ConfigKind::Legacy => {
+            let menu = menulst::MenuLst::parse(&cfg);
+            if let Some(e) = menu.default_entry() {
+                if e.root.as_deref() == Some("(hd0)") {
+                    out.push(format!(
+                        "{from}: the default entry's root is (hd0), the whole disk, where GRUB finds no filesystem on HVM"
+                    ));
+                }
+            }
+            menu.default_entry()
+                .and_then(|e| Some((e.kernel.clone()?, e.initrd.clone())))
+        }
+    };
+    match default {
+        None => out.push(format!("{from} has no default entry with a kernel")),
         Some((k, i)) => {
             if !fs.is_file(&k) {
                 out.push(format!(
-                    "the default entry boots {k}, which is not in the filesystem"
+                    "the default entry of {from} boots {k}, which is not in the filesystem"
                 ));
             }
             if let Some(i) = i.filter(|i| !fs.is_file(i)) {
                 out.push(format!(
-                    "the default entry loads initrd {i}, which is not in the filesystem"
+                    "the default entry of {from} loads initrd {i}, which is not in the filesystem"
                 ));
             }
         }

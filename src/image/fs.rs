@@ -178,6 +178,22 @@ impl GuestFs {
         self.fs.exists(path).unwrap_or(false)
     }
 
+    /// `path` with every symlink resolved inside this filesystem; `None` when absent.
+    pub fn canonical(&self, path: &str) -> Option<String> {
+        self.fs
+            .canonicalize(path)
+            .ok()
+            .map(|p| p.display().to_string())
+    }
+
+    /// Permission bits, uid and gid of a file (after symlinks).
+    pub fn owner(&self, path: &str) -> Option<(u16, u32, u32)> {
+        self.fs
+            .metadata(path)
+            .ok()
+            .map(|m| (m.mode() & 0o7777, m.uid(), m.gid()))
+    }
+
     /// Where a symlink points, if `path` is one.
     pub fn link_target(&self, path: &str) -> Option<String> {
         self.fs

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Modules core.img needs: disk, MBR partitions, ext2/3/4, the Linux loader,
-/// the menu, the memdisk holding the configuration, and the serial console.
+/// the menu, the memdisk holding the configuration, the serial console, the
+/// search for the boot filesystem by UUID, and the readers of the guest's own
+/// configuration (GRUB legacy's through legacycfg, GRUB 2's through
+/// configfile). The guest's grub.cfg may insmod others: those are looked up
+/// in the memdisk, fail, and the configuration goes on.
 pub const MODULES: &[&str] = &[
     "biosdisk",
     "part_msdos",
@@ -21,6 +25,11 @@ pub const MODULES: &[&str] = &[
     "gzio",
     "echo",
     "test",
+    "search",
+    "configfile",
+    "legacycfg",
+    "linux16",
+    "loadenv",
 ];
 
 /// boot.img: GRUB_BOOT_MACHINE_KERNEL_SECTOR, the LBA of core.img's first sector (8 bytes).

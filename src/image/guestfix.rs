@@ -16,6 +16,26 @@ pub struct GuestFix {
     pub path: String,
     pub content: String,
     pub description: String,
+    /// Permission bits, uid and gid the file gets (an existing file's own).
+    #[serde(skip)]
+    pub mode: (u16, u32, u32),
+}
+
+impl GuestFix {
+    /// A rewrite of the HVM copy's boot configuration, as a file to write.
+    pub fn from_edit(e: &crate::image::bootcfg::Edit) -> Self {
+        GuestFix {
+            path: e.path.clone(),
+            content: e.content.clone(),
+            description: e
+                .changes
+                .iter()
+                .map(|c| format!("{} line {}: {:?} → {:?}", c.file, c.line, c.before, c.after))
+                .collect::<Vec<_>>()
+                .join("; "),
+            mode: (e.mode, e.uid, e.gid),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +105,7 @@ pub fn plan(fs: &GuestFs) -> Vec<GuestFix> {
             path: "/etc/fstab".into(),
             content,
             description: changes.join("; "),
+            mode: fs.owner("/etc/fstab").unwrap_or((0o644, 0, 0)),
         });
     }
     if let Some(inittab) = fs.read_text("/etc/inittab") {
@@ -101,6 +122,7 @@ pub fn plan(fs: &GuestFs) -> Vec<GuestFix> {
                 path: "/etc/inittab".into(),
                 content,
                 description: "inittab: a getty on ttyS0 beside the one on hvc0".into(),
+                mode: fs.owner("/etc/inittab").unwrap_or((0o644, 0, 0)),
             });
         }
     }
@@ -112,6 +134,7 @@ pub fn plan(fs: &GuestFs) -> Vec<GuestFix> {
                 description:
                     "upstart: /etc/init/ttyS0.conf, a copy of hvc0.conf for the serial console"
                         .into(),
+                mode: (0o644, 0, 0),
             });
         }
     }
@@ -130,9 +153,11 @@ pub fn apply(disk: &Path, offset: u64, fixes: &[GuestFix], workdir: &Path) -> Re
         let (dir, name) = fix.path.rsplit_once('/').expect("absolute guest paths");
         let dir = if dir.is_empty() { "/" } else { dir };
         // debugfs reads its commands from a file; paths are ours, not the guest's.
+        let (mode, uid, gid) = fix.mode;
         let script = format!(
-            "cd {dir}\nrm {name}\nwrite {} {name}\nsif {name} mode 0100644\nsif {name} uid 0\nsif {name} gid 0\n",
-            local.display()
+            "cd {dir}\nrm {name}\nwrite {} {name}\nsif {name} mode 0{:o}\nsif {name} uid {uid}\nsif {name} gid {gid}\n",
+            local.display(),
+            0o100000 | u32::from(mode & 0o7777),
         );
         let cmds = workdir.join(format!("fix-{i}.debugfs"));
         std::fs::write(&cmds, script).map_err(|source| FixError::Io {

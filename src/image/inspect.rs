@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::image::bootcfg::{self, BootPlan, Change};
 use crate::image::fs::{FsError, FsType, GuestFs};
 use crate::image::menulst::{self, MenuLst};
 use crate::kernels::Flavor;
@@ -32,6 +33,11 @@ pub struct Inspection {
     pub menu_lst: Option<String>,
     #[serde(skip)]
     pub menu: Option<MenuLst>,
+    /// The file GRUB will read at every boot of the HVM copy, by which rule
+    /// (`boot.config`), and the edits the copy gets for HVM.
+    pub boot: Option<BootPlan>,
+    /// Each line the HVM copy's boot configuration changes.
+    pub boot_changes: Vec<Change>,
     pub default_title: Option<String>,
     pub kernel: Option<String>,
     pub initrd: Option<String>,
@@ -240,6 +246,14 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         .as_deref()
         .map(|v| drivers(&fs, v))
         .unwrap_or_default();
+    let boot = bootcfg::plan(
+        &fs,
+        &bootcfg::Context {
+            root_uuid: uuid.clone(),
+            grub_root: "(hd0,0)".into(),
+            default_version: kernel_version.clone(),
+        },
+    );
     let mut findings = fstab_findings(&fs, &uuid);
     findings.extend(console_findings(&fs));
     if let Some(e) = &entry {
@@ -273,6 +287,8 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         kernel: entry.as_ref().and_then(|e| e.kernel.clone()),
         initrd: entry.as_ref().and_then(|e| e.initrd.clone()),
         menu,
+        boot_changes: boot.as_ref().map(|b| b.changes()).unwrap_or_default(),
+        boot,
         kernels: all_kernels(&fs),
         kernel_version,
         drivers,

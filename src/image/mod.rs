@@ -1,6 +1,7 @@
 //! Reading and writing disk images: filesystems, menu.lst, MBR and GRUB.
 
 pub mod boot;
+pub mod bootcfg;
 pub mod fs;
 pub mod grub;
 pub mod guestfix;

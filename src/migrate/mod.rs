@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::image::boot;
 use crate::image::hvm::{self, Layout};
 use crate::image::inspect::{self, Inspection};
-use crate::image::menulst::{self, RootSpec};
+use crate::image::bootcfg;
 use crate::kernels::Flavor;
 use crate::model::Image;
 
@@ -118,6 +118,8 @@ pub struct Migration {
     pub image_id: String,
     pub steps: Vec<Step>,
     pub findings: Vec<String>,
+    /// Each line of the HVM copy's boot configuration amitool changed.
+    pub changes: Vec<bootcfg::Change>,
     #[serde(skip)]
     pub inspection: Option<Inspection>,
 }
@@ -168,17 +170,13 @@ pub(crate) fn check_source(image: &Image) -> Result<()> {
     Ok(())
 }
 
-/// The GRUB 2 configuration for the HVM disk, from the inspected menu.
-pub fn plan_config(insp: &Inspection) -> String {
-    let menu = insp
-        .menu
-        .clone()
-        .expect("an inspection without problems has a menu");
-    let root = RootSpec {
-        uuid: insp.uuid.clone(),
-        label: insp.label.clone(),
-    };
-    menulst::to_grub2(&menu, &root)
+/// The GRUB 2 configuration embedded in the HVM disk: it hands over to the
+/// file the guest maintains.
+pub fn plan_config(insp: &Inspection) -> Result<String> {
+    let boot = insp.boot.as_ref().ok_or_else(|| {
+        Error::InvalidInput("no boot configuration for GRUB to hand over to".into())
+    })?;
+    Ok(bootcfg::handover(&insp.uuid, &boot.config))
 }
 
 /// A new journal for a migration of `source` in `region`, saved.
@@ -310,6 +308,7 @@ async fn execute(
         image_id: image.image_id,
         steps: std::mem::take(&mut rec.steps),
         findings,
+        changes: insp.boot_changes.clone(),
         inspection: Some(insp),
     })
 }
@@ -361,7 +360,7 @@ async fn pipeline(
         ),
     );
     let layout = Layout::new(insp.fs_offset, insp.fs_size, &insp.uuid);
-    let cfg = plan_config(&insp);
+    let cfg = plan_config(&insp)?;
     rec.done(
         "plan",
         format!(
@@ -382,6 +381,29 @@ async fn pipeline(
         ),
     );
     let mut insp = insp;
+    // The boot configuration the guest maintains, rewritten for HVM in the copy.
+    let edits: Vec<crate::image::guestfix::GuestFix> = insp
+        .boot
+        .as_ref()
+        .map(|b| b.edits.iter().map(crate::image::guestfix::GuestFix::from_edit).collect())
+        .unwrap_or_default();
+    crate::image::guestfix::apply(&out, hvm::PART_OFFSET, &edits, work)
+        .map_err(|e| Error::InvalidInput(format!("rewrite the boot configuration: {e}")))?;
+    let boot = insp.boot.as_ref().map(|b| &b.config);
+    rec.done(
+        "boot-config",
+        format!(
+            "GRUB reads {} ({}: {}); {} line(s) changed in {} file(s)",
+            boot.map_or("-", |b| b.path.as_str()),
+            boot.map_or("-", |b| match b.kind {
+                bootcfg::ConfigKind::Legacy => "legacy_configfile",
+                bootcfg::ConfigKind::Grub2 => "configfile",
+            }),
+            boot.map_or("-", |b| b.rule.as_str()),
+            insp.boot_changes.len(),
+            edits.len()
+        ),
+    );
     if journal.fix_guest {
         let applied = fix_guest(&out, work)?;
         let detail = if applied.is_empty() {

@@ -148,6 +148,7 @@ pub async fn run(
         image_id,
         steps: std::mem::take(&mut rec.steps),
         findings,
+        changes: vec![],
         inspection: None,
     })
 }
@@ -347,6 +348,7 @@ async fn steps(
                 path: "/etc/fstab".into(),
                 content,
                 description: changes.join("; "),
+                mode: (0o644, 0, 0),
             });
             findings.extend(changes.into_iter().map(|c| format!("fixed: {c}")));
         }

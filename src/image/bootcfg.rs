@@ -1,0 +1,625 @@
+//! The guest's own boot configuration, kept in charge on HVM.
+//!
+//! GRUB's embedded configuration ([`handover`]) only finds the guest's boot
+//! filesystem by UUID and hands over to the file the guest maintains: its
+//! menu.lst/grub.conf through GRUB 2's `legacy_configfile`, or its GRUB 2
+//! grub.cfg through `configfile`. That file, and the inputs the guest's own
+//! tools copy from when they write the next kernel's entry (grubby's
+//! `--copy-default`, update-grub-legacy-ec2's `# kopt=`/`# groot=`/
+//! `# defoptions=`, grub-mkconfig's /etc/default/grub and bootstrap-vz's
+//! /etc/grub.d/40_custom, new-kernel-pkg's root from /etc/fstab), are
+//! rewritten for HVM in the copy ([`plan`]): the partition instead of the
+//! whole disk, a serial console, a device-independent root and AWS's NVMe
+//! timeout. The source is never written.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::image::fs::GuestFs;
+
+/// Where PV-GRUB looks for its menu, in order.
+pub use crate::image::menulst::SEARCH_ORDER;
+
+/// The console an HVM guest writes to: the VGA console and the first serial port, last wins.
+pub const HVM_CONSOLE: [&str; 2] = ["console=tty0", "console=ttyS0,115200"];
+
+/// Which syntax the hand-over file is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigKind {
+    /// GRUB legacy's menu.lst syntax, read by GRUB 2's `legacy_configfile`.
+    Legacy,
+    /// GRUB 2's own syntax, read by `configfile`.
+    Grub2,
+}
+
+/// The file GRUB reads at every boot, and why that one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootConfig {
+    /// Its path in the boot filesystem, symlinks resolved.
+    pub path: String,
+    pub kind: ConfigKind,
+    pub rule: String,
+}
+
+/// One changed line of one file of the HVM copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Change {
+    pub file: String,
+    pub line: usize,
+    pub before: String,
+    pub after: String,
+}
+
+/// A file of the HVM copy rewritten whole (its mode and owner kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edit {
+    pub path: String,
+    pub content: String,
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub changes: Vec<Change>,
+}
+
+/// What the guest's files say, for the rewrite.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The root filesystem's UUID, for `root=UUID=`.
+    pub root_uuid: String,
+    /// GRUB legacy's name for the boot partition on the HVM disk: `(hd0,0)`.
+    pub grub_root: String,
+    /// The version of the kernel the guest boots by default, for the NVMe timeout of future entries.
+    pub default_version: Option<String>,
+}
+
+/// Whether `text` is GRUB 2 syntax: some images put legacy syntax in grub.cfg (bootstrap-vz).
+pub fn is_grub2(text: &str) -> bool {
+    let mut legacy = false;
+    for l in text.lines().map(str::trim_start) {
+        let word = l.split(|c: char| c.is_whitespace() || c == '=').next().unwrap_or("");
+        match word {
+            "menuentry" | "submenu" | "linux" | "linux16" | "set" | "insmod" | "search" => {
+                return true
+            }
+            "title" | "kernel" => legacy = true,
+            _ => {}
+        }
+    }
+    !legacy && text.contains("menuentry")
+}
+
+/// Which file the guest maintains, by these rules in order: a GRUB 2
+/// grub.cfg (in GRUB 2 syntax) where the guest has grub-mkconfig; grub.conf
+/// where the guest has grubby (it writes grub.conf, and a hard-linked or
+/// copied menu.lst keeps the old text); else the first menu PV-GRUB finds,
+/// symlinks resolved.
+pub fn choose(fs: &GuestFs) -> Option<BootConfig> {
+    let grub_cfg = "/boot/grub/grub.cfg";
+    let has_mkconfig = ["/usr/sbin/grub-mkconfig", "/usr/sbin/update-grub", "/sbin/grub-mkconfig"]
+        .iter()
+        .any(|p| fs.exists(p));
+    if has_mkconfig {
+        if let Some(real) = fs.canonical(grub_cfg) {
+            if fs.read_text(&real).is_some_and(|t| is_grub2(&t)) {
+                return Some(BootConfig {
+                    path: real,
+                    kind: ConfigKind::Grub2,
+                    rule: "grub.cfg is GRUB 2 syntax and the guest has grub-mkconfig, which maintains it".into(),
+                });
+            }
+        }
+    }
+    let grubby = ["/sbin/grubby", "/usr/sbin/grubby", "/sbin/new-kernel-pkg"]
+        .iter()
+        .any(|p| fs.exists(p));
+    if grubby && fs.is_file("/boot/grub/grub.conf") {
+        if let Some(real) = fs.canonical("/boot/grub/grub.conf") {
+            return Some(BootConfig {
+                path: real,
+                kind: ConfigKind::Legacy,
+                rule: "the guest has grubby (new-kernel-pkg), which writes /boot/grub/grub.conf".into(),
+            });
+        }
+    }
+    let found = SEARCH_ORDER.iter().find(|p| fs.is_file(p))?;
+    let real = fs.canonical(found)?;
+    let via = if real == *found {
+        String::new()
+    } else {
+        format!(" (a link to {real})")
+    };
+    let kind = if fs.read_text(&real).is_some_and(|t| is_grub2(&t)) {
+        ConfigKind::Grub2
+    } else {
+        ConfigKind::Legacy
+    };
+    Some(BootConfig {
+        path: real,
+        kind,
+        rule: format!("{found}{via} is the first menu PV-GRUB reads ({})", SEARCH_ORDER.join(", ")),
+    })
+}
+
+/// The configuration embedded in core.img: the serial console, the boot
+/// filesystem found by UUID, and the guest's own file read from there.
+pub fn handover(boot_uuid: &str, cfg: &BootConfig) -> String {
+    let load = match cfg.kind {
+        ConfigKind::Legacy => "legacy_configfile",
+        ConfigKind::Grub2 => "configfile",
+    };
+    format!(
+        "# Written by amitool: find the guest's boot filesystem, then read the file the guest maintains.\n\
+         serial --unit=0 --speed=115200\n\
+         terminal_input serial console\n\
+         terminal_output serial console\n\
+         search --no-floppy --fs-uuid --set=root {boot_uuid}\n\
+         export root\n\
+         {load} {path}\n\
+         echo \"amitool: {path} on {boot_uuid} could not be read or booted nothing\"\n",
+        path = cfg.path
+    )
+}
+
+/// The file an embedded configuration hands over to, and its kind.
+pub fn handover_target(embedded: &str) -> Option<(ConfigKind, String)> {
+    embedded.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        let kind = match w.next()? {
+            "legacy_configfile" => ConfigKind::Legacy,
+            "configfile" => ConfigKind::Grub2,
+            _ => return None,
+        };
+        Some((kind, w.next()?.to_string()))
+    })
+}
+
+/// A Xen or SCSI device name: it changes on HVM (xvda1 on Xen, nvme0n1p1 on Nitro).
+pub fn xen_device(dev: &str) -> bool {
+    ["/dev/sd", "/dev/xvd", "/dev/hd"]
+        .iter()
+        .any(|p| dev.starts_with(p))
+}
+
+/// `major.minor` of a kernel version such as `2.6.32-431.el6.x86_64`.
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut it = version.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// AWS's NVMe timeout for this kernel: `nvme_core.io_timeout` from Linux 4.6, `nvme.io_timeout` (at most 255) before.
+pub fn nvme_timeout(version: Option<&str>) -> &'static str {
+    match version.and_then(major_minor) {
+        Some(v) if v < (4, 6) => "nvme.io_timeout=255",
+        _ => "nvme_core.io_timeout=4294967295",
+    }
+}
+
+/// Kernel arguments for HVM: a device-independent `root=` (when `root_uuid`
+/// is given), the serial console in place of Xen's, the NVMe timeout.
+pub fn hvm_args(args: &[&str], root_uuid: Option<&str>, version: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    let mut console_at = None;
+    for a in args {
+        if let (Some(dev), Some(uuid)) = (a.strip_prefix("root="), root_uuid) {
+            if xen_device(dev) {
+                out.push(format!("root=UUID={uuid}"));
+                continue;
+            }
+        }
+        let console = a.starts_with("console=hvc")
+            || a.starts_with("console=xvc")
+            || a.starts_with("console=tty0")
+            || a.starts_with("console=ttyS0")
+            || a.starts_with("xencons=");
+        if console {
+            console_at.get_or_insert(out.len());
+            continue;
+        }
+        out.push(a.to_string());
+    }
+    let at = console_at.unwrap_or(out.len());
+    for (i, c) in HVM_CONSOLE.iter().enumerate() {
+        out.insert(at + i, c.to_string());
+    }
+    if !args
+        .iter()
+        .any(|a| a.starts_with("nvme_core.io_timeout=") || a.starts_with("nvme.io_timeout="))
+    {
+        out.push(nvme_timeout(version).to_string());
+    }
+    out
+}
+
+/// Leading whitespace of a line, kept on rewrite.
+fn indent(line: &str) -> &str {
+    &line[..line.len() - line.trim_start().len()]
+}
+
+/// `cmd SEP rest` with GRUB legacy's separators (blanks or `=`).
+fn split_cmd(line: &str) -> (&str, &str, &str) {
+    let t = line.trim_start();
+    let end = t
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(t.len());
+    let after = &t[end..];
+    let rest = after.trim_start_matches(|c: char| c.is_whitespace() || c == '=');
+    (&t[..end], &after[..after.len() - rest.len()], rest)
+}
+
+/// The whole-disk GRUB device `(hd0)` becomes the boot partition.
+fn partition_device(path: &str, grub_root: &str) -> String {
+    match path.strip_prefix("(hd0)") {
+        Some(rest) => format!("{grub_root}{rest}"),
+        None => path.to_string(),
+    }
+}
+
+/// A kernel line's words rewritten for HVM: `(hd0)` prefix, then the arguments.
+fn kernel_words(rest: &str, ctx: &Context) -> String {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    // GRUB legacy allows flags such as --no-mem-option before the path.
+    let path_at = words.iter().position(|w| !w.starts_with("--"));
+    let Some(p) = path_at else {
+        return rest.to_string();
+    };
+    let path = partition_device(words[p], &ctx.grub_root);
+    let version = crate::image::inspect::version_of(&path);
+    let args = hvm_args(&words[p + 1..], Some(&ctx.root_uuid), version.as_deref());
+    let mut out: Vec<String> = words[..p].iter().map(|s| s.to_string()).collect();
+    out.push(path);
+    out.extend(args);
+    out.join(" ")
+}
+
+fn record(changes: &mut Vec<Change>, file: &str, n: usize, before: &str, after: &str) {
+    if before != after {
+        changes.push(Change {
+            file: file.into(),
+            line: n + 1,
+            before: before.into(),
+            after: after.into(),
+        });
+    }
+}
+
+/// A GRUB legacy menu rewritten for HVM: `root (hd0)` and `# groot=` name the
+/// partition, every `kernel` line and `# kopt=` get the HVM arguments, and
+/// `# defoptions=` the serial console; in an update-grub-legacy-ec2 menu the
+/// `# groot=` and `# defoptions=` it would default to ((hd0), console=hvc0)
+/// are written out.
+pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
+    let mut out = vec![];
+    let mut changes = vec![];
+    let automagic = text.lines().any(|l| l.starts_with("# kopt="));
+    let (mut has_groot, mut has_defoptions) = (false, false);
+    for (n, line) in text.lines().enumerate() {
+        let ind = indent(line);
+        let (cmd, sep, rest) = split_cmd(line);
+        let new = if let Some(v) = line.strip_prefix("# kopt=") {
+            let words: Vec<&str> = v.split_whitespace().collect();
+            let version = ctx.default_version.as_deref();
+            format!("# kopt={}", hvm_args(&words, Some(&ctx.root_uuid), version).join(" "))
+        } else if let Some(v) = line.strip_prefix("# groot=") {
+            has_groot = true;
+            format!("# groot={}", partition_device(v.trim(), &ctx.grub_root))
+        } else if let Some(v) = line.strip_prefix("# defoptions=") {
+            has_defoptions = true;
+            let words: Vec<&str> = v.split_whitespace().collect();
+            let kept: Vec<String> = hvm_args(&words, None, None)
+                .into_iter()
+                .filter(|a| !a.starts_with("nvme"))
+                .filter(|a| words.iter().any(|w| w.starts_with("console=") || w.starts_with("xencons=")) || !a.starts_with("console="))
+                .collect();
+            format!("# defoptions={}", kept.join(" "))
+        } else if automagic && line.starts_with("## ## End Default Options ##") {
+            if !has_groot {
+                out.push(format!("# groot={}", ctx.grub_root));
+                changes.push(Change {
+                    file: file.into(),
+                    line: n + 1,
+                    before: String::new(),
+                    after: format!("# groot={}", ctx.grub_root),
+                });
+            }
+            if !has_defoptions {
+                // update-grub-legacy-ec2 defaults to console=hvc0 without this line.
+                let d = format!("# defoptions={}", HVM_CONSOLE.join(" "));
+                changes.push(Change {
+                    file: file.into(),
+                    line: n + 1,
+                    before: String::new(),
+                    after: d.clone(),
+                });
+                out.push(d);
+            }
+            line.to_string()
+        } else {
+            match cmd {
+                "root" | "rootnoverify" => {
+                    format!("{ind}{cmd}{sep}{}", partition_device(rest.trim(), &ctx.grub_root))
+                }
+                "kernel" => format!("{ind}{cmd}{sep}{}", kernel_words(rest, ctx)),
+                "initrd" => format!("{ind}{cmd}{sep}{}", partition_device(rest.trim(), &ctx.grub_root)),
+                _ => line.to_string(),
+            }
+        };
+        record(&mut changes, file, n, line, &new);
+        out.push(new);
+    }
+    let mut s = out.join("\n");
+    if text.ends_with('\n') {
+        s.push('\n');
+    }
+    (s, changes)
+}
+
+/// A GRUB 2 grub.cfg rewritten for HVM: every `linux` line gets the HVM arguments.
+pub fn rewrite_grub2(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
+    let mut changes = vec![];
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let (cmd, sep, rest) = split_cmd(line);
+        let new = if matches!(cmd, "linux" | "linux16") && sep.chars().all(char::is_whitespace) {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words.split_first() {
+                Some((path, args)) => {
+                    let version = crate::image::inspect::version_of(path);
+                    let args = hvm_args(args, Some(&ctx.root_uuid), version.as_deref());
+                    format!("{}{cmd}{sep}{path} {}", indent(line), args.join(" "))
+                }
+                None => line.to_string(),
+            }
+        } else {
+            line.to_string()
+        };
+        record(&mut changes, file, n, line, &new);
+        out.push(new);
+    }
+    let mut s = out.join("\n");
+    if text.ends_with('\n') {
+        s.push('\n');
+    }
+    (s, changes)
+}
+
+/// /etc/default/grub for grub-mkconfig on HVM: the console in both command
+/// lines, the NVMe timeout in GRUB_CMDLINE_LINUX.
+pub fn rewrite_default_grub(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
+    let mut changes = vec![];
+    let mut out = vec![];
+    let timeout_anywhere = text.contains("io_timeout=");
+    for (n, line) in text.lines().enumerate() {
+        let new = ["GRUB_CMDLINE_LINUX_DEFAULT=", "GRUB_CMDLINE_LINUX="]
+            .iter()
+            .find_map(|key| {
+                let v = line.strip_prefix(key)?;
+                let q = v.chars().next().filter(|c| *c == '"' || *c == '\'');
+                let inner = match q {
+                    Some(q) => v.strip_prefix(q)?.strip_suffix(q)?,
+                    None => v,
+                };
+                let words: Vec<&str> = inner.split_whitespace().collect();
+                let had_console = words.iter().any(|w| w.starts_with("console=") || w.starts_with("xencons="));
+                let mut args: Vec<String> = hvm_args(&words, None, ctx.default_version.as_deref())
+                    .into_iter()
+                    .filter(|a| had_console || !a.starts_with("console="))
+                    .collect();
+                let wants_timeout = *key == "GRUB_CMDLINE_LINUX=" && !timeout_anywhere;
+                if !wants_timeout {
+                    args.retain(|a| !a.starts_with("nvme") || words.contains(&a.as_str()));
+                }
+                // A command line without a console gets the serial one in GRUB_CMDLINE_LINUX.
+                if *key == "GRUB_CMDLINE_LINUX=" && !text.contains("console=") {
+                    let at = args.len().saturating_sub(usize::from(wants_timeout));
+                    for (i, c) in HVM_CONSOLE.iter().enumerate() {
+                        args.insert(at + i, c.to_string());
+                    }
+                }
+                let q = q.unwrap_or('"');
+                Some(format!("{key}{q}{}{q}", args.join(" ")))
+            })
+            .unwrap_or_else(|| line.to_string());
+        record(&mut changes, file, n, line, &new);
+        out.push(new);
+    }
+    let mut s = out.join("\n");
+    if text.ends_with('\n') {
+        s.push('\n');
+    }
+    (s, changes)
+}
+
+/// bootstrap-vz's /etc/grub.d/40_custom writes legacy entries with a fixed
+/// `root (hd0)` and `root=${GRUB_DEVICE}` set to a Xen device: both made HVM's.
+pub fn rewrite_40_custom(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
+    let mut changes = vec![];
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let (cmd, sep, rest) = split_cmd(line);
+        let new = if cmd == "GRUB_DEVICE" && sep == "=" && xen_device(rest.trim()) {
+            format!("{}GRUB_DEVICE=UUID={}", indent(line), ctx.root_uuid)
+        } else if matches!(cmd, "root" | "rootnoverify") && rest.trim() == "(hd0)" {
+            format!("{}{cmd}{sep}{}", indent(line), ctx.grub_root)
+        } else {
+            line.to_string()
+        };
+        record(&mut changes, file, n, line, &new);
+        out.push(new);
+    }
+    let mut s = out.join("\n");
+    if text.ends_with('\n') {
+        s.push('\n');
+    }
+    (s, changes)
+}
+
+/// /etc/fstab's `/` line by UUID when it names a Xen device: new-kernel-pkg
+/// passes fstab's root to grubby as the next entry's `root=`.
+pub fn rewrite_fstab_root(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
+    let mut changes = vec![];
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let new = match f.as_slice() {
+            [dev, "/", rest @ ..] if xen_device(dev) => {
+                format!("UUID={}\t/\t{}", ctx.root_uuid, rest.join("\t"))
+            }
+            _ => line.to_string(),
+        };
+        record(&mut changes, file, n, line, &new);
+        out.push(new);
+    }
+    let mut s = out.join("\n");
+    if text.ends_with('\n') {
+        s.push('\n');
+    }
+    (s, changes)
+}
+
+/// The HVM boot plan of a guest: the file GRUB hands over to, and every edit.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootPlan {
+    pub config: BootConfig,
+    #[serde(skip)]
+    pub edits: Vec<Edit>,
+}
+
+impl BootPlan {
+    pub fn changes(&self) -> Vec<Change> {
+        self.edits.iter().flat_map(|e| e.changes.clone()).collect()
+    }
+}
+
+type Rewrite = fn(&str, &str, &Context) -> (String, Vec<Change>);
+
+/// Plan the HVM copy's boot configuration. `None` when the guest has no menu.
+pub fn plan(fs: &GuestFs, ctx: &Context) -> Option<BootPlan> {
+    let config = choose(fs)?;
+    let mut files: BTreeMap<String, Rewrite> = BTreeMap::new();
+    // Every legacy menu the guest has (a hard-linked or copied menu.lst too),
+    // so whichever file a tool copies from is right.
+    for p in SEARCH_ORDER.iter().chain(["/boot/grub/grub.cfg"].iter()) {
+        if let Some(real) = fs.canonical(p).filter(|r| fs.is_file(r)) {
+            let grub2 = fs.read_text(&real).is_some_and(|t| is_grub2(&t));
+            files.entry(real).or_insert(if grub2 { rewrite_grub2 } else { rewrite_legacy });
+        }
+    }
+    for (p, f) in [
+        ("/etc/default/grub", rewrite_default_grub as Rewrite),
+        ("/etc/grub.d/40_custom", rewrite_40_custom),
+        ("/etc/fstab", rewrite_fstab_root),
+    ] {
+        if let Some(real) = fs.canonical(p).filter(|r| fs.is_file(r)) {
+            files.entry(real).or_insert(f);
+        }
+    }
+    let mut edits = vec![];
+    for (path, rewrite) in files {
+        let Some(text) = fs.read_text(&path) else { continue };
+        let (content, changes) = rewrite(&path, &text, ctx);
+        if changes.is_empty() {
+            continue;
+        }
+        let (mode, uid, gid) = fs.owner(&path).unwrap_or((0o644, 0, 0));
+        edits.push(Edit {
+            path,
+            content,
+            mode,
+            uid,
+            gid,
+            changes,
+        });
+    }
+    Some(BootPlan { config, edits })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            root_uuid: "u-1".into(),
+            grub_root: "(hd0,0)".into(),
+            default_version: Some("6.1.0-57-amd64".into()),
+        }
+    }
+
+    #[test]
+    fn args_for_hvm() {
+        assert_eq!(
+            hvm_args(&["ro", "root=/dev/xvde1", "console=hvc0", "xencons=tty", "quiet"], Some("u-1"), Some("2.6.32-431.el6.x86_64")),
+            ["ro", "root=UUID=u-1", "console=tty0", "console=ttyS0,115200", "quiet", "nvme.io_timeout=255"]
+        );
+        assert_eq!(
+            hvm_args(&["root=LABEL=/"], Some("u-1"), Some("4.14.1")),
+            ["root=LABEL=/", "console=tty0", "console=ttyS0,115200", "nvme_core.io_timeout=4294967295"]
+        );
+        // Idempotent: a second pass changes nothing.
+        let once = hvm_args(&["root=/dev/sda1", "console=hvc0"], Some("u-1"), None);
+        let words: Vec<&str> = once.iter().map(String::as_str).collect();
+        assert_eq!(hvm_args(&words, Some("u-1"), None), once);
+    }
+
+    #[test]
+    fn ubuntu_menu_keeps_its_generator_right() {
+        let menu = "default\t\t0\n### BEGIN AUTOMAGIC KERNELS LIST\n## ## Start Default Options ##\n# kopt=root=/dev/sda1 ro console=hvc0\n## ## End Default Options ##\n\ntitle\t\tUbuntu, kernel 3.2.0-58-virtual\nroot\t\t(hd0)\nkernel\t\t/boot/vmlinuz-3.2.0-58-virtual root=/dev/sda1 ro console=hvc0\ninitrd\t\t/boot/initrd.img-3.2.0-58-virtual\n";
+        let (out, changes) = rewrite_legacy("/boot/grub/menu.lst", menu, &ctx());
+        assert!(out.contains("# kopt=root=UUID=u-1 ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295\n"), "{out}");
+        assert!(out.contains("# groot=(hd0,0)\n# defoptions=console=tty0 console=ttyS0,115200\n## ## End Default Options ##"), "{out}");
+        assert!(out.contains("root\t\t(hd0,0)\n"));
+        assert!(out.contains("kernel\t\t/boot/vmlinuz-3.2.0-58-virtual root=UUID=u-1 ro console=tty0 console=ttyS0,115200 nvme.io_timeout=255\n"), "{out}");
+        assert_eq!(changes.len(), 5);
+        // Rewriting the result again changes nothing.
+        assert!(rewrite_legacy("m", &out, &ctx()).1.is_empty());
+    }
+
+    #[test]
+    fn grubby_style_entries_and_equals_syntax() {
+        let menu = "default=0\ntimeout=1\ntitle CentOS\n\troot (hd0,0)\n\tkernel /boot/vmlinuz-2.6.32-431.el6.x86_64 ro root=UUID=u-1 console=hvc0\n\tinitrd /boot/initramfs-2.6.32-431.el6.x86_64.img\n";
+        let (out, _) = rewrite_legacy("g", menu, &ctx());
+        assert!(out.contains("\tkernel /boot/vmlinuz-2.6.32-431.el6.x86_64 ro root=UUID=u-1 console=tty0 console=ttyS0,115200 nvme.io_timeout=255\n"), "{out}");
+        assert!(out.contains("\troot (hd0,0)\n"));
+    }
+
+    #[test]
+    fn grub2_detection_and_rewrite() {
+        assert!(!is_grub2("default 0\ntitle x\n\troot (hd0)\n\tkernel /boot/vmlinuz\n"));
+        assert!(is_grub2("set default=0\nmenuentry 'x' {\n\tlinux /boot/vmlinuz-6.1 root=/dev/xvda1 ro console=hvc0\n}\n"));
+        let (out, c) = rewrite_grub2("c", "menuentry 'x' {\n\tlinux\t/boot/vmlinuz-6.1.0 root=/dev/xvda1 ro console=hvc0\n}\n", &ctx());
+        assert_eq!(c.len(), 1);
+        assert!(out.contains("\tlinux\t/boot/vmlinuz-6.1.0 root=UUID=u-1 ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295\n"), "{out}");
+    }
+
+    #[test]
+    fn default_grub_and_40_custom() {
+        let (out, _) = rewrite_default_grub("d", "GRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"console=hvc0\"\nGRUB_CMDLINE_LINUX=\"\"\n", &ctx());
+        assert_eq!(out, "GRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"console=tty0 console=ttyS0,115200\"\nGRUB_CMDLINE_LINUX=\"nvme_core.io_timeout=4294967295\"\n");
+        let (out, _) = rewrite_default_grub("d", "GRUB_CMDLINE_LINUX=\"quiet\"\n", &ctx());
+        assert_eq!(out, "GRUB_CMDLINE_LINUX=\"quiet console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295\"\n");
+        let (out, c) = rewrite_40_custom("c", "GRUB_DEVICE=/dev/xvda1\ntitle ${version}\n\troot (hd0,0)\n\troot (hd0)\n", &ctx());
+        assert_eq!(out, "GRUB_DEVICE=UUID=u-1\ntitle ${version}\n\troot (hd0,0)\n\troot (hd0,0)\n");
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn fstab_root_by_uuid_only() {
+        let (out, c) = rewrite_fstab_root("f", "/dev/xvda1 / ext4 defaults 0 1\n/dev/xvdb /mnt auto defaults 0 2\n", &ctx());
+        assert_eq!(out, "UUID=u-1\t/\text4\tdefaults\t0\t1\n/dev/xvdb /mnt auto defaults 0 2\n");
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn handover_names_the_file() {
+        let cfg = BootConfig {
+            path: "/boot/grub/grub.conf".into(),
+            kind: ConfigKind::Legacy,
+            rule: "r".into(),
+        };
+        let h = handover("u-1", &cfg);
+        assert!(h.contains("search --no-floppy --fs-uuid --set=root u-1\n"));
+        assert_eq!(handover_target(&h), Some((ConfigKind::Legacy, "/boot/grub/grub.conf".into())));
+    }
+}
