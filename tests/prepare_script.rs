@@ -155,6 +155,7 @@ fn inspect_convert_on_loop_devices_then_boot() {
         &s.dir.path().join("serial.log"),
         &marker,
         Duration::from_secs(240),
+        boot::DiskBus::Ide,
     )
     .unwrap();
     let log = std::fs::read_to_string(&q.serial_log).unwrap_or_default();

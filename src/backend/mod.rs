@@ -69,6 +69,17 @@ pub trait Backend: Send + Sync {
         out: &std::path::Path,
     ) -> Result<u64>;
 
+    /// What the image's default kernel can mount its root with at boot, when
+    /// known: amitool records it on every image it migrates (the local
+    /// host's record, the `amitool:boot-drivers` tag on AWS).
+    async fn boot_drivers(
+        &self,
+        _region: &str,
+        _image_id: &str,
+    ) -> Result<Option<crate::image::inspect::Drivers>> {
+        Ok(None)
+    }
+
     /// The local Xen host, for what only it can do (launch, QEMU boots).
     fn as_local(&self) -> Option<&local::LocalBackend> {
         None

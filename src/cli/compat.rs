@@ -294,7 +294,13 @@ async fn check_image(ctx: &Context, args: &CompatArgs, ami: &str) -> Result<u8> 
         region_has_pv: compat::region_has_pv(&region),
         offered_in_region,
     };
-    let v = compat::verdict(&image, &info, &placement);
+    let mut v = compat::verdict(&image, &info, &placement);
+    if image.virtualization_type == Some(crate::model::Virtualization::Hvm) {
+        if let Some(d) = ctx.backend.boot_drivers(&region, ami).await? {
+            v.reasons.extend(compat::driver_reasons(&info, &d));
+            v.compatible = v.reasons.is_empty();
+        }
+    }
     output::emit(&output::render_one(&v, ctx.format()));
     Ok(u8::from(!v.compatible))
 }

@@ -105,12 +105,12 @@ pub struct InspectArgs {
 impl Tabular for inspect::Inspection {
     fn headers() -> Vec<&'static str> {
         vec![
-            "LAYOUT", "FS", "LABEL", "MENU", "KERNEL", "XEN-BLK", "ENA", "NVME", "PROBLEMS",
+            "LAYOUT", "FS", "LABEL", "MENU", "KERNEL", "XEN-BLK", "ENA", "NVME", "HVM", "PROBLEMS",
         ]
     }
 
     fn wrapping_column() -> Option<usize> {
-        Some(8)
+        Some(9)
     }
 
     fn row(&self) -> Vec<String> {
@@ -124,10 +124,21 @@ impl Tabular for inspect::Inspection {
             yes(self.drivers.xen_blkfront),
             yes(self.drivers.ena),
             yes(self.drivers.nvme),
-            if self.problems.is_empty() {
+            self.boots_on.map_or("-", |b| match b {
+                inspect::BootsOn::Nitro => "nitro",
+                inspect::BootsOn::XenHvmOnly => "xen-hvm only",
+                inspect::BootsOn::Neither => "neither",
+            })
+            .into(),
+            if self.problems.is_empty() && self.hvm_problems.is_empty() {
                 "-".into()
             } else {
-                self.problems.join("\n")
+                self.problems
+                    .iter()
+                    .chain(&self.hvm_problems)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
             },
         ]
     }
@@ -185,13 +196,32 @@ pub async fn inspect_image(ctx: &Context, a: InspectArgs) -> Result<u8> {
         Format::Json => output::emit(&output::json(&report)),
         Format::Table => {
             output::emit(&output::table(std::slice::from_ref(&report.inspection)));
+            if let Some(b) = &report.inspection.boot {
+                output::emit(&format!(
+                    "boot: GRUB will read {} ({}) because {}",
+                    b.config.path,
+                    match b.config.kind {
+                        crate::image::bootcfg::ConfigKind::Legacy => "legacy_configfile",
+                        crate::image::bootcfg::ConfigKind::Grub2 => "configfile",
+                    },
+                    b.config.rule
+                ));
+            }
+            for c in &report.inspection.boot_changes {
+                output::emit(&format!(
+                    "change: {} line {}: {:?} -> {:?}",
+                    c.file, c.line, c.before, c.after
+                ));
+            }
             for f in &report.inspection.findings {
                 output::emit(&format!("finding: {f}"));
             }
             output::emit(&format!("runs on (as HVM): {}", report.runs_on.join(", ")));
         }
     }
-    Ok(u8::from(!report.inspection.problems.is_empty()))
+    Ok(u8::from(
+        !report.inspection.problems.is_empty() || !report.inspection.hvm_problems.is_empty(),
+    ))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -296,6 +326,12 @@ fn static_problems(
         };
         return Ok(boot::pv_problems(&path, flavor));
     }
+    if let Some(d) = &rec.drivers {
+        let r = compat::driver_reasons(&info, d);
+        if !r.is_empty() {
+            return Ok(r);
+        }
+    }
     Ok(boot::hvm_problems(&path, rec.grub_cfg.as_deref()))
 }
 
@@ -325,7 +361,10 @@ pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
                 ));
             }
             let log = volume.with_extension("serial.log");
-            let q = boot::qemu_boot(&volume, &log, &a.expect, Duration::from_secs(a.timeout))
+            let bus = catalog::compat()
+                .instance_type(&a.instance_type)
+                .map_or(boot::DiskBus::Ide, boot::DiskBus::for_type);
+            let q = boot::qemu_boot(&volume, &log, &a.expect, Duration::from_secs(a.timeout), bus)
                 .map_err(|e| Error::io("run qemu-system-x86_64 on", &volume, e))?;
             if !q.reached {
                 report.boots = false;

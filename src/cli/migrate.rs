@@ -194,7 +194,12 @@ async fn verify(ctx: &Context, a: &MigrateArgs, m: &mut Migration) -> Result<()>
             .store
             .root
             .join(format!("{}-verify.serial.log", m.migration_id));
-        let q = crate::image::boot::qemu_boot(&disk, &log, &a.verify_expect, timeout)
+        // On NVMe, as a Nitro type would attach it, when the image can mount an NVMe root.
+        let bus = match local.image_record(&m.region, &m.image_id)?.drivers {
+            Some(d) if d.nvme => crate::image::boot::DiskBus::Nvme,
+            _ => crate::image::boot::DiskBus::Ide,
+        };
+        let q = crate::image::boot::qemu_boot(&disk, &log, &a.verify_expect, timeout, bus)
             .map_err(|e| Error::io("run qemu-system-x86_64 on", &disk, e))?;
         if !q.reached {
             print(ctx, m);

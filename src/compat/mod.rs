@@ -102,6 +102,24 @@ pub fn reasons(image: &Image, itype: &InstanceType, placement: &Placement) -> Ve
     out
 }
 
+/// Why an HVM image whose default kernel has `d` at boot cannot mount its
+/// root on `itype`: Nitro types give it an NVMe disk, Xen types a xen-blkfront one.
+pub fn driver_reasons(itype: &InstanceType, d: &crate::image::inspect::Drivers) -> Vec<String> {
+    let t = &itype.instance_type;
+    let mut out = vec![];
+    if itype.nvme_support == "required" && !d.nvme {
+        out.push(format!(
+            "nvme: {t} gives the root disk as NVMe and the image's initramfs cannot mount it (no nvme in the initramfs, not built in): add it with dracut -f --add-drivers nvme or update-initramfs -u, then migrate again"
+        ));
+    }
+    if itype.hypervisor.as_deref() == Some("xen") && !d.xen_blkfront {
+        out.push(format!(
+            "xen-blkfront: {t} is a Xen HVM type and the image's initramfs has no xen-blkfront (nor built in) to mount its root"
+        ));
+    }
+    out
+}
+
 pub fn verdict(image: &Image, itype: &InstanceType, placement: &Placement) -> Verdict {
     let reasons = reasons(image, itype, placement);
     Verdict {

@@ -137,19 +137,54 @@ pub struct QemuBoot {
     pub expect: String,
     pub seconds: f64,
     pub serial_log: PathBuf,
+    pub bus: DiskBus,
+}
+
+/// How the root disk is attached, as the instance type would attach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// IDE, as a Xen HVM guest's emulated disk before xen-blkfront takes it over.
+    Ide,
+    /// An NVMe controller, as Nitro gives EBS volumes (SeaBIOS boots from it).
+    Nvme,
+}
+
+impl DiskBus {
+    /// The bus `itype` gives its root volume on.
+    pub fn for_type(itype: &crate::model::InstanceType) -> Self {
+        if itype.nvme_support == "required" {
+            DiskBus::Nvme
+        } else {
+            DiskBus::Ide
+        }
+    }
 }
 
 /// Boot `disk` under qemu-system-x86_64 (TCG, serial console on a log file,
-/// the disk opened with snapshot=on so it is never written) until the serial
-/// log shows `expect` or `timeout` passes.
+/// the disk opened with snapshot=on so it is never written, on `bus`) until
+/// the serial log shows `expect` or `timeout` passes.
 pub fn qemu_boot(
     disk: &Path,
     serial_log: &Path,
     expect: &str,
     timeout: Duration,
+    bus: DiskBus,
 ) -> std::io::Result<QemuBoot> {
     let _ = std::fs::remove_file(serial_log);
     let start = Instant::now();
+    let drive = match bus {
+        DiskBus::Ide => vec![
+            "-drive".to_string(),
+            format!("file={},format=raw,snapshot=on", disk.display()),
+        ],
+        DiskBus::Nvme => vec![
+            "-drive".to_string(),
+            format!("if=none,id=root,file={},format=raw,snapshot=on", disk.display()),
+            "-device".to_string(),
+            "nvme,drive=root,serial=amitoolroot,bootindex=0".to_string(),
+        ],
+    };
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-machine",
@@ -164,8 +199,7 @@ pub fn qemu_boot(
             "-serial",
         ])
         .arg(format!("file:{}", serial_log.display()))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,snapshot=on", disk.display()))
+        .args(&drive)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -194,5 +228,6 @@ pub fn qemu_boot(
         expect: expect.to_string(),
         seconds: start.elapsed().as_secs_f64(),
         serial_log: serial_log.to_path_buf(),
+        bus,
     })
 }

@@ -72,6 +72,8 @@ pub struct Context {
     pub grub_root: String,
     /// The version of the kernel the guest boots by default, for the NVMe timeout of future entries.
     pub default_version: Option<String>,
+    /// The entry the HVM copy boots, when not the PV default (a PV-only default kernel).
+    pub hvm_default: Option<usize>,
 }
 
 /// Whether `text` is GRUB 2 syntax: some images put legacy syntax in grub.cfg (bootstrap-vz).
@@ -337,6 +339,9 @@ pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Cha
             line.to_string()
         } else {
             match cmd {
+                "default" if ctx.hvm_default.is_some() => {
+                    format!("{ind}{cmd}{sep}{}", ctx.hvm_default.unwrap_or(0))
+                }
                 "root" | "rootnoverify" => {
                     format!("{ind}{cmd}{sep}{}", partition_device(rest.trim(), &ctx.grub_root))
                 }
@@ -544,6 +549,7 @@ mod tests {
             root_uuid: "u-1".into(),
             grub_root: "(hd0,0)".into(),
             default_version: Some("6.1.0-57-amd64".into()),
+            hvm_default: None,
         }
     }
 

@@ -167,6 +167,11 @@ impl GuestFs {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
+    /// A regular file's bytes; `None` when absent.
+    pub fn read_bytes(&self, path: &str) -> Option<Vec<u8>> {
+        self.fs.read(path).ok()
+    }
+
     /// Whether `path` names a regular file (after symlinks).
     pub fn is_file(&self, path: &str) -> bool {
         self.fs

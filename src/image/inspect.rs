@@ -11,6 +11,39 @@ use crate::image::fs::{FsError, FsType, GuestFs};
 use crate::image::menulst::{self, MenuLst};
 use crate::kernels::Flavor;
 
+/// The tag amitool puts on every image it registers: the drivers its default
+/// kernel has at boot, space-separated (`xen-blkfront nvme ena`).
+pub const DRIVERS_TAG: &str = "amitool:boot-drivers";
+
+impl Drivers {
+    pub fn to_tag(&self) -> String {
+        let mut v = vec![];
+        if self.xen_blkfront {
+            v.push("xen-blkfront");
+        }
+        if self.nvme {
+            v.push("nvme");
+        }
+        if self.ena {
+            v.push("ena");
+        }
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(" ")
+        }
+    }
+
+    pub fn from_tag(tag: &str) -> Self {
+        let has = |m: &str| tag.split_whitespace().any(|w| w == m);
+        Drivers {
+            xen_blkfront: has("xen-blkfront"),
+            nvme: has("nvme"),
+            ena: has("ena"),
+        }
+    }
+}
+
 /// Drivers an HVM guest needs, by where it runs.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Drivers {
@@ -47,6 +80,12 @@ pub struct Inspection {
     pub drivers: Drivers,
     /// Facts that stop a boot (PV-GRUB would fail, or the HVM disk would).
     pub problems: Vec<String>,
+    /// Facts that stop the HVM copy from booting (a PV-only kernel with no other to boot).
+    pub hvm_problems: Vec<String>,
+    /// The kernel the HVM copy boots by default, when it is not the PV default.
+    pub hvm_kernel: Option<String>,
+    /// Where the HVM copy's default kernel boots.
+    pub boots_on: Option<BootsOn>,
     /// Facts worth a change in the guest (`--fix-guest`), which do not stop a boot.
     pub findings: Vec<String>,
 }
@@ -57,25 +96,153 @@ impl Inspection {
     }
 }
 
+/// Where a kernel can boot as HVM, judged from what its initramfs holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootsOn {
+    /// nvme can mount the root (initramfs or built in) and ENA is there.
+    Nitro,
+    /// xen-blkfront can mount the root; Nitro types cannot.
+    XenHvmOnly,
+    /// Neither driver can mount the root at boot, or the kernel is PV-only.
+    Neither,
+}
+
+impl BootsOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootsOn::Nitro => "boots on Nitro",
+            BootsOn::XenHvmOnly => "boots on Xen HVM only",
+            BootsOn::Neither => "boots on neither Nitro nor Xen HVM",
+        }
+    }
+}
+
 /// One kernel found in /boot.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelFacts {
     pub path: String,
     pub version: String,
+    /// What the kernel has where it matters at boot: xen-blkfront and nvme
+    /// in its initramfs or built in, ena installed or built in.
     pub drivers: Drivers,
+    /// The drivers installed in /lib/modules/VERSION.
+    pub modules: Drivers,
+    /// The initramfs read, and the error when it could not be read.
+    pub initramfs: Option<String>,
+    pub initramfs_error: Option<String>,
+    /// A xenlinux kernel (SUSE -xen, Ubuntu 10.04 -ec2): it runs only as a PV guest.
+    pub pv_only: bool,
+    pub boots_on: BootsOn,
+    /// How to make it boot on Nitro, when it does not.
+    pub fix: Option<String>,
 }
 
-fn all_kernels(fs: &GuestFs) -> Vec<KernelFacts> {
+/// Whether `/boot/config-VERSION` (or, without one, the name) says xenlinux.
+fn pv_only(fs: &GuestFs, version: &str) -> bool {
+    match fs.read_text(&format!("/boot/config-{version}")) {
+        Some(cfg) => cfg.lines().any(|l| {
+            l == "CONFIG_X86_64_XEN=y" || l == "CONFIG_X86_XEN=y" || l == "CONFIG_XEN_COMPAT_030002_AND_LATER=y"
+        }),
+        None => version.ends_with("-xen") || version.ends_with("-ec2"),
+    }
+}
+
+/// The initramfs of `version`: the one a menu entry loads with it, else by the distributions' names.
+fn initramfs_of(fs: &GuestFs, version: &str, menu_initrd: Option<&str>) -> Option<String> {
+    menu_initrd
+        .map(String::from)
+        .into_iter()
+        .chain(
+            [
+                format!("/boot/initramfs-{version}.img"),
+                format!("/boot/initrd.img-{version}"),
+                format!("/boot/initrd-{version}"),
+                format!("/boot/initrd-{version}.img"),
+            ]
+            .into_iter(),
+        )
+        .find(|p| fs.is_file(p))
+}
+
+fn kernel_facts(fs: &GuestFs, path: &str, version: &str, menu_initrd: Option<&str>) -> KernelFacts {
+    let modules = drivers(fs, version);
+    let config = fs.read_text(&format!("/boot/config-{version}")).unwrap_or_default();
+    let builtin_text = fs
+        .read_text(&format!("/lib/modules/{version}/modules.builtin"))
+        .unwrap_or_default();
+    let builtin = |module: &str, option: &str| {
+        config.lines().any(|l| l == format!("{option}=y"))
+            || builtin_text
+                .lines()
+                .any(|l| l.ends_with(&format!("/{module}.ko")))
+    };
+    let initramfs = initramfs_of(fs, version, menu_initrd);
+    let (names, initramfs_error) = match &initramfs {
+        None => (vec![], Some("no initramfs for this kernel".to_string())),
+        Some(p) => match fs.read_bytes(p).map(|b| crate::image::initramfs::list(&b)) {
+            Some(Ok(n)) => (n, None),
+            Some(Err(e)) => (vec![], Some(format!("{p}: {e}"))),
+            None => (vec![], Some(format!("{p} cannot be read"))),
+        },
+    };
+    let inside = |m: &str| crate::image::initramfs::has_module(&names, m);
+    let drivers = Drivers {
+        xen_blkfront: inside("xen-blkfront") || builtin("xen-blkfront", "CONFIG_XEN_BLKDEV_FRONTEND"),
+        nvme: inside("nvme") || builtin("nvme", "CONFIG_BLK_DEV_NVME"),
+        ena: modules.ena || builtin("ena", "CONFIG_ENA_ETHERNET"),
+    };
+    let pv_only = pv_only(fs, version);
+    let boots_on = if pv_only {
+        BootsOn::Neither
+    } else if drivers.nvme && drivers.ena {
+        BootsOn::Nitro
+    } else if drivers.xen_blkfront {
+        BootsOn::XenHvmOnly
+    } else {
+        BootsOn::Neither
+    };
+    let fix = if pv_only {
+        Some(format!("{version} is a xenlinux (PV-only) kernel: install the distribution's default (pvops) kernel"))
+    } else if !drivers.nvme && modules.nvme {
+        let img = initramfs.clone().unwrap_or_else(|| format!("/boot/initramfs-{version}.img"));
+        Some(format!(
+            "put nvme into the initramfs: dracut -f --add-drivers nvme {img} {version} (Amazon Linux, RHEL, CentOS), or add nvme to /etc/initramfs-tools/modules and run update-initramfs -u -k {version} (Debian, Ubuntu)"
+        ))
+    } else if !drivers.nvme {
+        Some(format!("{version} has no nvme driver: install a kernel that has one"))
+    } else if !drivers.ena {
+        Some(format!("{version} has no ena driver: install the ena module (or a kernel with it) for Nitro networking"))
+    } else {
+        None
+    };
+    KernelFacts {
+        path: path.to_string(),
+        version: version.to_string(),
+        drivers,
+        modules,
+        initramfs,
+        initramfs_error,
+        pv_only,
+        boots_on,
+        fix,
+    }
+}
+
+fn all_kernels(fs: &GuestFs, menu: Option<&MenuLst>) -> Vec<KernelFacts> {
     fs.list("/boot")
         .into_iter()
         .map(|n| format!("/boot/{n}"))
+        .filter(|p| fs.is_file(p))
         .filter_map(|path| {
             let version = version_of(&path)?;
-            Some(KernelFacts {
-                drivers: drivers(fs, &version),
-                path,
-                version,
-            })
+            let initrd = menu.and_then(|m| {
+                m.entries
+                    .iter()
+                    .find(|e| e.kernel.as_deref() == Some(path.as_str()))
+                    .and_then(|e| e.initrd.clone())
+            });
+            Some(kernel_facts(fs, &path, &version, initrd.as_deref()))
         })
         .collect()
 }
@@ -242,16 +409,41 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         .as_ref()
         .and_then(|e| e.kernel.as_deref())
         .and_then(version_of);
-    let drivers = kernel_version
-        .as_deref()
-        .map(|v| drivers(&fs, v))
-        .unwrap_or_default();
+    let kernels = all_kernels(&fs, menu.as_ref());
+    let facts_of = |k: &str| kernels.iter().find(|f| f.path == k);
+    // The HVM copy boots the PV default unless it is PV-only; then the first
+    // entry whose kernel is there and can boot HVM.
+    let mut hvm_problems = vec![];
+    let mut hvm_default = None;
+    let mut hvm_kernel = None;
+    let default_facts = entry.as_ref().and_then(|e| e.kernel.as_deref()).and_then(facts_of);
+    if let (Some(m), Some(f)) = (&menu, default_facts) {
+        if f.pv_only {
+            let alt = m.entries.iter().position(|e| {
+                e.kernel.as_deref().and_then(facts_of).is_some_and(|k| !k.pv_only)
+            });
+            match alt {
+                Some(i) => {
+                    hvm_default = Some(i);
+                    hvm_kernel = m.entries[i].kernel.clone();
+                }
+                None => hvm_problems.push(format!(
+                    "the default kernel {} is a xenlinux (PV-only) kernel, which cannot boot on HVM, and no other installed kernel in the menu can: install the distribution's default kernel first",
+                    f.path
+                )),
+            }
+        }
+    }
+    let hvm_facts = hvm_kernel.as_deref().and_then(facts_of).or(default_facts);
+    let hvm_version = hvm_facts.map(|f| f.version.clone()).or(kernel_version.clone());
+    let drivers = hvm_facts.map(|f| f.drivers.clone()).unwrap_or_default();
     let boot = bootcfg::plan(
         &fs,
         &bootcfg::Context {
             root_uuid: uuid.clone(),
             grub_root: "(hd0,0)".into(),
-            default_version: kernel_version.clone(),
+            default_version: hvm_version.clone(),
+            hvm_default,
         },
     );
     let mut findings = fstab_findings(&fs, &uuid);
@@ -264,13 +456,27 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
             findings.push("the kernel writes to the Xen console (console=hvc0); the HVM configuration uses ttyS0 instead".into());
         }
     }
-    if kernel_version.is_some() && !drivers.xen_blkfront {
-        findings.push("no xen-blkfront driver for the default kernel: it cannot see its disk on Xen HVM types (t2, m4)".into());
+    if let Some(k) = &hvm_kernel {
+        findings.push(format!(
+            "the default kernel is PV-only (xenlinux): the HVM copy boots {k} by default instead"
+        ));
     }
-    if kernel_version.is_some() && !drivers.nvme {
-        findings.push("no nvme driver for the default kernel: it cannot boot on Nitro types (t3, m5 and newer)".into());
+    if let Some(f) = hvm_facts {
+        if let Some(e) = &f.initramfs_error {
+            findings.push(format!("the initramfs of {} could not be read ({e}): its drivers at boot are unknown", f.version));
+        }
+        findings.push(format!("{}: {}", f.version, f.boots_on.as_str()));
     }
-    if kernel_version.is_some() && !drivers.ena {
+    if hvm_version.is_some() && !drivers.xen_blkfront {
+        findings.push("no xen-blkfront in the default kernel's initramfs (nor built in): it cannot mount its root on Xen HVM types (t2, m4)".into());
+    }
+    if hvm_version.is_some() && !drivers.nvme {
+        findings.push(format!(
+            "no nvme in the default kernel's initramfs (nor built in): it cannot mount an NVMe root on Nitro types (t3, m5 and newer){}",
+            hvm_facts.and_then(|f| f.fix.as_deref()).map(|f| format!("; {f}")).unwrap_or_default()
+        ));
+    }
+    if hvm_version.is_some() && !drivers.ena {
         findings.push(
             "no ena driver for the default kernel: the image will not be marked EnaSupport".into(),
         );
@@ -289,10 +495,13 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         menu,
         boot_changes: boot.as_ref().map(|b| b.changes()).unwrap_or_default(),
         boot,
-        kernels: all_kernels(&fs),
+        boots_on: hvm_facts.map(|f| f.boots_on),
+        kernels,
         kernel_version,
         drivers,
         problems,
+        hvm_problems,
+        hvm_kernel,
         findings,
     })
 }

@@ -6,6 +6,7 @@ pub mod fs;
 pub mod grub;
 pub mod guestfix;
 pub mod hvm;
+pub mod initramfs;
 pub mod inspect;
 pub mod menulst;
 pub mod sparse;

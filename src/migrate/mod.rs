@@ -341,11 +341,12 @@ async fn pipeline(
     );
     let insp = inspect::inspect(&disk.path, disk.flavor)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", disk.image.image_id)))?;
-    if !insp.boots() {
+    if !insp.boots() || !insp.hvm_problems.is_empty() {
+        let all: Vec<&str> = insp.problems.iter().chain(&insp.hvm_problems).map(String::as_str).collect();
         return Err(Error::InvalidInput(format!(
             "{} cannot be migrated: {}",
             disk.image.image_id,
-            insp.problems.join("; ")
+            all.join("; ")
         )));
     }
     rec.done(
@@ -424,6 +425,7 @@ async fn pipeline(
     let mut tags = disk.tags.clone();
     tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
     tags.insert("amitool:source-image".into(), disk.image.image_id.clone());
+    tags.insert(inspect::DRIVERS_TAG.into(), insp.drivers.to_tag());
     let snapshot_id = host.store_disk(&region, &out, &tags, journal).await?;
     let _ = std::fs::remove_file(&out);
     let written = journal.upload.as_ref().map(|u| u.blocks.len());

@@ -92,6 +92,20 @@ impl AwsBackend {
 
 #[async_trait]
 impl Backend for AwsBackend {
+    async fn boot_drivers(
+        &self,
+        region: &str,
+        image_id: &str,
+    ) -> Result<Option<crate::image::inspect::Drivers>> {
+        let raw = self.describe_raw(region, image_id).await?;
+        Ok(raw
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(crate::image::inspect::DRIVERS_TAG))
+            .and_then(|t| t.value())
+            .map(crate::image::inspect::Drivers::from_tag))
+    }
+
     fn name(&self) -> &'static str {
         "aws"
     }

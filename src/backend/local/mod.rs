@@ -323,6 +323,14 @@ impl Backend for LocalBackend {
         "local"
     }
 
+    async fn boot_drivers(
+        &self,
+        region: &str,
+        image_id: &str,
+    ) -> Result<Option<crate::image::inspect::Drivers>> {
+        Ok(self.image_record(region, image_id)?.drivers)
+    }
+
     fn default_region(&self) -> Option<String> {
         Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()))
     }
