@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use std::time::Duration;
+
+use amitool::image::boot::{qemu_boot, DiskBus};
 use serde_json::Value;
 
 mod common;
+mod day2;
 use common::sha256;
 
 fn bin() -> &'static str {
@@ -151,7 +155,7 @@ fn every_good_fixture_migrates_and_boots_under_qemu() {
             .collect();
         assert_eq!(
             steps,
-            ["snapshot", "inspect", "plan", "build", "upload", "register", "verify"],
+            ["snapshot", "inspect", "plan", "build", "boot-config", "upload", "register", "verify"],
             "{name}"
         );
         let hvm = m["image_id"].as_str().unwrap().to_string();
@@ -210,7 +214,66 @@ fn every_good_fixture_migrates_and_boots_under_qemu() {
             "{name}: no initramfs marker\n{log}"
         );
         assert!(log.contains(&marker), "{name}\n{log}");
+
+        // On NVMe, as a Nitro type attaches the root volume.
+        let nitro = fx["nvme_initramfs"] == true
+            && fx["drivers"].as_array().unwrap().iter().any(|d| d == "ena");
+        if nitro {
+            let nvme = boot_log(&host, &hvm, "m5.large", &marker);
+            assert!(nvme.contains(&marker), "{name}: no NVMe boot\n{nvme}");
+        } else {
+            let r = host.run(&["launch", &hvm, "--instance-type", "m5.large"]);
+            assert_eq!(r.status.code(), Some(1), "{name}: a Nitro type must be refused");
+        }
+
+        // Day 2, on an instance of the HVM image: the guest's own tool
+        // installs a new kernel and removes the old one in the instance's
+        // root volume, then the instance reboots (on NVMe for a Nitro type).
+        let itype = if nitro { "m5.large" } else { "t2.micro" };
+        let (first, volume) = boot_instance(&host, &hvm, itype, &marker);
+        assert!(first.contains(&marker), "{name}");
+        let style = fx["style"].as_str().unwrap();
+        let old_kernel = fx["hvm_kernel"].as_str().or(fx["kernel"].as_str()).unwrap();
+        let old_initrd = match fx["hvm_kernel"].as_str() {
+            Some(k) => day2::initrd_name(style, k.rsplit_once("vmlinuz-").unwrap().1),
+            None => fx["initrd"].as_str().unwrap().to_string(),
+        };
+        let uuid = fx["uuid"].as_str().unwrap();
+        let new_kernel = day2::kernel_upgrade(&volume, style, uuid, old_kernel, &old_initrd);
+        let bus = if nitro { DiskBus::Nvme } else { DiskBus::Ide };
+        let reboot = volume.with_extension("day2.serial.log");
+        let q = qemu_boot(&volume, &reboot, &marker, Duration::from_secs(240), bus).unwrap();
+        let log = std::fs::read_to_string(&reboot).unwrap_or_default();
+        assert!(q.reached, "{name}: no reboot after its kernel update on {itype}\n{log}");
+        assert!(
+            log.contains(&format!("BOOT_IMAGE={new_kernel} ")),
+            "{name}: day 2 did not boot {new_kernel} on {itype}\n{log}"
+        );
+        assert!(log.contains("console=ttyS0"), "{name}: no serial console\n{log}");
     }
+}
+
+/// Launch `image` on `itype` and boot it under QEMU until `marker`: its
+/// serial log and the instance's root volume.
+fn boot_instance(host: &Host, image: &str, itype: &str, marker: &str) -> (String, PathBuf) {
+    let out = host.run(&[
+        "launch", image, "--instance-type", itype, "--qemu", "--expect", marker, "--timeout", "240",
+        "--output", "json",
+    ]);
+    let boot: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!("launch {image} on {itype}: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    let serial = PathBuf::from(boot["qemu"]["serial_log"].as_str().unwrap_or_default());
+    let log = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert_eq!(boot["boots"], true, "{image} on {itype}: {boot}\n{log}");
+    let name = serial.file_name().unwrap().to_str().unwrap();
+    let volume = serial.with_file_name(name.replace(".serial.log", ".raw"));
+    (log, volume)
+}
+
+/// Boot `image` on `itype` under QEMU until `marker`; its serial log.
+fn boot_log(host: &Host, image: &str, itype: &str, marker: &str) -> String {
+    boot_instance(host, image, itype, marker).0
 }
 
 #[test]
@@ -232,6 +295,13 @@ fn broken_fixtures_are_refused_with_a_reason() {
             "{name}: {err}"
         );
         assert!(!err.contains("panicked"), "{name}: {err}");
+        if fx["reason"].as_str().unwrap_or("").contains("PV-only") {
+            // It boots as PV, as it did; only its HVM copy could not.
+            assert!(err.contains("PV-only") && err.contains("vmlinuz-3.0.76-0.11-xen"), "{name}: {err}");
+            let pv = host.run(&["launch", &ami, "--instance-type", "m3.medium"]);
+            assert!(pv.status.success(), "{name}");
+            continue;
+        }
         let launch = host.run(&[
             "launch",
             &ami,

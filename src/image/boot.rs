@@ -95,7 +95,14 @@ pub fn hvm_problems(disk: &Path, grub_cfg: Option<&str>) -> Vec<String> {
                 return out;
             }
         },
-        None => (ConfigKind::Grub2, cfg, "the GRUB configuration".to_string()),
+        None => {
+            let kind = if bootcfg::is_grub2(&cfg) {
+                ConfigKind::Grub2
+            } else {
+                ConfigKind::Legacy
+            };
+            (kind, cfg, "the GRUB configuration".to_string())
+        }
     };
     let default = match kind {
         ConfigKind::Grub2 => menulst::grub2_default_paths(&cfg),

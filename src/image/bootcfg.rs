@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::image::fs::GuestFs;
+use crate::image::fs::GuestFiles;
 
 /// Where PV-GRUB looks for its menu, in order.
 pub use crate::image::menulst::SEARCH_ORDER;
@@ -97,11 +97,9 @@ pub fn is_grub2(text: &str) -> bool {
 /// where the guest has grubby (it writes grub.conf, and a hard-linked or
 /// copied menu.lst keeps the old text); else the first menu PV-GRUB finds,
 /// symlinks resolved.
-pub fn choose(fs: &GuestFs) -> Option<BootConfig> {
+pub fn choose(fs: &dyn GuestFiles) -> Option<BootConfig> {
     let grub_cfg = "/boot/grub/grub.cfg";
-    let has_mkconfig = ["/usr/sbin/grub-mkconfig", "/usr/sbin/update-grub", "/sbin/grub-mkconfig"]
-        .iter()
-        .any(|p| fs.exists(p));
+    let has_mkconfig = TOOLS[..3].iter().any(|p| fs.exists(p));
     if has_mkconfig {
         if let Some(real) = fs.canonical(grub_cfg) {
             if fs.read_text(&real).is_some_and(|t| is_grub2(&t)) {
@@ -113,9 +111,7 @@ pub fn choose(fs: &GuestFs) -> Option<BootConfig> {
             }
         }
     }
-    let grubby = ["/sbin/grubby", "/usr/sbin/grubby", "/sbin/new-kernel-pkg"]
-        .iter()
-        .any(|p| fs.exists(p));
+    let grubby = TOOLS[3..].iter().any(|p| fs.exists(p));
     if grubby && fs.is_file("/boot/grub/grub.conf") {
         if let Some(real) = fs.canonical("/boot/grub/grub.conf") {
             return Some(BootConfig {
@@ -483,6 +479,33 @@ pub fn rewrite_fstab_root(file: &str, text: &str, ctx: &Context) -> (String, Vec
     (s, changes)
 }
 
+/// Every guest file the planners ([`plan`], [`crate::image::guestfix::plan`]) may read:
+/// what a helper instance ships for them.
+pub const INPUTS: &[&str] = &[
+    "/boot/grub/menu.lst",
+    "/grub/menu.lst",
+    "/boot/grub/grub.conf",
+    "/grub/grub.conf",
+    "/boot/grub/grub.cfg",
+    "/etc/grub.conf",
+    "/etc/default/grub",
+    "/etc/grub.d/40_custom",
+    "/etc/fstab",
+    "/etc/inittab",
+    "/etc/init/hvc0.conf",
+    "/etc/init/ttyS0.conf",
+];
+
+/// Guest programs whose presence decides which file the guest maintains.
+pub const TOOLS: &[&str] = &[
+    "/usr/sbin/grub-mkconfig",
+    "/usr/sbin/update-grub",
+    "/sbin/grub-mkconfig",
+    "/sbin/grubby",
+    "/usr/sbin/grubby",
+    "/sbin/new-kernel-pkg",
+];
+
 /// The HVM boot plan of a guest: the file GRUB hands over to, and every edit.
 #[derive(Debug, Clone, Serialize)]
 pub struct BootPlan {
@@ -500,7 +523,7 @@ impl BootPlan {
 type Rewrite = fn(&str, &str, &Context) -> (String, Vec<Change>);
 
 /// Plan the HVM copy's boot configuration. `None` when the guest has no menu.
-pub fn plan(fs: &GuestFs, ctx: &Context) -> Option<BootPlan> {
+pub fn plan(fs: &dyn GuestFiles, ctx: &Context) -> Option<BootPlan> {
     let config = choose(fs)?;
     let mut files: BTreeMap<String, Rewrite> = BTreeMap::new();
     // Every legacy menu the guest has (a hard-linked or copied menu.lst too),

@@ -107,6 +107,137 @@ pub fn read_superblock(path: &Path, offset: u64) -> Result<Superblock, FsError> 
     })
 }
 
+/// What the boot planners read of a guest: a filesystem opened in place
+/// ([`GuestFs`]), or the files a helper instance read and shipped
+/// ([`FileSet`]). One planner, whatever moves the bytes.
+pub trait GuestFiles {
+    fn read_text(&self, path: &str) -> Option<String>;
+    /// `path` with every symlink resolved inside the guest; `None` when absent.
+    fn canonical(&self, path: &str) -> Option<String>;
+    fn exists(&self, path: &str) -> bool;
+    /// A non-empty regular file (after symlinks).
+    fn is_file(&self, path: &str) -> bool;
+    /// Permission bits, uid and gid (after symlinks).
+    fn owner(&self, path: &str) -> Option<(u16, u32, u32)>;
+}
+
+impl GuestFiles for GuestFs {
+    fn read_text(&self, path: &str) -> Option<String> {
+        GuestFs::read_text(self, path)
+    }
+    fn canonical(&self, path: &str) -> Option<String> {
+        GuestFs::canonical(self, path)
+    }
+    fn exists(&self, path: &str) -> bool {
+        GuestFs::exists(self, path)
+    }
+    fn is_file(&self, path: &str) -> bool {
+        GuestFs::is_file(self, path)
+    }
+    fn owner(&self, path: &str) -> Option<(u16, u32, u32)> {
+        GuestFs::owner(self, path)
+    }
+}
+
+/// One guest file as a helper read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShippedFile {
+    /// Where a symlink points (as stored), `None` for a regular file.
+    pub link: Option<String>,
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// The text of a regular file, when it was shipped.
+    pub text: Option<String>,
+}
+
+/// Guest files read elsewhere (a helper instance), keyed by absolute path.
+#[derive(Debug, Clone, Default)]
+pub struct FileSet {
+    pub files: std::collections::BTreeMap<String, ShippedFile>,
+}
+
+/// `/a/b/../c/./d` → `/a/c/d`.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = vec![];
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+impl FileSet {
+    fn resolve(&self, path: &str) -> Option<(&str, &ShippedFile)> {
+        let mut p = normalize(path);
+        for _ in 0..8 {
+            let (k, f) = self.files.get_key_value(&p)?;
+            match &f.link {
+                None => return Some((k.as_str(), f)),
+                Some(t) if t.starts_with('/') => p = normalize(t),
+                Some(t) => {
+                    let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                    p = normalize(&format!("{dir}/{t}"));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl GuestFiles for FileSet {
+    fn read_text(&self, path: &str) -> Option<String> {
+        self.resolve(path)?.1.text.clone()
+    }
+    fn canonical(&self, path: &str) -> Option<String> {
+        self.resolve(path).map(|(k, _)| k.to_string())
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.files.contains_key(&normalize(path))
+    }
+    fn is_file(&self, path: &str) -> bool {
+        self.resolve(path)
+            .is_some_and(|(_, f)| f.text.as_deref().is_some_and(|t| !t.is_empty()))
+    }
+    fn owner(&self, path: &str) -> Option<(u16, u32, u32)> {
+        self.resolve(path).map(|(_, f)| (f.mode, f.uid, f.gid))
+    }
+}
+
+#[cfg(test)]
+mod fileset_tests {
+    use super::*;
+
+    #[test]
+    fn links_resolve_inside_the_guest() {
+        let mut s = FileSet::default();
+        let file = |text: &str| ShippedFile {
+            mode: 0o600,
+            text: Some(text.into()),
+            ..Default::default()
+        };
+        let link = |t: &str| ShippedFile {
+            link: Some(t.into()),
+            mode: 0o777,
+            ..Default::default()
+        };
+        s.files.insert("/boot/grub/grub.conf".into(), file("default=0\n"));
+        s.files.insert("/boot/grub/menu.lst".into(), link("./grub.conf"));
+        s.files.insert("/etc/grub.conf".into(), link("../boot/grub/grub.conf"));
+        s.files.insert("/loop".into(), link("/loop"));
+        assert_eq!(s.canonical("/etc/grub.conf").as_deref(), Some("/boot/grub/grub.conf"));
+        assert_eq!(s.read_text("/boot/grub/menu.lst").as_deref(), Some("default=0\n"));
+        assert_eq!(s.owner("/boot/grub/menu.lst"), Some((0o600, 0, 0)));
+        assert!(s.canonical("/loop").is_none());
+        assert!(!s.is_file("/nothing"));
+    }
+}
+
 /// A guest filesystem opened read-only.
 pub struct GuestFs {
     fs: Ext4,

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::image::fs::GuestFs;
+use crate::image::fs::{GuestFiles, GuestFs};
 
 /// One file the fix rewrites or creates, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,12 +94,11 @@ pub fn fix_fstab(text: &str, uuid: &str) -> Option<(String, Vec<String>)> {
 }
 
 /// The fixes this guest needs.
-pub fn plan(fs: &GuestFs) -> Vec<GuestFix> {
+pub fn plan(fs: &dyn GuestFiles, uuid: &str) -> Vec<GuestFix> {
     let mut fixes = vec![];
-    let uuid = fs.uuid();
     if let Some((content, changes)) = fs
         .read_text("/etc/fstab")
-        .and_then(|t| fix_fstab(&t, &uuid))
+        .and_then(|t| fix_fstab(&t, uuid))
     {
         fixes.push(GuestFix {
             path: "/etc/fstab".into(),

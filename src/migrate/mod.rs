@@ -501,7 +501,7 @@ fn fix_guest(disk: &Path, work: &Path) -> Result<Vec<String>> {
     use crate::image::guestfix;
     let fs = GuestFs::open(disk, hvm::PART_OFFSET)
         .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
-    let fixes = guestfix::plan(&fs);
+    let fixes = guestfix::plan(&fs, &fs.uuid());
     drop(fs);
     guestfix::apply(disk, hvm::PART_OFFSET, &fixes, work)
         .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;

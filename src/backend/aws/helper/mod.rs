@@ -19,7 +19,8 @@ use base64::Engine;
 use crate::backend::aws::AwsBackend;
 use crate::error::{Error, Result};
 use crate::image::guestfix;
-use crate::image::menulst::{self, MenuLst, RootSpec};
+use crate::image::bootcfg;
+use crate::image::menulst::MenuLst;
 use crate::migrate::journal::{Journal, Upload};
 use crate::migrate::script::{self, Device, Mode, Params, Report};
 use crate::migrate::{
@@ -129,7 +130,7 @@ pub async fn run(
     journal.state = if result.is_ok() { "done" } else { "failed" }.into();
     let removed = aws.helper_cleanup(&mut journal, opts.keep_temp).await;
     journal.save()?;
-    let (source_image_id, image_id, findings) = match result {
+    let (source_image_id, image_id, findings, changes) = match result {
         Ok(r) => r,
         Err(e) => return Err(stopped(&journal, &removed, e)),
     };
@@ -148,7 +149,7 @@ pub async fn run(
         image_id,
         steps: std::mem::take(&mut rec.steps),
         findings,
-        changes: vec![],
+        changes,
         inspection: None,
     })
 }
@@ -159,7 +160,7 @@ async fn steps(
     opts: &Options,
     helper: &HelperOptions,
     rec: &mut pipeline::Recorder,
-) -> Result<(String, String, Vec<String>)> {
+) -> Result<(String, String, Vec<String>, Vec<bootcfg::Change>)> {
     let region = journal.region.clone();
     let source = pipeline::source_of(journal);
     let (image_id, root_volume) = match &source {
@@ -320,13 +321,25 @@ async fn steps(
         ena: found.iter().any(|d| d == "ena"),
         nvme: found.iter().any(|d| d == "nvme"),
     };
-    let cfg = menulst::to_grub2(
-        &menu,
-        &RootSpec {
-            uuid: uuid.clone(),
-            label: facts.label.clone(),
+    // The same planner as the direct and local methods, over the files the
+    // helper shipped: GRUB hands over to the guest's own menu, rewritten for HVM.
+    let files = facts.file_set();
+    let plan = bootcfg::plan(
+        &files,
+        &bootcfg::Context {
+            root_uuid: uuid.clone(),
+            grub_root: "(hd0,0)".into(),
+            default_version: kernel_version.clone(),
+            hvm_default: None,
         },
-    );
+    )
+    .ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{image_id} cannot be migrated: none of its boot menus could be read"
+        ))
+    })?;
+    let cfg = bootcfg::handover(&uuid, &plan.config);
+    let changes = plan.changes();
     rec.done(
         "inspect",
         format!(
@@ -339,18 +352,14 @@ async fn steps(
     params.mode = Mode::Convert;
     params.fs_size = facts.fs_size.unwrap_or(params.fs_size);
     params.grub_cfg = Some(cfg.clone());
+    params.fixes = plan.edits.iter().map(guestfix::GuestFix::from_edit).collect();
     let mut findings = vec![];
     if opts.fix_guest {
-        if let Some((content, changes)) =
-            decode(&facts.fstab_b64).and_then(|t| guestfix::fix_fstab(&t, &uuid))
-        {
-            params.fixes.push(guestfix::GuestFix {
-                path: "/etc/fstab".into(),
-                content,
-                description: changes.join("; "),
-                mode: (0o644, 0, 0),
-            });
-            findings.extend(changes.into_iter().map(|c| format!("fixed: {c}")));
+        // fix_fstab's text includes the root entry's rewrite, so it replaces that edit.
+        for fix in guestfix::plan(&files, &uuid) {
+            params.fixes.retain(|f| f.path != fix.path);
+            findings.push(format!("fixed: {}", fix.description));
+            params.fixes.push(fix);
         }
     }
     let done = aws
@@ -399,6 +408,7 @@ async fn steps(
         .collect();
     tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
     tags.insert("amitool:source-image".into(), image_id.clone());
+    // No amitool:boot-drivers tag: the helper reads modules, not the initramfs.
     let reg = HvmRegistration {
         name: journal.name.clone().unwrap_or_else(|| {
             format!(
@@ -448,5 +458,5 @@ async fn steps(
             kernel_version.as_deref().unwrap_or("(none found)")
         ));
     }
-    Ok((image_id, registered.image_id, findings))
+    Ok((image_id, registered.image_id, findings, changes))
 }
