@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use amitool::image::boot;
-use amitool::image::menulst::{self, MenuLst, RootSpec};
+use amitool::image::bootcfg;
+use amitool::image::guestfix::GuestFix;
 use amitool::migrate::script::{self, Device, Mode, Params, Report};
-use base64::Engine;
 
 mod common;
 use common::{fixture, sha256};
@@ -42,11 +42,19 @@ impl Drop for Loop {
     }
 }
 
+const FAKE_TIME: &str = "1700000000";
+
 /// Run the script as SSM's AWS-RunShellScript would: bash, as root.
 fn run(params: &Params, dir: &Path) -> (i32, Report) {
     let path = dir.join(format!("prepare-{:?}.sh", params.mode));
     std::fs::write(&path, script::render(params).unwrap()).unwrap();
-    let out = Command::new("bash").arg(&path).output().unwrap();
+    // debugfs stamps what it writes with the clock: a fixed one (as
+    // SOURCE_DATE_EPOCH does for builds) lets two runs compare byte for byte.
+    let out = Command::new("bash")
+        .arg(&path)
+        .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let report = script::parse_report(&stdout).unwrap_or_else(|e| {
         panic!(
@@ -126,19 +134,27 @@ fn inspect_convert_on_loop_devices_then_boot() {
         "{:?}",
         facts.drivers
     );
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let menu = String::from_utf8(b64.decode(facts.menu_b64.unwrap()).unwrap()).unwrap();
-    let cfg = menulst::to_grub2(
-        &MenuLst::parse(&menu),
-        &RootSpec {
-            uuid: facts.uuid.clone().unwrap(),
-            label: facts.label.clone(),
+    // The boot planner's inputs came back whole, links and modes included.
+    let files = facts.file_set();
+    let uuid = facts.uuid.clone().unwrap();
+    let plan = bootcfg::plan(
+        &files,
+        &bootcfg::Context {
+            root_uuid: uuid.clone(),
+            grub_root: "(hd0,0)".into(),
+            default_version: Some(fixture_kernel_version()),
+            hvm_default: None,
         },
-    );
+    )
+    .expect("a boot plan from the shipped files");
+    assert_eq!(plan.config.path, "/boot/grub/menu.lst");
+    assert!(plan.edits.iter().any(|e| e.path == "/etc/fstab"), "{:?}", plan.edits);
+    let cfg = bootcfg::handover(&uuid, &plan.config);
 
     let mut p = params(Mode::Convert, src, dst);
     p.fs_size = facts.fs_size.unwrap();
     p.grub_cfg = Some(cfg.clone());
+    p.fixes = plan.edits.iter().map(GuestFix::from_edit).collect();
     let (code, done) = run(&p, s.dir.path());
     assert_eq!((code, done.ok), (0, true), "{done:?}");
     drop((src_loop, dst_loop));
@@ -161,6 +177,48 @@ fn inspect_convert_on_loop_devices_then_boot() {
     let log = std::fs::read_to_string(&q.serial_log).unwrap_or_default();
     assert!(q.reached, "{log}");
     assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
+    assert!(log.contains("console=ttyS0,115200"), "the rewritten menu was booted\n{log}");
+
+    // The direct method (the local backend's pipeline) builds the same disk, first MiB included.
+    let direct = direct_disk(name);
+    let helper = std::fs::read(&s.dst).unwrap();
+    assert_eq!(&helper[..512], &direct[..512], "MBR");
+    let first_diff = helper.iter().zip(&direct).position(|(a, b)| a != b);
+    assert_eq!(first_diff, None, "the helper's disk differs from the direct method's");
+}
+
+fn fixture_kernel_version() -> String {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixtures_dir().join("manifest.json")).unwrap())
+            .unwrap();
+    m["kernel_version"].as_str().unwrap().to_string()
+}
+
+/// The fixture migrated by the local backend's pipeline, exported.
+fn direct_disk(name: &str) -> Vec<u8> {
+    let state = tempfile::tempdir().unwrap();
+    let amitool = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_amitool"))
+            .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
+            .args(["--backend", "local", "--no-progress", "--region", "us-east-1", "--state-dir"])
+            .arg(state.path())
+            .args(args)
+            .args(["--output", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let aki = amitool(&["kernels", "--flavor", "hd0", "--arch", "x86_64"])[0]["kernel_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = fixture(name);
+    let ami = amitool(&["import", file.to_str().unwrap(), "--virtualization", "pv", "--kernel", &aki]);
+    let m = amitool(&["migrate", "--ami", ami["image_id"].as_str().unwrap()]);
+    let out = state.path().join("direct.raw");
+    amitool(&["export", m["image_id"].as_str().unwrap(), out.to_str().unwrap()]);
+    std::fs::read(out).unwrap()
 }
 
 #[test]

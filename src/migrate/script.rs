@@ -238,7 +238,13 @@ pub fn render(p: &Params) -> Result<String> {
         target => p.target,
         fs_offset => p.fs_offset,
         fs_size => p.fs_size,
-        grub_cfg_b64 => p.grub_cfg.as_deref().map(b64).unwrap_or_default(),
+        grub_memdisk_b64 => match p.grub_cfg.as_deref() {
+            Some(cfg) => base64::engine::general_purpose::STANDARD.encode(
+                grub::memdisk_tar(cfg)
+                    .map_err(|e| Error::InvalidInput(format!("build the memdisk: {e}")))?,
+            ),
+            None => String::new(),
+        },
         grub_modules => grub::MODULES.join(" "),
         fixes => fixes,
         boot_files => crate::image::bootcfg::INPUTS.join(" "),
