@@ -96,6 +96,7 @@ fn local_migration(env: &Env, name: &str) -> Vec<u8> {
     let state = env.path("local-state");
     let local = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_amitool"))
+            .env("E2FSPROGS_FAKE_TIME", common::FAKE_TIME)
             .args([
                 "--backend",
                 "local",

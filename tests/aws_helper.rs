@@ -221,16 +221,36 @@ fn export(env: &Env, ami: &str, file: &str) -> std::path::PathBuf {
     path
 }
 
-/// The fixture's filesystem, byte for byte, at 1 MiB of the HVM disk.
-fn holds_the_fixture_filesystem_at_1_mib(disk: &std::path::Path, name: &str) {
-    let fs = std::fs::read(common::fixture(name)).unwrap();
-    let disk = std::fs::read(disk).unwrap();
-    assert!(disk.len() >= (1 << 20) + fs.len());
-    assert!(
-        disk[1 << 20..(1 << 20) + fs.len()] == fs[..],
-        "the filesystem was not copied unchanged"
-    );
-    assert_eq!(&disk[510..512], &[0x55, 0xaa], "no MBR");
+/// The fixture's filesystem at 1 MiB of the HVM disk: every file the same
+/// but those the migration lists as changed, which hold their new lines,
+/// and the filesystem clean.
+fn holds_the_fixture_filesystem_at_1_mib(disk: &std::path::Path, name: &str, changes: &serde_json::Value) {
+    let cat = |target: &str, path: &str| {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", &format!("cat {path}"), target])
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    let hvm = format!("{}?offset=1048576", disk.display());
+    let src = common::fixture(name).display().to_string();
+    let changes = changes.as_array().expect("changes");
+    assert!(!changes.is_empty(), "a PV guest's boot configuration needs changes for HVM");
+    let changed: std::collections::BTreeSet<&str> =
+        changes.iter().map(|c| c["file"].as_str().unwrap()).collect();
+    for c in changes {
+        let text = String::from_utf8(cat(&hvm, c["file"].as_str().unwrap())).unwrap();
+        assert!(text.lines().any(|l| l == c["after"].as_str().unwrap()), "{c}");
+    }
+    for path in ["/amitool-marker", "/etc/hostname", "/boot/grub/menu.lst", "/etc/fstab"] {
+        if !changed.contains(path) {
+            assert_eq!(cat(&hvm, path), cat(&src, path), "{path} changed");
+        }
+    }
+    let fsck = std::process::Command::new("e2fsck").args(["-fn", &hvm]).output().unwrap();
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    let head = std::fs::read(disk).unwrap();
+    assert_eq!(&head[510..512], &[0x55, 0xaa], "no MBR");
 }
 
 #[tokio::test]
@@ -335,7 +355,7 @@ async fn helper_migrates_a_pv_ami_that_then_boots() {
     );
 
     let disk = export(&env, &hvm, "helper.img");
-    holds_the_fixture_filesystem_at_1_mib(&disk, "multi-default1");
+    holds_the_fixture_filesystem_at_1_mib(&disk, "multi-default1", &m["changes"]);
     common::boots_under_qemu(
         &env.dir.path().join("boot-state"),
         &disk,
@@ -402,7 +422,7 @@ async fn helper_migrates_a_pv_instance_and_removes_its_root_snapshot() {
     // The instance's root volume was made from the image's snapshot: its
     // snapshot carried the fixture's filesystem into the new image.
     let disk = export(&env, &hvm, "from-instance.img");
-    holds_the_fixture_filesystem_at_1_mib(&disk, "menulst-noroot");
+    holds_the_fixture_filesystem_at_1_mib(&disk, "menulst-noroot", &m["changes"]);
     ec2.terminate_instances()
         .instance_ids(&source)
         .send()

@@ -31,7 +31,7 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "FILE")]
     pub from_file: Option<std::path::PathBuf>,
     /// Finish a migration that stopped, from its journal.
-    #[arg(long, value_name = "MIGRATION_ID")]
+    #[arg(long, value_name = "MIGRATION_ID", conflicts_with_all = ["cleanup", "ami", "instance", "from_file"])]
     pub resume: Option<String>,
     /// Remove what a migration made (but a registered image), from its journal.
     #[arg(long, value_name = "MIGRATION_ID")]
@@ -48,8 +48,9 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub fix_guest: bool,
     /// Print the plan, the resources it would make and the helper's script,
-    /// and ask EC2 with DryRun=true; create nothing (AWS).
-    #[arg(long)]
+    /// and ask EC2 with DryRun=true; create nothing (AWS). Not with
+    /// --resume or --cleanup, which act.
+    #[arg(long, conflicts_with_all = ["resume", "cleanup"])]
     pub dry_run: bool,
     /// After registering, boot the new image (AWS: on t2/t3.micro, read the
     /// console; local: QEMU) until --verify-expect appears, then stop it.

@@ -79,7 +79,7 @@ pub fn read_superblock(path: &Path, offset: u64) -> Result<Superblock, FsError> 
         path: path.into(),
         offset,
     };
-    f.seek(SeekFrom::Start(offset + 1024))
+    f.seek(SeekFrom::Start(offset.saturating_add(1024)))
         .map_err(|_| not_ext())?;
     f.read_exact(&mut sb).map_err(|_| not_ext())?;
     let le32 = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().expect("4 bytes"));
@@ -100,11 +100,16 @@ pub fn read_superblock(path: &Path, offset: u64) -> Result<Superblock, FsError> 
     } else {
         0
     };
-    let block_size = 1024u64 << le32(0x18).min(16);
-    Ok(Superblock {
-        fs_type,
-        size: ((blocks_hi << 32) | blocks_lo) * block_size,
-    })
+    // s_log_block_size above 6 (64 KiB blocks) is not a valid ext filesystem.
+    let log = le32(0x18);
+    if log > 6 {
+        return Err(not_ext());
+    }
+    let block_size = 1024u64 << log;
+    let size = ((blocks_hi << 32) | blocks_lo)
+        .checked_mul(block_size)
+        .ok_or_else(not_ext)?;
+    Ok(Superblock { fs_type, size })
 }
 
 /// What the boot planners read of a guest: a filesystem opened in place
@@ -253,7 +258,7 @@ impl GuestFs {
                 source,
             })?
             .len();
-        if offset + superblock.size > file_len {
+        if offset.checked_add(superblock.size).is_none_or(|end| end > file_len) {
             return Err(FsError::Damaged {
                 path: path.into(),
                 offset,
@@ -350,5 +355,31 @@ impl GuestFs {
             .collect();
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod superblock_tests {
+    use super::*;
+
+    /// A superblock whose block count times block size overflows u64, or whose
+    /// block size is absurd, is not a filesystem (no overflow, no panic).
+    #[test]
+    fn hostile_superblocks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb");
+        let mut img = vec![0u8; 4096];
+        let sb = 1024;
+        img[sb + 0x38..sb + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        img[sb + 0x60..sb + 0x64].copy_from_slice(&0x80u32.to_le_bytes()); // 64bit
+        img[sb + 0x04..sb + 0x08].copy_from_slice(&u32::MAX.to_le_bytes());
+        img[sb + 0x150..sb + 0x154].copy_from_slice(&u32::MAX.to_le_bytes());
+        img[sb + 0x18..sb + 0x1c].copy_from_slice(&6u32.to_le_bytes());
+        std::fs::write(&path, &img).unwrap();
+        assert!(matches!(read_superblock(&path, 0), Err(FsError::NotExt { .. })));
+        img[sb + 0x18..sb + 0x1c].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &img).unwrap();
+        assert!(matches!(read_superblock(&path, 0), Err(FsError::NotExt { .. })));
+        assert!(GuestFs::open(&path, u64::MAX - 10).is_err());
     }
 }

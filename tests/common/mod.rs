@@ -27,6 +27,10 @@ pub const PV_REGIONS: [&str; 9] = [
     "us-west-2",
 ];
 
+/// debugfs stamps what it writes with the clock: migrations run with this
+/// fixed one (as SOURCE_DATE_EPOCH does for builds) compare byte for byte.
+pub const FAKE_TIME: &str = "1700000000";
+
 /// The region the binary and [`ec2`] use unless told otherwise.
 pub const HOME_REGION: &str = "us-east-1";
 
@@ -362,6 +366,7 @@ impl Migrations {
             .env("AWS_REGION", HOME_REGION)
             .env("AWS_ENDPOINT_URL", endpoint())
             .env("AMITOOL_JOURNAL_DIR", self.path("journal"))
+            .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
             .env("AMITOOL_WORK_DIR", self.path("work"))
             .arg("--no-progress")
             .args(args);
