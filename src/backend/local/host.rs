@@ -68,19 +68,19 @@ impl MigrationHost for LocalBackend {
         let flavor = Self::kernel_flavor(region, &rec.image);
         let path = match (volume, journal.temporary_snapshot.clone()) {
             (None, _) => self.root_disk(region, &image_id)?.1,
-            (Some(_), Some(snap)) => self.snapshot_path(region, &snap),
+            (Some(_), Some(snap)) => self.snapshot_path(region, &snap)?,
             (Some(vol), None) => {
                 let mut tags = BTreeMap::new();
                 tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
                 let snap = self.create_snapshot(
                     region,
-                    &self.volume_path(region, &vol),
+                    &self.volume_path(region, &vol)?,
                     &format!("root of {vol}"),
                     &tags,
                 )?;
                 journal.temporary_snapshot = Some(snap.snapshot_id.clone());
                 journal.save()?;
-                self.snapshot_path(region, &snap.snapshot_id)
+                self.snapshot_path(region, &snap.snapshot_id)?
             }
         };
         Ok(SourceDisk {

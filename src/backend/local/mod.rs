@@ -105,11 +105,11 @@ impl LocalBackend {
             })
     }
 
-    pub fn snapshot_path(&self, region: &str, snapshot_id: &str) -> PathBuf {
+    pub fn snapshot_path(&self, region: &str, snapshot_id: &str) -> Result<PathBuf> {
         self.store.data_path(region, Kind::Snapshot, snapshot_id)
     }
 
-    pub fn volume_path(&self, region: &str, volume_id: &str) -> PathBuf {
+    pub fn volume_path(&self, region: &str, volume_id: &str) -> Result<PathBuf> {
         self.store.data_path(region, Kind::Volume, volume_id)
     }
 
@@ -149,9 +149,9 @@ impl LocalBackend {
         let size = std::fs::metadata(src)
             .map_err(|e| Error::io("stat", src, e))?
             .len();
-        let dir = self.store.dir(region, Kind::Snapshot);
+        let dir = self.store.dir(region, Kind::Snapshot)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        let dst = self.snapshot_path(region, &id);
+        let dst = self.snapshot_path(region, &id)?;
         if !(move_in && std::fs::rename(src, &dst).is_ok()) {
             self.store.copy_in(src, region, Kind::Snapshot, &id)?;
         }
@@ -258,7 +258,7 @@ impl LocalBackend {
                 "{image_id} in {region} has no root snapshot (instance-store image)"
             ))
         })?;
-        let path = self.snapshot_path(region, &snap);
+        let path = self.snapshot_path(region, &snap)?;
         if !path.is_file() {
             return Err(Error::InvalidInput(format!(
                 "{image_id}'s root snapshot {snap} is missing from the state directory"
@@ -302,7 +302,7 @@ impl LocalBackend {
             state: "pending".into(),
         };
         self.store.write(region, Kind::Instance, &id, &inst)?;
-        Ok((inst, self.volume_path(region, &vol)))
+        Ok((inst, self.volume_path(region, &vol)?))
     }
 
     pub fn set_instance_state(

@@ -106,24 +106,53 @@ impl Store {
         Store { root }
     }
 
-    pub fn dir(&self, region: &str, kind: Kind) -> PathBuf {
-        self.root.join(region).join(kind.dir())
+    /// A region's directory of `kind`. The region becomes a path component, so
+    /// it is checked first, wherever it came from (a journal, a record).
+    pub fn dir(&self, region: &str, kind: Kind) -> Result<PathBuf> {
+        let ok = !region.is_empty()
+            && region.len() <= 32
+            && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !region.starts_with('-');
+        if !ok {
+            return Err(Error::InvalidInput(format!(
+                "{region:?} is not a region name; refusing to use it as a path"
+            )));
+        }
+        Ok(self.root.join(region).join(kind.dir()))
     }
 
-    pub fn record_path(&self, region: &str, kind: Kind, id: &str) -> PathBuf {
-        self.dir(region, kind).join(format!("{id}.json"))
+    /// An id of `kind` as amitool makes them (`snap-` and hex digits), before it becomes a file name.
+    fn checked_id<'a>(kind: Kind, id: &'a str) -> Result<&'a str> {
+        let ok = id
+            .strip_prefix(kind.prefix())
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|h| (8..=17).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        if ok {
+            Ok(id)
+        } else {
+            Err(Error::InvalidInput(format!(
+                "{id:?} is not a {} id; refusing to use it as a path",
+                kind.prefix()
+            )))
+        }
+    }
+
+    pub fn record_path(&self, region: &str, kind: Kind, id: &str) -> Result<PathBuf> {
+        let id = Self::checked_id(kind, id)?;
+        Ok(self.dir(region, kind)?.join(format!("{id}.json")))
     }
 
     /// The raw disk of a snapshot or volume.
-    pub fn data_path(&self, region: &str, kind: Kind, id: &str) -> PathBuf {
-        self.dir(region, kind).join(format!("{id}.raw"))
+    pub fn data_path(&self, region: &str, kind: Kind, id: &str) -> Result<PathBuf> {
+        let id = Self::checked_id(kind, id)?;
+        Ok(self.dir(region, kind)?.join(format!("{id}.raw")))
     }
 
     /// A fresh id not used in this region.
     pub fn new_id(&self, region: &str, kind: Kind) -> Result<String> {
         loop {
             let id = format!("{}-{}", kind.prefix(), random_hex17()?);
-            if !self.record_path(region, kind, &id).exists() {
+            if !self.record_path(region, kind, &id)?.exists() {
                 return Ok(id);
             }
         }
@@ -136,9 +165,9 @@ impl Store {
         id: &str,
         record: &T,
     ) -> Result<()> {
-        let dir = self.dir(region, kind);
+        let dir = self.dir(region, kind)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        let path = self.record_path(region, kind, id);
+        let path = self.record_path(region, kind, id)?;
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(record).expect("records serialize");
         std::fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
@@ -151,7 +180,7 @@ impl Store {
         kind: Kind,
         id: &str,
     ) -> Result<Option<T>> {
-        let path = self.record_path(region, kind, id);
+        let path = self.record_path(region, kind, id)?;
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
@@ -165,7 +194,7 @@ impl Store {
     }
 
     pub fn all<T: DeserializeOwned>(&self, region: &str, kind: Kind) -> Result<Vec<T>> {
-        let dir = self.dir(region, kind);
+        let dir = self.dir(region, kind)?;
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
@@ -180,6 +209,8 @@ impl Store {
                     .map(String::from)
             })
             .collect();
+        // Only files named as amitool names them; anything else in the directory is not a record.
+        ids.retain(|id| Self::checked_id(kind, id).is_ok());
         ids.sort();
         let mut out = vec![];
         for id in ids {
@@ -192,8 +223,8 @@ impl Store {
 
     pub fn remove(&self, region: &str, kind: Kind, id: &str) -> Result<()> {
         for path in [
-            self.record_path(region, kind, id),
-            self.data_path(region, kind, id),
+            self.record_path(region, kind, id)?,
+            self.data_path(region, kind, id)?,
         ] {
             if path.exists() {
                 let _ = make_writable(&path);
@@ -206,9 +237,9 @@ impl Store {
     /// Copy `src` into the store as a new snapshot's or volume's data,
     /// sparse (and shared where the filesystem can); returns bytes copied.
     pub fn copy_in(&self, src: &Path, region: &str, kind: Kind, id: &str) -> Result<u64> {
-        let dir = self.dir(region, kind);
+        let dir = self.dir(region, kind)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        copy_file_sparse(src, &self.data_path(region, kind, id))
+        copy_file_sparse(src, &self.data_path(region, kind, id)?)
     }
 }
 
@@ -241,4 +272,25 @@ pub fn make_read_only(path: &Path) -> Result<()> {
 fn make_writable(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_regions_from_metadata_never_leave_the_state_dir() {
+        let s = Store::new(PathBuf::from("/state"));
+        assert_eq!(
+            s.record_path("us-east-1", Kind::Snapshot, "snap-0123456789abcdef0").unwrap(),
+            PathBuf::from("/state/us-east-1/snapshots/snap-0123456789abcdef0.json")
+        );
+        for id in ["../../etc/passwd", "snap-../../x", "snap-0123/../../a", "vol-0123456789abcdef0", "snap-"] {
+            assert!(s.record_path("us-east-1", Kind::Snapshot, id).is_err(), "{id}");
+            assert!(s.data_path("us-east-1", Kind::Snapshot, id).is_err(), "{id}");
+        }
+        for region in ["..", "../etc", "/etc", "", "us east", "-x"] {
+            assert!(s.dir(region, Kind::Image).is_err(), "{region}");
+        }
+    }
 }
