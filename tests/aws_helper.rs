@@ -224,7 +224,11 @@ fn export(env: &Env, ami: &str, file: &str) -> std::path::PathBuf {
 /// The fixture's filesystem at 1 MiB of the HVM disk: every file the same
 /// but those the migration lists as changed, which hold their new lines,
 /// and the filesystem clean.
-fn holds_the_fixture_filesystem_at_1_mib(disk: &std::path::Path, name: &str, changes: &serde_json::Value) {
+fn holds_the_fixture_filesystem_at_1_mib(
+    disk: &std::path::Path,
+    name: &str,
+    changes: &serde_json::Value,
+) {
     let cat = |target: &str, path: &str| {
         let out = std::process::Command::new("debugfs")
             .args(["-R", &format!("cat {path}"), target])
@@ -235,20 +239,40 @@ fn holds_the_fixture_filesystem_at_1_mib(disk: &std::path::Path, name: &str, cha
     let hvm = format!("{}?offset=1048576", disk.display());
     let src = common::fixture(name).display().to_string();
     let changes = changes.as_array().expect("changes");
-    assert!(!changes.is_empty(), "a PV guest's boot configuration needs changes for HVM");
-    let changed: std::collections::BTreeSet<&str> =
-        changes.iter().map(|c| c["file"].as_str().unwrap()).collect();
+    assert!(
+        !changes.is_empty(),
+        "a PV guest's boot configuration needs changes for HVM"
+    );
+    let changed: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .map(|c| c["file"].as_str().unwrap())
+        .collect();
     for c in changes {
         let text = String::from_utf8(cat(&hvm, c["file"].as_str().unwrap())).unwrap();
-        assert!(text.lines().any(|l| l == c["after"].as_str().unwrap()), "{c}");
+        assert!(
+            text.lines().any(|l| l == c["after"].as_str().unwrap()),
+            "{c}"
+        );
     }
-    for path in ["/amitool-marker", "/etc/hostname", "/boot/grub/menu.lst", "/etc/fstab"] {
+    for path in [
+        "/amitool-marker",
+        "/etc/hostname",
+        "/boot/grub/menu.lst",
+        "/etc/fstab",
+    ] {
         if !changed.contains(path) {
             assert_eq!(cat(&hvm, path), cat(&src, path), "{path} changed");
         }
     }
-    let fsck = std::process::Command::new("e2fsck").args(["-fn", &hvm]).output().unwrap();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-fn", &hvm])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     let head = std::fs::read(disk).unwrap();
     assert_eq!(&head[510..512], &[0x55, 0xaa], "no MBR");
 }

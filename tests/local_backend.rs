@@ -166,7 +166,16 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
             .collect();
         assert_eq!(
             steps,
-            ["snapshot", "inspect", "plan", "build", "boot-config", "upload", "register", "verify"],
+            [
+                "snapshot",
+                "inspect",
+                "plan",
+                "build",
+                "boot-config",
+                "upload",
+                "register",
+                "verify"
+            ],
             "{name}"
         );
         let hvm = m["image_id"].as_str().unwrap().to_string();
@@ -234,7 +243,11 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
             assert!(nvme.contains(&marker), "{name}: no NVMe boot\n{nvme}");
         } else {
             let r = host.run(&["launch", &hvm, "--instance-type", "m5.large"]);
-            assert_eq!(r.status.code(), Some(1), "{name}: a Nitro type must be refused");
+            assert_eq!(
+                r.status.code(),
+                Some(1),
+                "{name}: a Nitro type must be refused"
+            );
         }
 
         // Day 2, on an instance of the HVM image: the guest's own tool
@@ -255,12 +268,18 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
         let reboot = volume.with_extension("day2.serial.log");
         let q = qemu_boot(&volume, &reboot, &marker, Duration::from_secs(240), bus).unwrap();
         let log = std::fs::read_to_string(&reboot).unwrap_or_default();
-        assert!(q.reached, "{name}: no reboot after its kernel update on {itype}\n{log}");
+        assert!(
+            q.reached,
+            "{name}: no reboot after its kernel update on {itype}\n{log}"
+        );
         assert!(
             log.contains(&format!("BOOT_IMAGE={new_kernel} ")),
             "{name}: day 2 did not boot {new_kernel} on {itype}\n{log}"
         );
-        assert!(log.contains("console=ttyS0"), "{name}: no serial console\n{log}");
+        assert!(
+            log.contains("console=ttyS0"),
+            "{name}: no serial console\n{log}"
+        );
     }
 }
 
@@ -268,11 +287,23 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
 /// serial log and the instance's root volume.
 fn boot_instance(host: &Host, image: &str, itype: &str, marker: &str) -> (String, PathBuf) {
     let out = host.run(&[
-        "launch", image, "--instance-type", itype, "--qemu", "--expect", marker, "--timeout", "240",
-        "--output", "json",
+        "launch",
+        image,
+        "--instance-type",
+        itype,
+        "--qemu",
+        "--expect",
+        marker,
+        "--timeout",
+        "240",
+        "--output",
+        "json",
     ]);
     let boot: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!("launch {image} on {itype}: {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "launch {image} on {itype}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     let serial = PathBuf::from(boot["qemu"]["serial_log"].as_str().unwrap_or_default());
     let log = std::fs::read_to_string(&serial).unwrap_or_default();
@@ -308,7 +339,10 @@ fn broken_fixtures_are_refused_with_a_reason() {
         assert!(!err.contains("panicked"), "{name}: {err}");
         if fx["reason"].as_str().unwrap_or("").contains("PV-only") {
             // It boots as PV, as it did; only its HVM copy could not.
-            assert!(err.contains("PV-only") && err.contains("vmlinuz-3.0.76-0.11-xen"), "{name}: {err}");
+            assert!(
+                err.contains("PV-only") && err.contains("vmlinuz-3.0.76-0.11-xen"),
+                "{name}: {err}"
+            );
             let pv = host.run(&["launch", &ami, "--instance-type", "m3.medium"]);
             assert!(pv.status.success(), "{name}");
             continue;
@@ -484,10 +518,16 @@ fn the_copy_differs_from_the_source_only_in_the_listed_lines() {
             None => src.display().to_string(),
         };
         let disk = host.state.path().join(format!("{name}.hvm.raw"));
-        assert!(host.run(&["export", &hvm, disk.to_str().unwrap()]).status.success());
+        assert!(host
+            .run(&["export", &hvm, disk.to_str().unwrap()])
+            .status
+            .success());
         let work = tempfile::tempdir().unwrap();
         let before = extract(&src_target, &work.path().join("src"));
-        let after = extract(&format!("{}?offset=1048576", disk.display()), &work.path().join("hvm"));
+        let after = extract(
+            &format!("{}?offset=1048576", disk.display()),
+            &work.path().join("hvm"),
+        );
         assert_eq!(
             before.keys().collect::<Vec<_>>(),
             after.keys().collect::<Vec<_>>(),
@@ -495,7 +535,10 @@ fn the_copy_differs_from_the_source_only_in_the_listed_lines() {
         );
         for (path, old) in &before {
             let new = &after[path];
-            let listed: Vec<&Value> = changes.iter().filter(|c| c["file"] == path.as_str()).collect();
+            let listed: Vec<&Value> = changes
+                .iter()
+                .filter(|c| c["file"] == path.as_str())
+                .collect();
             if listed.is_empty() {
                 assert!(old == new, "{name}: {path} changed but is not listed");
                 continue;
@@ -511,7 +554,11 @@ fn the_copy_differs_from_the_source_only_in_the_listed_lines() {
                     replay.insert(line, c["after"].as_str().unwrap().to_string());
                     inserted += 1;
                 } else {
-                    assert_eq!(replay[line], c["before"].as_str().unwrap(), "{name}: {path}");
+                    assert_eq!(
+                        replay[line],
+                        c["before"].as_str().unwrap(),
+                        "{name}: {path}"
+                    );
                     replay[line] = c["after"].as_str().unwrap().to_string();
                 }
             }
@@ -543,7 +590,8 @@ fn fix_guest_rewrites_fstab_in_the_copy_and_still_boots() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["file"] == "/etc/fstab" && c["before"] == "/dev/sda1\t/\t ext3\tdefaults\t0 0"),
+            .any(|c| c["file"] == "/etc/fstab"
+                && c["before"] == "/dev/sda1\t/\t ext3\tdefaults\t0 0"),
         "{findings:?} {}",
         m["changes"]
     );

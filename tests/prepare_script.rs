@@ -148,7 +148,11 @@ fn inspect_convert_on_loop_devices_then_boot() {
     )
     .expect("a boot plan from the shipped files");
     assert_eq!(plan.config.path, "/boot/grub/menu.lst");
-    assert!(plan.edits.iter().any(|e| e.path == "/etc/fstab"), "{:?}", plan.edits);
+    assert!(
+        plan.edits.iter().any(|e| e.path == "/etc/fstab"),
+        "{:?}",
+        plan.edits
+    );
     let cfg = bootcfg::handover(&uuid, &plan.config);
 
     let mut p = params(Mode::Convert, src, dst);
@@ -177,20 +181,27 @@ fn inspect_convert_on_loop_devices_then_boot() {
     let log = std::fs::read_to_string(&q.serial_log).unwrap_or_default();
     assert!(q.reached, "{log}");
     assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
-    assert!(log.contains("console=ttyS0,115200"), "the rewritten menu was booted\n{log}");
+    assert!(
+        log.contains("console=ttyS0,115200"),
+        "the rewritten menu was booted\n{log}"
+    );
 
     // The direct method (the local backend's pipeline) builds the same disk, first MiB included.
     let direct = direct_disk(name);
     let helper = std::fs::read(&s.dst).unwrap();
     assert_eq!(&helper[..512], &direct[..512], "MBR");
     let first_diff = helper.iter().zip(&direct).position(|(a, b)| a != b);
-    assert_eq!(first_diff, None, "the helper's disk differs from the direct method's");
+    assert_eq!(
+        first_diff, None,
+        "the helper's disk differs from the direct method's"
+    );
 }
 
 fn fixture_kernel_version() -> String {
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixtures_dir().join("manifest.json")).unwrap())
-            .unwrap();
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures_dir().join("manifest.json")).unwrap(),
+    )
+    .unwrap();
     m["kernel_version"].as_str().unwrap().to_string()
 }
 
@@ -200,13 +211,24 @@ fn direct_disk(name: &str) -> Vec<u8> {
     let amitool = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_amitool"))
             .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
-            .args(["--backend", "local", "--no-progress", "--region", "us-east-1", "--state-dir"])
+            .args([
+                "--backend",
+                "local",
+                "--no-progress",
+                "--region",
+                "us-east-1",
+                "--state-dir",
+            ])
             .arg(state.path())
             .args(args)
             .args(["--output", "json"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
     };
     let aki = amitool(&["kernels", "--flavor", "hd0", "--arch", "x86_64"])[0]["kernel_id"]
@@ -214,10 +236,21 @@ fn direct_disk(name: &str) -> Vec<u8> {
         .unwrap()
         .to_string();
     let file = fixture(name);
-    let ami = amitool(&["import", file.to_str().unwrap(), "--virtualization", "pv", "--kernel", &aki]);
+    let ami = amitool(&[
+        "import",
+        file.to_str().unwrap(),
+        "--virtualization",
+        "pv",
+        "--kernel",
+        &aki,
+    ]);
     let m = amitool(&["migrate", "--ami", ami["image_id"].as_str().unwrap()]);
     let out = state.path().join("direct.raw");
-    amitool(&["export", m["image_id"].as_str().unwrap(), out.to_str().unwrap()]);
+    amitool(&[
+        "export",
+        m["image_id"].as_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
     std::fs::read(out).unwrap()
 }
 

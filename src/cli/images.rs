@@ -124,12 +124,13 @@ impl Tabular for inspect::Inspection {
             yes(self.drivers.xen_blkfront),
             yes(self.drivers.ena),
             yes(self.drivers.nvme),
-            self.boots_on.map_or("-", |b| match b {
-                inspect::BootsOn::Nitro => "nitro",
-                inspect::BootsOn::XenHvmOnly => "xen-hvm only",
-                inspect::BootsOn::Neither => "neither",
-            })
-            .into(),
+            self.boots_on
+                .map_or("-", |b| match b {
+                    inspect::BootsOn::Nitro => "nitro",
+                    inspect::BootsOn::XenHvmOnly => "xen-hvm only",
+                    inspect::BootsOn::Neither => "neither",
+                })
+                .into(),
             if self.problems.is_empty() && self.hvm_problems.is_empty() {
                 "-".into()
             } else {
@@ -364,8 +365,14 @@ pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
             let bus = catalog::compat()
                 .instance_type(&a.instance_type)
                 .map_or(boot::DiskBus::Ide, boot::DiskBus::for_type);
-            let q = boot::qemu_boot(&volume, &log, &a.expect, Duration::from_secs(a.timeout), bus)
-                .map_err(|e| Error::io("run qemu-system-x86_64 on", &volume, e))?;
+            let q = boot::qemu_boot(
+                &volume,
+                &log,
+                &a.expect,
+                Duration::from_secs(a.timeout),
+                bus,
+            )
+            .map_err(|e| Error::io("run qemu-system-x86_64 on", &volume, e))?;
             if !q.reached {
                 report.boots = false;
                 report.reasons.push(format!(

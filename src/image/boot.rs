@@ -187,7 +187,10 @@ pub fn qemu_boot(
         ],
         DiskBus::Nvme => vec![
             "-drive".to_string(),
-            format!("if=none,id=root,file={},format=raw,snapshot=on", disk.display()),
+            format!(
+                "if=none,id=root,file={},format=raw,snapshot=on",
+                disk.display()
+            ),
             "-device".to_string(),
             "nvme,drive=root,serial=amitoolroot,bootindex=0".to_string(),
         ],

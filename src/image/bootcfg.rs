@@ -80,7 +80,10 @@ pub struct Context {
 pub fn is_grub2(text: &str) -> bool {
     let mut legacy = false;
     for l in text.lines().map(str::trim_start) {
-        let word = l.split(|c: char| c.is_whitespace() || c == '=').next().unwrap_or("");
+        let word = l
+            .split(|c: char| c.is_whitespace() || c == '=')
+            .next()
+            .unwrap_or("");
         match word {
             "menuentry" | "submenu" | "linux" | "linux16" | "set" | "insmod" | "search" => {
                 return true
@@ -117,7 +120,8 @@ pub fn choose(fs: &dyn GuestFiles) -> Option<BootConfig> {
             return Some(BootConfig {
                 path: real,
                 kind: ConfigKind::Legacy,
-                rule: "the guest has grubby (new-kernel-pkg), which writes /boot/grub/grub.conf".into(),
+                rule: "the guest has grubby (new-kernel-pkg), which writes /boot/grub/grub.conf"
+                    .into(),
             });
         }
     }
@@ -136,7 +140,10 @@ pub fn choose(fs: &dyn GuestFiles) -> Option<BootConfig> {
     Some(BootConfig {
         path: real,
         kind,
-        rule: format!("{found}{via} is the first menu PV-GRUB reads ({})", SEARCH_ORDER.join(", ")),
+        rule: format!(
+            "{found}{via} is the first menu PV-GRUB reads ({})",
+            SEARCH_ORDER.join(", ")
+        ),
     })
 }
 
@@ -271,6 +278,30 @@ fn kernel_words(rest: &str, ctx: &Context) -> String {
     out.join(" ")
 }
 
+/// `text` with each line replaced by `f(line)`, and the lines that changed.
+fn map_lines(file: &str, text: &str, mut f: impl FnMut(&str) -> String) -> (String, Vec<Change>) {
+    let mut changes = vec![];
+    let out: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(n, line)| {
+            let new = f(line);
+            record(&mut changes, file, n, line, &new);
+            new
+        })
+        .collect();
+    (join_lines(out, text), changes)
+}
+
+/// Lines joined again, with the original's final newline.
+fn join_lines(lines: Vec<String>, original: &str) -> String {
+    let mut s = lines.join("\n");
+    if original.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
 fn record(changes: &mut Vec<Change>, file: &str, n: usize, before: &str, after: &str) {
     if before != after {
         changes.push(Change {
@@ -298,7 +329,10 @@ pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Cha
         let new = if let Some(v) = line.strip_prefix("# kopt=") {
             let words: Vec<&str> = v.split_whitespace().collect();
             let version = ctx.default_version.as_deref();
-            format!("# kopt={}", hvm_args(&words, Some(&ctx.root_uuid), version).join(" "))
+            format!(
+                "# kopt={}",
+                hvm_args(&words, Some(&ctx.root_uuid), version).join(" ")
+            )
         } else if let Some(v) = line.strip_prefix("# groot=") {
             has_groot = true;
             format!("# groot={}", partition_device(v.trim(), &ctx.grub_root))
@@ -308,7 +342,12 @@ pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Cha
             let kept: Vec<String> = hvm_args(&words, None, None)
                 .into_iter()
                 .filter(|a| !a.starts_with("nvme"))
-                .filter(|a| words.iter().any(|w| w.starts_with("console=") || w.starts_with("xencons=")) || !a.starts_with("console="))
+                .filter(|a| {
+                    words
+                        .iter()
+                        .any(|w| w.starts_with("console=") || w.starts_with("xencons="))
+                        || !a.starts_with("console=")
+                })
                 .collect();
             format!("# defoptions={}", kept.join(" "))
         } else if automagic && line.starts_with("## ## End Default Options ##") {
@@ -339,144 +378,113 @@ pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Cha
                     format!("{ind}{cmd}{sep}{}", ctx.hvm_default.unwrap_or(0))
                 }
                 "root" | "rootnoverify" => {
-                    format!("{ind}{cmd}{sep}{}", partition_device(rest.trim(), &ctx.grub_root))
+                    format!(
+                        "{ind}{cmd}{sep}{}",
+                        partition_device(rest.trim(), &ctx.grub_root)
+                    )
                 }
                 "kernel" => format!("{ind}{cmd}{sep}{}", kernel_words(rest, ctx)),
-                "initrd" => format!("{ind}{cmd}{sep}{}", partition_device(rest.trim(), &ctx.grub_root)),
+                "initrd" => format!(
+                    "{ind}{cmd}{sep}{}",
+                    partition_device(rest.trim(), &ctx.grub_root)
+                ),
                 _ => line.to_string(),
             }
         };
         record(&mut changes, file, n, line, &new);
         out.push(new);
     }
-    let mut s = out.join("\n");
-    if text.ends_with('\n') {
-        s.push('\n');
-    }
-    (s, changes)
+    (join_lines(out, text), changes)
 }
 
 /// A GRUB 2 grub.cfg rewritten for HVM: every `linux` line gets the HVM arguments.
 pub fn rewrite_grub2(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
-    let mut changes = vec![];
-    let mut out = vec![];
-    for (n, line) in text.lines().enumerate() {
+    map_lines(file, text, |line| {
         let (cmd, sep, rest) = split_cmd(line);
-        let new = if matches!(cmd, "linux" | "linux16") && sep.chars().all(char::is_whitespace) {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            match words.split_first() {
-                Some((path, args)) => {
-                    let version = crate::image::inspect::version_of(path);
-                    let args = hvm_args(args, Some(&ctx.root_uuid), version.as_deref());
-                    format!("{}{cmd}{sep}{path} {}", indent(line), args.join(" "))
-                }
-                None => line.to_string(),
+        if !matches!(cmd, "linux" | "linux16") || !sep.chars().all(char::is_whitespace) {
+            return line.to_string();
+        }
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        match words.split_first() {
+            Some((path, args)) => {
+                let version = crate::image::inspect::version_of(path);
+                let args = hvm_args(args, Some(&ctx.root_uuid), version.as_deref());
+                format!("{}{cmd}{sep}{path} {}", indent(line), args.join(" "))
             }
-        } else {
-            line.to_string()
-        };
-        record(&mut changes, file, n, line, &new);
-        out.push(new);
+            None => line.to_string(),
+        }
+    })
+}
+
+/// One of /etc/default/grub's command lines for HVM.
+fn default_grub_cmdline(key: &str, value: &str, text: &str, ctx: &Context) -> Option<String> {
+    let q = value.chars().next().filter(|c| *c == '"' || *c == '\'');
+    let inner = match q {
+        Some(q) => value.strip_prefix(q)?.strip_suffix(q)?,
+        None => value,
+    };
+    let words: Vec<&str> = inner.split_whitespace().collect();
+    let had_console = words
+        .iter()
+        .any(|w| w.starts_with("console=") || w.starts_with("xencons="));
+    let mut args: Vec<String> = hvm_args(&words, None, ctx.default_version.as_deref())
+        .into_iter()
+        .filter(|a| had_console || !a.starts_with("console="))
+        .collect();
+    let linux = key == "GRUB_CMDLINE_LINUX=";
+    let wants_timeout = linux && !text.contains("io_timeout=");
+    if !wants_timeout {
+        args.retain(|a| !a.starts_with("nvme") || words.contains(&a.as_str()));
     }
-    let mut s = out.join("\n");
-    if text.ends_with('\n') {
-        s.push('\n');
+    // A command line without a console gets the serial one in GRUB_CMDLINE_LINUX.
+    if linux && !text.contains("console=") {
+        let at = args.len().saturating_sub(usize::from(wants_timeout));
+        for (i, c) in HVM_CONSOLE.iter().enumerate() {
+            args.insert(at + i, c.to_string());
+        }
     }
-    (s, changes)
+    let q = q.unwrap_or('"');
+    Some(format!("{key}{q}{}{q}", args.join(" ")))
 }
 
 /// /etc/default/grub for grub-mkconfig on HVM: the console in both command
 /// lines, the NVMe timeout in GRUB_CMDLINE_LINUX.
 pub fn rewrite_default_grub(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
-    let mut changes = vec![];
-    let mut out = vec![];
-    let timeout_anywhere = text.contains("io_timeout=");
-    for (n, line) in text.lines().enumerate() {
-        let new = ["GRUB_CMDLINE_LINUX_DEFAULT=", "GRUB_CMDLINE_LINUX="]
+    map_lines(file, text, |line| {
+        ["GRUB_CMDLINE_LINUX_DEFAULT=", "GRUB_CMDLINE_LINUX="]
             .iter()
-            .find_map(|key| {
-                let v = line.strip_prefix(key)?;
-                let q = v.chars().next().filter(|c| *c == '"' || *c == '\'');
-                let inner = match q {
-                    Some(q) => v.strip_prefix(q)?.strip_suffix(q)?,
-                    None => v,
-                };
-                let words: Vec<&str> = inner.split_whitespace().collect();
-                let had_console = words.iter().any(|w| w.starts_with("console=") || w.starts_with("xencons="));
-                let mut args: Vec<String> = hvm_args(&words, None, ctx.default_version.as_deref())
-                    .into_iter()
-                    .filter(|a| had_console || !a.starts_with("console="))
-                    .collect();
-                let wants_timeout = *key == "GRUB_CMDLINE_LINUX=" && !timeout_anywhere;
-                if !wants_timeout {
-                    args.retain(|a| !a.starts_with("nvme") || words.contains(&a.as_str()));
-                }
-                // A command line without a console gets the serial one in GRUB_CMDLINE_LINUX.
-                if *key == "GRUB_CMDLINE_LINUX=" && !text.contains("console=") {
-                    let at = args.len().saturating_sub(usize::from(wants_timeout));
-                    for (i, c) in HVM_CONSOLE.iter().enumerate() {
-                        args.insert(at + i, c.to_string());
-                    }
-                }
-                let q = q.unwrap_or('"');
-                Some(format!("{key}{q}{}{q}", args.join(" ")))
-            })
-            .unwrap_or_else(|| line.to_string());
-        record(&mut changes, file, n, line, &new);
-        out.push(new);
-    }
-    let mut s = out.join("\n");
-    if text.ends_with('\n') {
-        s.push('\n');
-    }
-    (s, changes)
+            .find_map(|key| default_grub_cmdline(key, line.strip_prefix(key)?, text, ctx))
+            .unwrap_or_else(|| line.to_string())
+    })
 }
 
 /// bootstrap-vz's /etc/grub.d/40_custom writes legacy entries with a fixed
 /// `root (hd0)` and `root=${GRUB_DEVICE}` set to a Xen device: both made HVM's.
 pub fn rewrite_40_custom(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
-    let mut changes = vec![];
-    let mut out = vec![];
-    for (n, line) in text.lines().enumerate() {
+    map_lines(file, text, |line| {
         let (cmd, sep, rest) = split_cmd(line);
-        let new = if cmd == "GRUB_DEVICE" && sep == "=" && xen_device(rest.trim()) {
+        if cmd == "GRUB_DEVICE" && sep == "=" && xen_device(rest.trim()) {
             format!("{}GRUB_DEVICE=UUID={}", indent(line), ctx.root_uuid)
         } else if matches!(cmd, "root" | "rootnoverify") && rest.trim() == "(hd0)" {
             format!("{}{cmd}{sep}{}", indent(line), ctx.grub_root)
         } else {
             line.to_string()
-        };
-        record(&mut changes, file, n, line, &new);
-        out.push(new);
-    }
-    let mut s = out.join("\n");
-    if text.ends_with('\n') {
-        s.push('\n');
-    }
-    (s, changes)
+        }
+    })
 }
 
 /// /etc/fstab's `/` line by UUID when it names a Xen device: new-kernel-pkg
 /// passes fstab's root to grubby as the next entry's `root=`.
 pub fn rewrite_fstab_root(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
-    let mut changes = vec![];
-    let mut out = vec![];
-    for (n, line) in text.lines().enumerate() {
+    map_lines(file, text, |line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let new = match f.as_slice() {
+        match f.as_slice() {
             [dev, "/", rest @ ..] if xen_device(dev) => {
                 format!("UUID={}\t/\t{}", ctx.root_uuid, rest.join("\t"))
             }
             _ => line.to_string(),
-        };
-        record(&mut changes, file, n, line, &new);
-        out.push(new);
-    }
-    let mut s = out.join("\n");
-    if text.ends_with('\n') {
-        s.push('\n');
-    }
-    (s, changes)
+        }
+    })
 }
 
 /// Every guest file the planners ([`plan`], [`crate::image::guestfix::plan`]) may read:
@@ -531,7 +539,9 @@ pub fn plan(fs: &dyn GuestFiles, ctx: &Context) -> Option<BootPlan> {
     for p in SEARCH_ORDER.iter().chain(["/boot/grub/grub.cfg"].iter()) {
         if let Some(real) = fs.canonical(p).filter(|r| fs.is_file(r)) {
             let grub2 = fs.read_text(&real).is_some_and(|t| is_grub2(&t));
-            files.entry(real).or_insert(if grub2 { rewrite_grub2 } else { rewrite_legacy });
+            files
+                .entry(real)
+                .or_insert(if grub2 { rewrite_grub2 } else { rewrite_legacy });
         }
     }
     for (p, f) in [
@@ -545,7 +555,9 @@ pub fn plan(fs: &dyn GuestFiles, ctx: &Context) -> Option<BootPlan> {
     }
     let mut edits = vec![];
     for (path, rewrite) in files {
-        let Some(text) = fs.read_text(&path) else { continue };
+        let Some(text) = fs.read_text(&path) else {
+            continue;
+        };
         let (content, changes) = rewrite(&path, &text, ctx);
         if changes.is_empty() {
             continue;
@@ -579,12 +591,34 @@ mod tests {
     #[test]
     fn args_for_hvm() {
         assert_eq!(
-            hvm_args(&["ro", "root=/dev/xvde1", "console=hvc0", "xencons=tty", "quiet"], Some("u-1"), Some("2.6.32-431.el6.x86_64")),
-            ["ro", "root=UUID=u-1", "console=tty0", "console=ttyS0,115200", "quiet", "nvme.io_timeout=255"]
+            hvm_args(
+                &[
+                    "ro",
+                    "root=/dev/xvde1",
+                    "console=hvc0",
+                    "xencons=tty",
+                    "quiet"
+                ],
+                Some("u-1"),
+                Some("2.6.32-431.el6.x86_64")
+            ),
+            [
+                "ro",
+                "root=UUID=u-1",
+                "console=tty0",
+                "console=ttyS0,115200",
+                "quiet",
+                "nvme.io_timeout=255"
+            ]
         );
         assert_eq!(
             hvm_args(&["root=LABEL=/"], Some("u-1"), Some("4.14.1")),
-            ["root=LABEL=/", "console=tty0", "console=ttyS0,115200", "nvme_core.io_timeout=4294967295"]
+            [
+                "root=LABEL=/",
+                "console=tty0",
+                "console=ttyS0,115200",
+                "nvme_core.io_timeout=4294967295"
+            ]
         );
         // Idempotent: a second pass changes nothing.
         let once = hvm_args(&["root=/dev/sda1", "console=hvc0"], Some("u-1"), None);
@@ -615,9 +649,15 @@ mod tests {
 
     #[test]
     fn grub2_detection_and_rewrite() {
-        assert!(!is_grub2("default 0\ntitle x\n\troot (hd0)\n\tkernel /boot/vmlinuz\n"));
+        assert!(!is_grub2(
+            "default 0\ntitle x\n\troot (hd0)\n\tkernel /boot/vmlinuz\n"
+        ));
         assert!(is_grub2("set default=0\nmenuentry 'x' {\n\tlinux /boot/vmlinuz-6.1 root=/dev/xvda1 ro console=hvc0\n}\n"));
-        let (out, c) = rewrite_grub2("c", "menuentry 'x' {\n\tlinux\t/boot/vmlinuz-6.1.0 root=/dev/xvda1 ro console=hvc0\n}\n", &ctx());
+        let (out, c) = rewrite_grub2(
+            "c",
+            "menuentry 'x' {\n\tlinux\t/boot/vmlinuz-6.1.0 root=/dev/xvda1 ro console=hvc0\n}\n",
+            &ctx(),
+        );
         assert_eq!(c.len(), 1);
         assert!(out.contains("\tlinux\t/boot/vmlinuz-6.1.0 root=UUID=u-1 ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295\n"), "{out}");
     }
@@ -628,15 +668,29 @@ mod tests {
         assert_eq!(out, "GRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"console=tty0 console=ttyS0,115200\"\nGRUB_CMDLINE_LINUX=\"nvme_core.io_timeout=4294967295\"\n");
         let (out, _) = rewrite_default_grub("d", "GRUB_CMDLINE_LINUX=\"quiet\"\n", &ctx());
         assert_eq!(out, "GRUB_CMDLINE_LINUX=\"quiet console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295\"\n");
-        let (out, c) = rewrite_40_custom("c", "GRUB_DEVICE=/dev/xvda1\ntitle ${version}\n\troot (hd0,0)\n\troot (hd0)\n", &ctx());
-        assert_eq!(out, "GRUB_DEVICE=UUID=u-1\ntitle ${version}\n\troot (hd0,0)\n\troot (hd0,0)\n");
+        let (out, c) = rewrite_40_custom(
+            "c",
+            "GRUB_DEVICE=/dev/xvda1\ntitle ${version}\n\troot (hd0,0)\n\troot (hd0)\n",
+            &ctx(),
+        );
+        assert_eq!(
+            out,
+            "GRUB_DEVICE=UUID=u-1\ntitle ${version}\n\troot (hd0,0)\n\troot (hd0,0)\n"
+        );
         assert_eq!(c.len(), 2);
     }
 
     #[test]
     fn fstab_root_by_uuid_only() {
-        let (out, c) = rewrite_fstab_root("f", "/dev/xvda1 / ext4 defaults 0 1\n/dev/xvdb /mnt auto defaults 0 2\n", &ctx());
-        assert_eq!(out, "UUID=u-1\t/\text4\tdefaults\t0\t1\n/dev/xvdb /mnt auto defaults 0 2\n");
+        let (out, c) = rewrite_fstab_root(
+            "f",
+            "/dev/xvda1 / ext4 defaults 0 1\n/dev/xvdb /mnt auto defaults 0 2\n",
+            &ctx(),
+        );
+        assert_eq!(
+            out,
+            "UUID=u-1\t/\text4\tdefaults\t0\t1\n/dev/xvdb /mnt auto defaults 0 2\n"
+        );
         assert_eq!(c.len(), 1);
     }
 
@@ -649,6 +703,9 @@ mod tests {
         };
         let h = handover("u-1", &cfg);
         assert!(h.contains("search --no-floppy --fs-uuid --set=root u-1\n"));
-        assert_eq!(handover_target(&h), Some((ConfigKind::Legacy, "/boot/grub/grub.conf".into())));
+        assert_eq!(
+            handover_target(&h),
+            Some((ConfigKind::Legacy, "/boot/grub/grub.conf".into()))
+        );
     }
 }

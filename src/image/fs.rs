@@ -231,12 +231,21 @@ mod fileset_tests {
             mode: 0o777,
             ..Default::default()
         };
-        s.files.insert("/boot/grub/grub.conf".into(), file("default=0\n"));
-        s.files.insert("/boot/grub/menu.lst".into(), link("./grub.conf"));
-        s.files.insert("/etc/grub.conf".into(), link("../boot/grub/grub.conf"));
+        s.files
+            .insert("/boot/grub/grub.conf".into(), file("default=0\n"));
+        s.files
+            .insert("/boot/grub/menu.lst".into(), link("./grub.conf"));
+        s.files
+            .insert("/etc/grub.conf".into(), link("../boot/grub/grub.conf"));
         s.files.insert("/loop".into(), link("/loop"));
-        assert_eq!(s.canonical("/etc/grub.conf").as_deref(), Some("/boot/grub/grub.conf"));
-        assert_eq!(s.read_text("/boot/grub/menu.lst").as_deref(), Some("default=0\n"));
+        assert_eq!(
+            s.canonical("/etc/grub.conf").as_deref(),
+            Some("/boot/grub/grub.conf")
+        );
+        assert_eq!(
+            s.read_text("/boot/grub/menu.lst").as_deref(),
+            Some("default=0\n")
+        );
         assert_eq!(s.owner("/boot/grub/menu.lst"), Some((0o600, 0, 0)));
         assert!(s.canonical("/loop").is_none());
         assert!(!s.is_file("/nothing"));
@@ -258,7 +267,10 @@ impl GuestFs {
                 source,
             })?
             .len();
-        if offset.checked_add(superblock.size).is_none_or(|end| end > file_len) {
+        if offset
+            .checked_add(superblock.size)
+            .is_none_or(|end| end > file_len)
+        {
             return Err(FsError::Damaged {
                 path: path.into(),
                 offset,
@@ -376,10 +388,16 @@ mod superblock_tests {
         img[sb + 0x150..sb + 0x154].copy_from_slice(&u32::MAX.to_le_bytes());
         img[sb + 0x18..sb + 0x1c].copy_from_slice(&6u32.to_le_bytes());
         std::fs::write(&path, &img).unwrap();
-        assert!(matches!(read_superblock(&path, 0), Err(FsError::NotExt { .. })));
+        assert!(matches!(
+            read_superblock(&path, 0),
+            Err(FsError::NotExt { .. })
+        ));
         img[sb + 0x18..sb + 0x1c].copy_from_slice(&u32::MAX.to_le_bytes());
         std::fs::write(&path, &img).unwrap();
-        assert!(matches!(read_superblock(&path, 0), Err(FsError::NotExt { .. })));
+        assert!(matches!(
+            read_superblock(&path, 0),
+            Err(FsError::NotExt { .. })
+        ));
         assert!(GuestFs::open(&path, u64::MAX - 10).is_err());
     }
 }

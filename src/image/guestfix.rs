@@ -96,10 +96,7 @@ pub fn fix_fstab(text: &str, uuid: &str) -> Option<(String, Vec<String>)> {
 /// The fixes this guest needs.
 pub fn plan(fs: &dyn GuestFiles, uuid: &str) -> Vec<GuestFix> {
     let mut fixes = vec![];
-    if let Some((content, changes)) = fs
-        .read_text("/etc/fstab")
-        .and_then(|t| fix_fstab(&t, uuid))
-    {
+    if let Some((content, changes)) = fs.read_text("/etc/fstab").and_then(|t| fix_fstab(&t, uuid)) {
         fixes.push(GuestFix {
             path: "/etc/fstab".into(),
             content,

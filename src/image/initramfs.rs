@@ -33,7 +33,11 @@ fn align4(n: usize) -> Option<usize> {
 
 /// Parse newc archives from `data[at..]` until the data ends or something
 /// that is not cpio starts; returns where that is.
-fn parse_cpio(data: &[u8], mut at: usize, names: &mut Vec<String>) -> Result<usize, InitramfsError> {
+fn parse_cpio(
+    data: &[u8],
+    mut at: usize,
+    names: &mut Vec<String>,
+) -> Result<usize, InitramfsError> {
     loop {
         // Zero padding between archives.
         while at < data.len() && data[at] == 0 {
@@ -93,7 +97,10 @@ fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>, InitramfsError> {
             at += 4;
             continue;
         }
-        let Some(block) = at.checked_add(4).and_then(|s| data.get(s..s.checked_add(len)?)) else {
+        let Some(block) = at
+            .checked_add(4)
+            .and_then(|s| data.get(s..s.checked_add(len)?))
+        else {
             break;
         };
         let b = lz4_flex::block::decompress(block, 8 << 20)
@@ -232,7 +239,10 @@ mod tests {
         img.resize(img.len().div_ceil(512) * 512, 0);
         let main = newc(&[
             ("init", b"#!/bin/sh\n"),
-            ("usr/lib/modules/6.1.0/kernel/drivers/nvme/host/nvme.ko.xz", b"x"),
+            (
+                "usr/lib/modules/6.1.0/kernel/drivers/nvme/host/nvme.ko.xz",
+                b"x",
+            ),
         ]);
         let mut gz = flate2::write::GzEncoder::new(vec![], flate2::Compression::fast());
         gz.write_all(&main).unwrap();
@@ -253,7 +263,10 @@ mod tests {
         assert!(matches!(list(&bad), Err(InitramfsError::Truncated(0))));
         bad[54..62].copy_from_slice(b"zzzzzzzz");
         assert!(list(&bad).is_err());
-        assert!(matches!(list(b"BZh91AY&SY"), Err(InitramfsError::Unknown(_))));
+        assert!(matches!(
+            list(b"BZh91AY&SY"),
+            Err(InitramfsError::Unknown(_))
+        ));
         assert!(list(&[]).unwrap().is_empty());
     }
 }

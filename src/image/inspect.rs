@@ -142,7 +142,9 @@ pub struct KernelFacts {
 fn pv_only(fs: &GuestFs, version: &str) -> bool {
     match fs.read_text(&format!("/boot/config-{version}")) {
         Some(cfg) => cfg.lines().any(|l| {
-            l == "CONFIG_X86_64_XEN=y" || l == "CONFIG_X86_XEN=y" || l == "CONFIG_XEN_COMPAT_030002_AND_LATER=y"
+            l == "CONFIG_X86_64_XEN=y"
+                || l == "CONFIG_X86_XEN=y"
+                || l == "CONFIG_XEN_COMPAT_030002_AND_LATER=y"
         }),
         None => version.ends_with("-xen") || version.ends_with("-ec2"),
     }
@@ -153,21 +155,20 @@ fn initramfs_of(fs: &GuestFs, version: &str, menu_initrd: Option<&str>) -> Optio
     menu_initrd
         .map(String::from)
         .into_iter()
-        .chain(
-            [
-                format!("/boot/initramfs-{version}.img"),
-                format!("/boot/initrd.img-{version}"),
-                format!("/boot/initrd-{version}"),
-                format!("/boot/initrd-{version}.img"),
-            ]
-            .into_iter(),
-        )
+        .chain([
+            format!("/boot/initramfs-{version}.img"),
+            format!("/boot/initrd.img-{version}"),
+            format!("/boot/initrd-{version}"),
+            format!("/boot/initrd-{version}.img"),
+        ])
         .find(|p| fs.is_file(p))
 }
 
 fn kernel_facts(fs: &GuestFs, path: &str, version: &str, menu_initrd: Option<&str>) -> KernelFacts {
     let modules = drivers(fs, version);
-    let config = fs.read_text(&format!("/boot/config-{version}")).unwrap_or_default();
+    let config = fs
+        .read_text(&format!("/boot/config-{version}"))
+        .unwrap_or_default();
     let builtin_text = fs
         .read_text(&format!("/lib/modules/{version}/modules.builtin"))
         .unwrap_or_default();
@@ -188,7 +189,8 @@ fn kernel_facts(fs: &GuestFs, path: &str, version: &str, menu_initrd: Option<&st
     };
     let inside = |m: &str| crate::image::initramfs::has_module(&names, m);
     let drivers = Drivers {
-        xen_blkfront: inside("xen-blkfront") || builtin("xen-blkfront", "CONFIG_XEN_BLKDEV_FRONTEND"),
+        xen_blkfront: inside("xen-blkfront")
+            || builtin("xen-blkfront", "CONFIG_XEN_BLKDEV_FRONTEND"),
         nvme: inside("nvme") || builtin("nvme", "CONFIG_BLK_DEV_NVME"),
         ena: modules.ena || builtin("ena", "CONFIG_ENA_ETHERNET"),
     };
@@ -205,12 +207,16 @@ fn kernel_facts(fs: &GuestFs, path: &str, version: &str, menu_initrd: Option<&st
     let fix = if pv_only {
         Some(format!("{version} is a xenlinux (PV-only) kernel: install the distribution's default (pvops) kernel"))
     } else if !drivers.nvme && modules.nvme {
-        let img = initramfs.clone().unwrap_or_else(|| format!("/boot/initramfs-{version}.img"));
+        let img = initramfs
+            .clone()
+            .unwrap_or_else(|| format!("/boot/initramfs-{version}.img"));
         Some(format!(
             "put nvme into the initramfs: dracut -f --add-drivers nvme {img} {version} (Amazon Linux, RHEL, CentOS), or add nvme to /etc/initramfs-tools/modules and run update-initramfs -u -k {version} (Debian, Ubuntu)"
         ))
     } else if !drivers.nvme {
-        Some(format!("{version} has no nvme driver: install a kernel that has one"))
+        Some(format!(
+            "{version} has no nvme driver: install a kernel that has one"
+        ))
     } else if !drivers.ena {
         Some(format!("{version} has no ena driver: install the ena module (or a kernel with it) for Nitro networking"))
     } else {
@@ -330,7 +336,7 @@ fn fstab_findings(fs: &GuestFs, uuid: &str) -> Vec<String> {
         }
         if mp == "/" {
             out.push(format!(
-                "fstab line {}: / is mounted from {dev}, a name that changes on HVM (xvda1 on Xen, nvme0n1p1 on Nitro): use UUID={uuid}",
+                "fstab line {}: / is mounted from {dev}, a name that changes on HVM (xvda1 on Xen, nvme0n1p1 on Nitro): the HVM copy mounts it by UUID={uuid}",
                 n + 1
             ));
         } else {
@@ -416,11 +422,17 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
     let mut hvm_problems = vec![];
     let mut hvm_default = None;
     let mut hvm_kernel = None;
-    let default_facts = entry.as_ref().and_then(|e| e.kernel.as_deref()).and_then(facts_of);
+    let default_facts = entry
+        .as_ref()
+        .and_then(|e| e.kernel.as_deref())
+        .and_then(facts_of);
     if let (Some(m), Some(f)) = (&menu, default_facts) {
         if f.pv_only {
             let alt = m.entries.iter().position(|e| {
-                e.kernel.as_deref().and_then(facts_of).is_some_and(|k| !k.pv_only)
+                e.kernel
+                    .as_deref()
+                    .and_then(facts_of)
+                    .is_some_and(|k| !k.pv_only)
             });
             match alt {
                 Some(i) => {
@@ -435,7 +447,9 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         }
     }
     let hvm_facts = hvm_kernel.as_deref().and_then(facts_of).or(default_facts);
-    let hvm_version = hvm_facts.map(|f| f.version.clone()).or(kernel_version.clone());
+    let hvm_version = hvm_facts
+        .map(|f| f.version.clone())
+        .or(kernel_version.clone());
     let drivers = hvm_facts.map(|f| f.drivers.clone()).unwrap_or_default();
     let boot = bootcfg::plan(
         &fs,
@@ -449,11 +463,14 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
     let mut findings = fstab_findings(&fs, &uuid);
     findings.extend(console_findings(&fs));
     if let Some(e) = &entry {
-        if e.args
+        if let Some(c) = e
+            .args
             .iter()
-            .any(|a| a == "console=hvc0" || a == "console=xvc0")
+            .find(|a| *a == "console=hvc0" || *a == "console=xvc0")
         {
-            findings.push("the kernel writes to the Xen console (console=hvc0); the HVM configuration uses ttyS0 instead".into());
+            findings.push(format!(
+                "the kernel writes to the Xen console ({c}); the HVM copy's entries use console=tty0 console=ttyS0,115200 instead"
+            ));
         }
     }
     if let Some(k) = &hvm_kernel {
@@ -463,7 +480,10 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
     }
     if let Some(f) = hvm_facts {
         if let Some(e) = &f.initramfs_error {
-            findings.push(format!("the initramfs of {} could not be read ({e}): its drivers at boot are unknown", f.version));
+            findings.push(format!(
+                "the initramfs of {} could not be read ({e}): its drivers at boot are unknown",
+                f.version
+            ));
         }
         findings.push(format!("{}: {}", f.version, f.boots_on.as_str()));
     }

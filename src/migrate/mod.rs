@@ -19,9 +19,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::image::boot;
+use crate::image::bootcfg;
 use crate::image::hvm::{self, Layout};
 use crate::image::inspect::{self, Inspection};
-use crate::image::bootcfg;
 use crate::kernels::Flavor;
 use crate::model::Image;
 
@@ -342,7 +342,12 @@ async fn pipeline(
     let insp = inspect::inspect(&disk.path, disk.flavor)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", disk.image.image_id)))?;
     if !insp.boots() || !insp.hvm_problems.is_empty() {
-        let all: Vec<&str> = insp.problems.iter().chain(&insp.hvm_problems).map(String::as_str).collect();
+        let all: Vec<&str> = insp
+            .problems
+            .iter()
+            .chain(&insp.hvm_problems)
+            .map(String::as_str)
+            .collect();
         return Err(Error::InvalidInput(format!(
             "{} cannot be migrated: {}",
             disk.image.image_id,
@@ -386,7 +391,12 @@ async fn pipeline(
     let edits: Vec<crate::image::guestfix::GuestFix> = insp
         .boot
         .as_ref()
-        .map(|b| b.edits.iter().map(crate::image::guestfix::GuestFix::from_edit).collect())
+        .map(|b| {
+            b.edits
+                .iter()
+                .map(crate::image::guestfix::GuestFix::from_edit)
+                .collect()
+        })
         .unwrap_or_default();
     crate::image::guestfix::apply(&out, hvm::PART_OFFSET, &edits, work)
         .map_err(|e| Error::InvalidInput(format!("rewrite the boot configuration: {e}")))?;

@@ -44,7 +44,11 @@ fn debugfs(disk: &Path, script: &str) {
         .arg(target(disk))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn split(path: &str) -> (&str, &str) {
@@ -60,7 +64,10 @@ pub fn write(disk: &Path, path: &str, content: &str) {
     let (d, n) = split(path);
     debugfs(
         disk,
-        &format!("cd {d}\nrm {n}\nwrite {} {n}\nsif {n} mode 0100644\n", local.display()),
+        &format!(
+            "cd {d}\nrm {n}\nwrite {} {n}\nsif {n} mode 0100644\n",
+            local.display()
+        ),
     );
     assert_eq!(cat(disk, path).as_deref(), Some(content), "{path} written");
 }
@@ -97,14 +104,21 @@ fn entries(lines: &[&str]) -> Vec<usize> {
 }
 
 /// grubby --add-kernel NEW --initrd NEWI --copy-default --make-default --args=root=ROOT.
-pub fn grubby_add(menu: &str, new_kernel: &str, new_initrd: &str, version: &str, root: &str) -> String {
+pub fn grubby_add(
+    menu: &str,
+    new_kernel: &str,
+    new_initrd: &str,
+    version: &str,
+    root: &str,
+) -> String {
     let lines: Vec<&str> = menu.lines().collect();
     let starts = entries(&lines);
     let default: usize = lines
         .iter()
         .find_map(|l| {
             let t = l.trim_start();
-            t.strip_prefix("default").map(|v| v.trim_start_matches([' ', '\t', '=']).trim())
+            t.strip_prefix("default")
+                .map(|v| v.trim_start_matches([' ', '\t', '=']).trim())
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
@@ -114,7 +128,10 @@ pub fn grubby_add(menu: &str, new_kernel: &str, new_initrd: &str, version: &str,
     for l in &lines[s..e] {
         let ind = &l[..l.len() - l.trim_start().len()];
         let t = l.trim_start();
-        let word = t.split(|c: char| c.is_whitespace() || c == '=').next().unwrap();
+        let word = t
+            .split(|c: char| c.is_whitespace() || c == '=')
+            .next()
+            .unwrap();
         let sep_rest = &t[word.len()..];
         let rest = sep_rest.trim_start_matches([' ', '\t', '=']);
         let sep = &sep_rest[..sep_rest.len() - rest.len()];
@@ -124,7 +141,13 @@ pub fn grubby_add(menu: &str, new_kernel: &str, new_initrd: &str, version: &str,
                 let mut w = rest.split_whitespace();
                 let _old = w.next();
                 let args: Vec<String> = w
-                    .map(|a| if a.starts_with("root=") { format!("root={root}") } else { a.to_string() })
+                    .map(|a| {
+                        if a.starts_with("root=") {
+                            format!("root={root}")
+                        } else {
+                            a.to_string()
+                        }
+                    })
                     .collect();
                 format!("{ind}kernel{sep}{new_kernel} {}", args.join(" "))
             }
@@ -152,7 +175,11 @@ pub fn grubby_add(menu: &str, new_kernel: &str, new_initrd: &str, version: &str,
 }
 
 /// update-grub-legacy-ec2: the AUTOMAGIC list for `versions`, from the options as they now are.
-pub fn update_grub_legacy_ec2(menu: &str, versions: &[&str], initrd: impl Fn(&str) -> String) -> String {
+pub fn update_grub_legacy_ec2(
+    menu: &str,
+    versions: &[&str],
+    initrd: impl Fn(&str) -> String,
+) -> String {
     let opt = |name: &str| {
         menu.lines()
             .find_map(|l| l.strip_prefix(&format!("# {name}=")))
@@ -215,7 +242,11 @@ pub fn grub_mkconfig_40_custom(custom: &str, default_grub: &str, version: &str) 
         .find(|l| l.starts_with("root "))
         .expect("a root line in 40_custom");
     let v = |k| default_value(default_grub, k);
-    let hidden = if v("GRUB_HIDDEN_TIMEOUT") == "true" { "hiddenmenu\n" } else { "" };
+    let hidden = if v("GRUB_HIDDEN_TIMEOUT") == "true" {
+        "hiddenmenu\n"
+    } else {
+        ""
+    };
     format!(
         "### BEGIN /etc/grub.d/40_custom ###\ndefault {}\ntimeout {}\n{hidden}title {version}\n\t{root}\n\tkernel /boot/vmlinuz-{version} root={device} ro {} {}\n\tinitrd /boot/initrd.img-{version}\n### END /etc/grub.d/40_custom ###\n",
         v("GRUB_DEFAULT"),
@@ -236,7 +267,13 @@ pub fn initrd_name(style: &str, version: &str) -> String {
 
 /// Upgrade the kernel of the guest on `disk` the way its `style`'s tools do;
 /// returns the new kernel's path.
-pub fn kernel_upgrade(disk: &Path, style: &str, uuid: &str, old_kernel: &str, old_initrd: &str) -> String {
+pub fn kernel_upgrade(
+    disk: &Path,
+    style: &str,
+    uuid: &str,
+    old_kernel: &str,
+    old_initrd: &str,
+) -> String {
     let old_version = old_kernel.rsplit_once("vmlinuz-").unwrap().1;
     let version = format!("{old_version}.day2");
     let new_kernel = format!("/boot/vmlinuz-{version}");
@@ -259,7 +296,11 @@ pub fn kernel_upgrade(disk: &Path, style: &str, uuid: &str, old_kernel: &str, ol
                 })
                 .expect("fstab has /");
             let menu = cat(disk, file).unwrap();
-            write(disk, file, &grubby_add(&menu, &new_kernel, &new_initrd, &version, &root));
+            write(
+                disk,
+                file,
+                &grubby_add(&menu, &new_kernel, &new_initrd, &version, &root),
+            );
         }
         "ubuntu-grub-legacy-ec2" | "debian-grub-legacy" | "ubuntu-grub2-hybrid" => {
             let menu = cat(disk, "/boot/grub/menu.lst").unwrap();
@@ -267,13 +308,21 @@ pub fn kernel_upgrade(disk: &Path, style: &str, uuid: &str, old_kernel: &str, ol
             write(disk, "/boot/grub/menu.lst", &menu);
             if style == "ubuntu-grub2-hybrid" {
                 let d = cat(disk, "/etc/default/grub").unwrap();
-                write(disk, "/boot/grub/grub.cfg", &grub_mkconfig_10_linux(&d, uuid, &version));
+                write(
+                    disk,
+                    "/boot/grub/grub.cfg",
+                    &grub_mkconfig_10_linux(&d, uuid, &version),
+                );
             }
         }
         "debian-bootstrap-vz" => {
             let custom = cat(disk, "/etc/grub.d/40_custom").unwrap();
             let d = cat(disk, "/etc/default/grub").unwrap();
-            write(disk, "/boot/grub/grub.cfg", &grub_mkconfig_40_custom(&custom, &d, &version));
+            write(
+                disk,
+                "/boot/grub/grub.cfg",
+                &grub_mkconfig_40_custom(&custom, &d, &version),
+            );
         }
         other => panic!("no day-2 tool for style {other}"),
     }
@@ -297,6 +346,9 @@ fn update_grub_legacy_ec2_uses_the_options_lines() {
     let menu = "default 0\n### BEGIN AUTOMAGIC KERNELS LIST\n## ## Start Default Options ##\n# kopt=root=UUID=u ro\n## ## End Default Options ##\n\ntitle old\nroot (hd0)\nkernel /boot/vmlinuz-1\n\n### END DEBIAN AUTOMAGIC KERNELS LIST\n";
     let out = update_grub_legacy_ec2(menu, &["2"], |v| format!("/boot/initrd.img-{v}"));
     // Without groot and defoptions lines the script falls back to (hd0) and console=hvc0.
-    assert!(out.contains("root\t\t(hd0)\nkernel\t\t/boot/vmlinuz-2 root=UUID=u ro console=hvc0\n"), "{out}");
+    assert!(
+        out.contains("root\t\t(hd0)\nkernel\t\t/boot/vmlinuz-2 root=UUID=u ro console=hvc0\n"),
+        "{out}"
+    );
     assert!(!out.contains("title old"));
 }

@@ -111,7 +111,9 @@ impl Store {
     pub fn dir(&self, region: &str, kind: Kind) -> Result<PathBuf> {
         let ok = !region.is_empty()
             && region.len() <= 32
-            && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !region.starts_with('-');
         if !ok {
             return Err(Error::InvalidInput(format!(
@@ -122,11 +124,15 @@ impl Store {
     }
 
     /// An id of `kind` as amitool makes them (`snap-` and hex digits), before it becomes a file name.
-    fn checked_id<'a>(kind: Kind, id: &'a str) -> Result<&'a str> {
+    fn checked_id(kind: Kind, id: &str) -> Result<&str> {
         let ok = id
             .strip_prefix(kind.prefix())
             .and_then(|r| r.strip_prefix('-'))
-            .is_some_and(|h| (8..=17).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            .is_some_and(|h| {
+                (8..=17).contains(&h.len())
+                    && h.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            });
         if ok {
             Ok(id)
         } else {
@@ -282,12 +288,25 @@ mod path_tests {
     fn ids_and_regions_from_metadata_never_leave_the_state_dir() {
         let s = Store::new(PathBuf::from("/state"));
         assert_eq!(
-            s.record_path("us-east-1", Kind::Snapshot, "snap-0123456789abcdef0").unwrap(),
+            s.record_path("us-east-1", Kind::Snapshot, "snap-0123456789abcdef0")
+                .unwrap(),
             PathBuf::from("/state/us-east-1/snapshots/snap-0123456789abcdef0.json")
         );
-        for id in ["../../etc/passwd", "snap-../../x", "snap-0123/../../a", "vol-0123456789abcdef0", "snap-"] {
-            assert!(s.record_path("us-east-1", Kind::Snapshot, id).is_err(), "{id}");
-            assert!(s.data_path("us-east-1", Kind::Snapshot, id).is_err(), "{id}");
+        for id in [
+            "../../etc/passwd",
+            "snap-../../x",
+            "snap-0123/../../a",
+            "vol-0123456789abcdef0",
+            "snap-",
+        ] {
+            assert!(
+                s.record_path("us-east-1", Kind::Snapshot, id).is_err(),
+                "{id}"
+            );
+            assert!(
+                s.data_path("us-east-1", Kind::Snapshot, id).is_err(),
+                "{id}"
+            );
         }
         for region in ["..", "../etc", "/etc", "", "us east", "-x"] {
             assert!(s.dir(region, Kind::Image).is_err(), "{region}");

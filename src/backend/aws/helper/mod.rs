@@ -18,8 +18,8 @@ use base64::Engine;
 
 use crate::backend::aws::AwsBackend;
 use crate::error::{Error, Result};
-use crate::image::guestfix;
 use crate::image::bootcfg;
+use crate::image::guestfix;
 use crate::image::menulst::MenuLst;
 use crate::migrate::journal::{Journal, Upload};
 use crate::migrate::script::{self, Device, Mode, Params, Report};
@@ -352,7 +352,11 @@ async fn steps(
     params.mode = Mode::Convert;
     params.fs_size = facts.fs_size.unwrap_or(params.fs_size);
     params.grub_cfg = Some(cfg.clone());
-    params.fixes = plan.edits.iter().map(guestfix::GuestFix::from_edit).collect();
+    params.fixes = plan
+        .edits
+        .iter()
+        .map(guestfix::GuestFix::from_edit)
+        .collect();
     let mut findings = vec![];
     if opts.fix_guest {
         // fix_fstab's text includes the root entry's rewrite, so it replaces that edit.
