@@ -3,7 +3,7 @@
 //! read the result back both through amitool and through the plain API, and
 //! boot it under QEMU.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -93,49 +93,7 @@ async fn read_snapshot(snapshot_id: &str, len: usize) -> (Vec<u8>, usize) {
 
 /// The local backend's migration of the same fixture, as bytes.
 fn local_migration(env: &Env, name: &str) -> Vec<u8> {
-    let state = env.path("local-state");
-    let local = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_amitool"))
-            .env("E2FSPROGS_FAKE_TIME", common::FAKE_TIME)
-            .args([
-                "--backend",
-                "local",
-                "--region",
-                "us-east-1",
-                "--output",
-                "json",
-                "--state-dir",
-            ])
-            .arg(&state)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
-    };
-    let file = fixture(name);
-    let ami = local(&[
-        "import",
-        file.to_str().unwrap(),
-        "--virtualization",
-        "pv",
-        "--kernel",
-        "aki-5c21674b",
-    ])["image_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let hvm = local(&["migrate", "--ami", &ami])["image_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let out = env.path("local-hvm.raw");
-    local(&["export", &hvm, out.to_str().unwrap()]);
-    std::fs::read(out).unwrap()
+    common::local_migration(&env.path("local-state"), name)
 }
 
 #[tokio::test]

@@ -42,7 +42,6 @@ impl Drop for Loop {
     }
 }
 
-const FAKE_TIME: &str = "1700000000";
 
 /// Run the script as SSM's AWS-RunShellScript would: bash, as root.
 fn run(params: &Params, dir: &Path) -> (i32, Report) {
@@ -52,7 +51,7 @@ fn run(params: &Params, dir: &Path) -> (i32, Report) {
     // SOURCE_DATE_EPOCH does for builds) lets two runs compare byte for byte.
     let out = Command::new("bash")
         .arg(&path)
-        .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
+        .env("E2FSPROGS_FAKE_TIME", common::FAKE_TIME)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -208,92 +207,5 @@ fn fixture_kernel_version() -> String {
 /// The fixture migrated by the local backend's pipeline, exported.
 fn direct_disk(name: &str) -> Vec<u8> {
     let state = tempfile::tempdir().unwrap();
-    let amitool = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_amitool"))
-            .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
-            .args([
-                "--backend",
-                "local",
-                "--no-progress",
-                "--region",
-                "us-east-1",
-                "--state-dir",
-            ])
-            .arg(state.path())
-            .args(args)
-            .args(["--output", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
-    };
-    let aki = amitool(&["kernels", "--flavor", "hd0", "--arch", "x86_64"])[0]["kernel_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let file = fixture(name);
-    let ami = amitool(&[
-        "import",
-        file.to_str().unwrap(),
-        "--virtualization",
-        "pv",
-        "--kernel",
-        &aki,
-    ]);
-    let m = amitool(&["migrate", "--ami", ami["image_id"].as_str().unwrap()]);
-    let out = state.path().join("direct.raw");
-    amitool(&[
-        "export",
-        m["image_id"].as_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
-    std::fs::read(out).unwrap()
-}
-
-#[test]
-fn the_guard_refuses_any_other_device_and_writes_nothing() {
-    let s = setup("ext3-uuid");
-    let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
-    let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
-    let dst_before = sha256(&s.dst);
-    let cfg = Some("set default=0\n".to_string());
-    let convert = |src: Device, dst: Device| {
-        let mut p = params(Mode::Convert, src, dst);
-        p.grub_cfg = cfg.clone();
-        p
-    };
-
-    // The target's size is not what amitool attached.
-    let mut wrong = dst.clone();
-    wrong.size += 512;
-    let (code, r) = run(&convert(src.clone(), wrong), s.dir.path());
-    assert_eq!((code, r.ok), (3, false));
-    assert!(r.reason.unwrap().contains("not the expected"));
-
-    // The right size, but another backing file.
-    let mut other = dst.clone();
-    other.identity = s.src.canonicalize().unwrap().display().to_string();
-    let (code, r) = run(&convert(src.clone(), other), s.dir.path());
-    assert_eq!((code, r.ok), (3, false));
-
-    // Source given as target.
-    let (code, r) = run(&convert(src.clone(), src.clone()), s.dir.path());
-    assert_eq!((code, r.ok), (3, false));
-
-    // A device that is not there.
-    let mut gone = dst.clone();
-    gone.device = "/dev/loop250".into();
-    let (code, r) = run(&convert(src.clone(), gone), s.dir.path());
-    assert_eq!((code, r.ok), (3, false));
-
-    drop((src_loop, dst_loop));
-    assert_eq!(
-        sha256(&s.dst),
-        dst_before,
-        "a refused script wrote to the target"
-    );
+    common::local_migration(state.path(), name)
 }

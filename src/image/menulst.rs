@@ -1,7 +1,6 @@
-//! GRUB legacy's menu.lst as PV-GRUB reads it, and its translation into a
-//! GRUB 2 configuration for an HVM disk: every entry, the default and the
-//! timeout kept; root on `(hd0,msdos1)`; the kernel's `root=` made
-//! device-independent; the Xen console replaced by a serial one.
+//! GRUB legacy's menu.lst as PV-GRUB reads it, and the default entry of a
+//! GRUB 2 configuration. (On HVM GRUB reads the guest's own file; its
+//! rewrite is in `bootcfg`.)
 
 use serde::Serialize;
 
@@ -113,89 +112,8 @@ impl MenuLst {
     }
 }
 
-/// How the translated configuration names the root filesystem.
-#[derive(Debug, Clone)]
-pub struct RootSpec {
-    pub uuid: String,
-    pub label: Option<String>,
-}
-
-/// The kernel arguments for an HVM boot: a device-independent `root=` and a
-/// serial console instead of Xen's.
-pub fn hvm_args(args: &[String], root: &RootSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut had_root = false;
-    for a in args {
-        if let Some(v) = a.strip_prefix("root=") {
-            had_root = true;
-            if v.starts_with("LABEL=") || v.starts_with("UUID=") || v.starts_with("PARTUUID=") {
-                out.push(a.clone());
-            } else {
-                out.push(format!("root=UUID={}", root.uuid));
-            }
-        } else {
-            // The Xen console goes; a serial console the entry already names
-            // is added once, below, with the others.
-            let dropped = matches!(a.as_str(), "console=hvc0" | "console=xvc0" | "console=tty0")
-                || a.starts_with("xencons=")
-                || a.starts_with("console=ttyS");
-            if !dropped {
-                out.push(a.clone());
-            }
-        }
-    }
-    if !had_root {
-        out.insert(0, format!("root=UUID={}", root.uuid));
-    }
-    out.push("console=tty0".into());
-    out.push("console=ttyS0,115200n8".into());
-    out
-}
-
-/// GRUB 2 quoting: single quotes, with `'` written as `'\''`.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The GRUB 2 configuration for the HVM disk.
-pub fn to_grub2(menu: &MenuLst, root: &RootSpec) -> String {
-    let mut cfg = String::new();
-    cfg.push_str("# Written by amitool from the guest's menu.lst\n");
-    cfg.push_str("serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n");
-    cfg.push_str(&format!(
-        "set default={}\n",
-        menu.default.min(menu.entries.len().saturating_sub(1))
-    ));
-    cfg.push_str(&format!("set timeout={}\n", menu.timeout.unwrap_or(5)));
-    if menu.hiddenmenu {
-        cfg.push_str("set timeout_style=hidden\n");
-    }
-    cfg.push_str("set root=(hd0,msdos1)\n");
-    for e in &menu.entries {
-        cfg.push_str(&format!("menuentry {} {{\n", quote(&e.title)));
-        if let Some(k) = &e.kernel {
-            let args: Vec<String> = hvm_args(&e.args, root)
-                .iter()
-                .map(|a| {
-                    if a.contains([' ', '\'', '"', '$', ';']) {
-                        quote(a)
-                    } else {
-                        a.clone()
-                    }
-                })
-                .collect();
-            cfg.push_str(&format!("    linux {} {}\n", k, args.join(" ")));
-        }
-        if let Some(i) = &e.initrd {
-            cfg.push_str(&format!("    initrd {i}\n"));
-        }
-        cfg.push_str("}\n");
-    }
-    cfg
-}
-
 /// The `linux` and `initrd` paths of a GRUB 2 configuration's default entry,
-/// for checking an HVM image (our own output, or a guest's grub.cfg).
+/// for checking an HVM image's grub.cfg.
 pub fn grub2_default_paths(cfg: &str) -> Option<(String, Option<String>)> {
     let default: usize = cfg
         .lines()
@@ -232,13 +150,6 @@ mod tests {
     const UBUNTU: &str = "default\t\t0\ntimeout\t\t0\nhiddenmenu\n\n## ## End Default Options ##\n# kopt=root=LABEL=cloudimg-rootfs ro console=hvc0\n\ntitle\t\tUbuntu 12.04.4 LTS, kernel 3.2.0-58-virtual\nroot\t\t(hd0)\nkernel\t\t/boot/vmlinuz-3.2.0-58-virtual root=LABEL=cloudimg-rootfs ro console=hvc0\ninitrd\t\t/boot/initrd.img-3.2.0-58-virtual\n\ntitle\t\tUbuntu 12.04.4 LTS, kernel 3.2.0-58-virtual (recovery mode)\nroot\t\t(hd0)\nkernel\t\t/boot/vmlinuz-3.2.0-58-virtual root=LABEL=cloudimg-rootfs ro  single\ninitrd\t\t/boot/initrd.img-3.2.0-58-virtual\n";
 
     const CENTOS: &str = "default=1\ntimeout=5\ntitle CentOS (2.6.32-431.el6.x86_64)\n\troot (hd0,0)\n\tkernel /boot/vmlinuz-2.6.32-431.el6.x86_64 ro root=/dev/xvde1 console=hvc0\n\tinitrd /boot/initramfs-2.6.32-431.el6.x86_64.img\ntitle Old\n\tkernel (hd0,0)/boot/vmlinuz-old ro root=/dev/sda1\n";
-
-    fn root() -> RootSpec {
-        RootSpec {
-            uuid: "0a1b2c3d-0000-4000-8000-000000000001".into(),
-            label: Some("/".into()),
-        }
-    }
 
     #[test]
     fn parses_amazon_linux() {
@@ -283,56 +194,16 @@ mod tests {
     }
 
     #[test]
-    fn args_become_device_independent_with_serial_console() {
-        let args: Vec<String> = ["ro", "root=/dev/xvde1", "console=hvc0", "xencons=tty"]
-            .map(String::from)
-            .to_vec();
+    fn grub2_default_entry_paths() {
+        let cfg = "set default=1\nmenuentry 'a' {\n\tlinux /boot/vmlinuz-a root=UUID=u\n}\nmenuentry 'b' {\n\tlinux\t(hd0,msdos1)/boot/vmlinuz-b ro\n\tinitrd /boot/initrd.img-b\n}\n";
         assert_eq!(
-            hvm_args(&args, &root()),
-            [
-                "ro",
-                "root=UUID=0a1b2c3d-0000-4000-8000-000000000001",
-                "console=tty0",
-                "console=ttyS0,115200n8"
-            ]
-        );
-        let args: Vec<String> = ["root=LABEL=/", "console=hvc0"].map(String::from).to_vec();
-        assert_eq!(
-            hvm_args(&args, &root()),
-            ["root=LABEL=/", "console=tty0", "console=ttyS0,115200n8"]
+            grub2_default_paths(cfg),
+            Some(("/boot/vmlinuz-b".into(), Some("/boot/initrd.img-b".into())))
         );
         assert_eq!(
-            hvm_args(&[], &root())[0],
-            "root=UUID=0a1b2c3d-0000-4000-8000-000000000001"
+            grub2_default_paths("set default=3\nmenuentry 'a' {\n}\n"),
+            None
         );
-    }
-
-    #[test]
-    fn grub2_keeps_entries_default_and_timeout() {
-        let cfg = to_grub2(&MenuLst::parse(UBUNTU), &root());
-        assert!(cfg.contains("set default=0\n"));
-        assert!(cfg.contains("set timeout=0\n"));
-        assert!(cfg.contains("set timeout_style=hidden\n"));
-        assert!(cfg.contains("set root=(hd0,msdos1)\n"));
-        assert_eq!(cfg.matches("menuentry ").count(), 2);
-        assert!(cfg
-            .contains("menuentry 'Ubuntu 12.04.4 LTS, kernel 3.2.0-58-virtual (recovery mode)' {"));
-        assert!(!cfg.contains("hvc0"));
-        assert_eq!(
-            grub2_default_paths(&cfg),
-            Some((
-                "/boot/vmlinuz-3.2.0-58-virtual".into(),
-                Some("/boot/initrd.img-3.2.0-58-virtual".into())
-            ))
-        );
-        let cfg = to_grub2(&MenuLst::parse(CENTOS), &root());
-        assert_eq!(grub2_default_paths(&cfg).unwrap().0, "/boot/vmlinuz-old");
-    }
-
-    #[test]
-    fn titles_with_quotes_are_quoted() {
-        let m = MenuLst::parse("title it's mine\nkernel /vmlinuz root=/dev/sda1\n");
-        assert!(to_grub2(&m, &root()).contains(r"menuentry 'it'\''s mine' {"));
     }
 
     #[test]

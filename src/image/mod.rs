@@ -8,5 +8,6 @@ pub mod guestfix;
 pub mod hvm;
 pub mod initramfs;
 pub mod inspect;
+pub mod kernel;
 pub mod menulst;
 pub mod sparse;

@@ -294,6 +294,55 @@ pub fn import_pv(mut base: std::process::Command, name: &str, unique: &str) -> S
     img["image_id"].as_str().unwrap().to_string()
 }
 
+/// A fixture imported into the local backend (state in `state`) as a PV
+/// AMI, migrated by its pipeline and exported: the bytes of the HVM disk,
+/// with debugfs's clock fixed ([`FAKE_TIME`]) so two runs compare.
+pub fn local_migration(state: &std::path::Path, name: &str) -> Vec<u8> {
+    let local = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
+            .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
+            .args([
+                "--backend",
+                "local",
+                "--no-progress",
+                "--region",
+                "us-east-1",
+            ])
+            .args(["--output", "json", "--state-dir"])
+            .arg(state)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let aki = local(&["kernels", "--flavor", "hd0", "--arch", "x86_64"])[0]["kernel_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = fixture(name);
+    let ami = local(&[
+        "import",
+        file.to_str().unwrap(),
+        "--virtualization",
+        "pv",
+        "--kernel",
+        &aki,
+    ]);
+    let m = local(&["migrate", "--ami", ami["image_id"].as_str().unwrap()]);
+    let out = state.join("local-hvm.raw");
+    local(&[
+        "export",
+        m["image_id"].as_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    std::fs::read(out).unwrap()
+}
+
 /// Boot a raw HVM disk under QEMU through the local backend (state in
 /// `state`) until `marker` and the initramfs marker are on its console.
 pub fn boots_under_qemu(state: &std::path::Path, disk: &std::path::Path, marker: &str) {
