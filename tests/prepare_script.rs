@@ -42,7 +42,6 @@ impl Drop for Loop {
     }
 }
 
-
 /// Run the script as SSM's AWS-RunShellScript would: bash, as root.
 fn run(params: &Params, dir: &Path) -> (i32, Report) {
     let path = dir.join(format!("prepare-{:?}.sh", params.mode));
@@ -208,4 +207,48 @@ fn fixture_kernel_version() -> String {
 fn direct_disk(name: &str) -> Vec<u8> {
     let state = tempfile::tempdir().unwrap();
     common::local_migration(state.path(), name)
+}
+
+#[test]
+fn the_guard_refuses_any_other_device_and_writes_nothing() {
+    let s = setup("ext3-uuid");
+    let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
+    let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
+    let dst_before = sha256(&s.dst);
+    let cfg = Some("set default=0\n".to_string());
+    let convert = |src: Device, dst: Device| {
+        let mut p = params(Mode::Convert, src, dst);
+        p.grub_cfg = cfg.clone();
+        p
+    };
+
+    // The target's size is not what amitool attached.
+    let mut wrong = dst.clone();
+    wrong.size += 512;
+    let (code, r) = run(&convert(src.clone(), wrong), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+    assert!(r.reason.unwrap().contains("not the expected"));
+
+    // The right size, but another backing file.
+    let mut other = dst.clone();
+    other.identity = s.src.canonicalize().unwrap().display().to_string();
+    let (code, r) = run(&convert(src.clone(), other), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+
+    // Source given as target.
+    let (code, r) = run(&convert(src.clone(), src.clone()), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+
+    // A device that is not there.
+    let mut gone = dst.clone();
+    gone.device = "/dev/loop250".into();
+    let (code, r) = run(&convert(src.clone(), gone), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+
+    drop((src_loop, dst_loop));
+    assert_eq!(
+        sha256(&s.dst),
+        dst_before,
+        "a refused script wrote to the target"
+    );
 }
