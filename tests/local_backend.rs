@@ -263,7 +263,14 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
             None => fx["initrd"].as_str().unwrap().to_string(),
         };
         let uuid = fx["uuid"].as_str().unwrap();
-        let new_kernel = day2::kernel_upgrade(&volume, style, uuid, old_kernel, &old_initrd);
+        let new_kernel = day2::kernel_upgrade(
+            &volume,
+            style,
+            uuid,
+            old_kernel,
+            &old_initrd,
+            fx["root_offset"].as_u64(),
+        );
         let bus = if nitro { DiskBus::Nvme } else { DiskBus::Ide };
         let reboot = volume.with_extension("day2.serial.log");
         let q = qemu_boot(&volume, &reboot, &marker, Duration::from_secs(240), bus).unwrap();
@@ -505,7 +512,13 @@ fn extract(target: &str, dir: &Path) -> std::collections::BTreeMap<String, Vec<u
 #[test]
 fn the_copy_differs_from_the_source_only_in_the_listed_lines() {
     let host = Host::new();
-    for name in ["menulst-noroot", "grubconf-symlink", "ubuntu-grub2-hybrid"] {
+    for name in [
+        "menulst-noroot",
+        "grubconf-symlink",
+        "ubuntu-grub2-hybrid",
+        "el6-separate-boot",
+        "amigen6-lvm",
+    ] {
         let fx = fixture(name);
         let ami = host.import(&fx);
         let m = host.json(&["migrate", "--ami", &ami]);
@@ -513,21 +526,31 @@ fn the_copy_differs_from_the_source_only_in_the_listed_lines() {
         let changes = m["changes"].as_array().unwrap();
         assert!(!changes.is_empty(), "{name}");
         let src = fixtures().0.join(fx["file"].as_str().unwrap());
-        let src_target = match fx["partition_start_sector"].as_u64() {
-            Some(s) => format!("{}?offset={}", src.display(), s * 512),
-            None => src.display().to_string(),
-        };
         let disk = host.state.path().join(format!("{name}.hvm.raw"));
         assert!(host
             .run(&["export", &hvm, disk.to_str().unwrap()])
             .status
             .success());
         let work = tempfile::tempdir().unwrap();
-        let before = extract(&src_target, &work.path().join("src"));
-        let after = extract(
-            &format!("{}?offset=1048576", disk.display()),
-            &work.path().join("hvm"),
-        );
+        // Every filesystem of the guest, its files under their guest paths:
+        // a separate /boot (partition 1) and root (after it; in an LVM2
+        // volume at the offset LVM's report gave the fixture).
+        let guest_files = |disk: &Path, first: u64, tag: &str| {
+            let at = |o: u64| format!("{}?offset={o}", disk.display());
+            let mut files = extract(&at(first), &work.path().join(format!("{tag}-1")));
+            if fx["separate_boot"] == true {
+                files = files
+                    .into_iter()
+                    .map(|(p, b)| (format!("/boot{p}"), b))
+                    .collect();
+                let root = fx["root_offset"].as_u64().unwrap();
+                files.extend(extract(&at(root), &work.path().join(format!("{tag}-2"))));
+            }
+            files
+        };
+        let first = fx["partition_start_sector"].as_u64().map_or(0, |s| s * 512);
+        let before = guest_files(&src, first, "src");
+        let after = guest_files(&disk, 1 << 20, "hvm");
         assert_eq!(
             before.keys().collect::<Vec<_>>(),
             after.keys().collect::<Vec<_>>(),
@@ -713,4 +736,41 @@ fn a_fleet_migrates_concurrently_and_sums_up() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains("line 2"), "{err}");
+}
+
+/// A separate /boot and an LVM2 root are found where the fixture builder put
+/// them (for the LVM volume: where LVM's own report said rootVol's extents
+/// are), and every partition is kept, in its slot, on the HVM copy.
+#[test]
+fn separate_boot_and_lvm_roots_are_found_and_every_partition_kept() {
+    let host = Host::new();
+    for name in ["el6-separate-boot", "amigen6-lvm"] {
+        let fx = fixture(name);
+        let ami = host.import(&fx);
+        let insp = host.json(&["inspect", &ami]);
+        let mounts = insp["mounts"].as_array().unwrap();
+        let root = mounts.iter().find(|m| m["point"] == "/").unwrap();
+        let boot = mounts.iter().find(|m| m["point"] == "/boot").unwrap();
+        assert_eq!(root["offset"], fx["root_offset"], "{name}");
+        assert_eq!(root["uuid"], fx["root_uuid"], "{name}");
+        assert_eq!(boot["uuid"], fx["uuid"], "{name}");
+        assert_eq!(boot["partition"], 1, "{name}");
+        assert_eq!(insp["boot"]["config"]["grub_path"], "/grub/grub.conf", "{name}");
+        if name == "amigen6-lvm" {
+            assert_eq!(root["logical_volume"], "VolGroup00/rootVol");
+        }
+        let m = host.json(&["migrate", "--ami", &ami]);
+        let disk = export_bytes(&host, m["image_id"].as_str().unwrap(), "hvm");
+        let src = std::fs::read(fixtures().0.join(fx["file"].as_str().unwrap())).unwrap();
+        // Both partitions were at 1 MiB and after: they stay where they were,
+        // byte for byte but for the listed edits' blocks; the table keeps types.
+        assert_eq!(disk[446 + 16 + 4], src[446 + 16 + 4], "{name}: partition 2's type");
+        assert_eq!(&disk[446 + 8..446 + 16], &src[446 + 8..446 + 16], "{name}: partition 1");
+        assert_eq!(&disk[462 + 8..462 + 16], &src[462 + 8..462 + 16], "{name}: partition 2");
+        if name == "amigen6-lvm" {
+            // The physical volume's label and metadata area are copied as they are.
+            let p2 = 100352 * 512;
+            assert_eq!(&disk[p2..p2 + (1 << 20)], &src[p2..p2 + (1 << 20)], "{name}: LVM metadata");
+        }
+    }
 }

@@ -138,7 +138,8 @@ fn inspect_convert_on_loop_devices_then_boot() {
     let plan = bootcfg::plan(
         &files,
         &bootcfg::Context {
-            root_uuid: uuid.clone(),
+            root_uuid: Some(uuid.clone()),
+            boot_uuid: None,
             grub_root: "(hd0,0)".into(),
             default_version: Some(fixture_kernel_version()),
             hvm_default: None,

@@ -115,8 +115,22 @@ impl Tabular for inspect::Inspection {
 
     fn row(&self) -> Vec<String> {
         let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+        let where_ = |m: &crate::image::guest::Mount| match (&m.logical_volume, m.partition) {
+            (Some(lv), _) => format!("{} {lv}", m.point),
+            (None, Some(p)) => format!("{} p{p}", m.point),
+            (None, None) => m.point.clone(),
+        };
+        let layout = if self.mounts.len() > 1 || self.root_uuid.is_none() {
+            format!(
+                "{} ({})",
+                self.layout.as_str(),
+                self.mounts.iter().map(where_).collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            self.layout.as_str().into()
+        };
         vec![
-            self.layout.as_str().into(),
+            layout,
             self.fs_type.as_str().into(),
             cell(self.label.as_deref()),
             cell(self.menu_lst.as_deref()),

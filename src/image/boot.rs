@@ -51,8 +51,16 @@ pub fn hvm_problems(disk: &Path, grub_cfg: Option<&str>) -> Vec<String> {
             "GRUB's boot blocks do not chain: boot.img loads sector {}, core.img continues at sector {} (segment {:#x})",
             facts.kernel_sector, facts.core_start, facts.core_segment
         ));
-    } else if 2 + facts.core_sectors as u64 > PART_START_LBA {
-        out.push("core.img runs into the partition".into());
+    } else {
+        let mut mbr = [0u8; 512];
+        mbr.copy_from_slice(&head[..512]);
+        let first = crate::image::parts::parse(&mbr, u64::MAX)
+            .ok()
+            .and_then(|p| p.iter().map(|p| p.start_lba).min())
+            .unwrap_or(PART_START_LBA);
+        if 2 + facts.core_sectors as u64 > first {
+            out.push("core.img runs into the partition".into());
+        }
     }
     let mbr = match mbrman::MBR::read_from(&mut std::io::Cursor::new(head[..512].to_vec()), 512) {
         Ok(m) => m,

@@ -124,6 +124,14 @@ pub trait GuestFiles {
     fn is_file(&self, path: &str) -> bool;
     /// Permission bits, uid and gid (after symlinks).
     fn owner(&self, path: &str) -> Option<(u16, u32, u32)>;
+    /// The path GRUB reads `path` at, in the boot filesystem (the same, unless /boot is separate).
+    fn grub_path(&self, path: &str) -> String {
+        path.to_string()
+    }
+    /// A path GRUB reads in the boot filesystem, as the guest sees it.
+    fn from_grub(&self, path: &str) -> String {
+        path.to_string()
+    }
 }
 
 impl GuestFiles for GuestFs {

@@ -44,6 +44,8 @@ pub enum FixError {
     Spawn(std::io::Error),
     #[error("debugfs failed writing {path}: {message}")]
     Debugfs { path: String, message: String },
+    #[error("{path} is on no filesystem amitool can write")]
+    Unmounted { path: String },
     #[error("{path} does not read back as written")]
     Verify { path: String },
     #[error("{what}: {source}")]

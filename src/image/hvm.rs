@@ -29,46 +29,135 @@ pub enum BuildError {
     Exists(PathBuf),
 }
 
-/// Where the filesystem is in the source and how large the result is.
+/// Bytes of the source copied to the HVM disk, unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Range {
+    pub src: u64,
+    pub len: u64,
+    pub dst: u64,
+}
+
+/// One partition of the HVM disk's MBR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PartEntry {
+    /// 1 to 4, the slot it had in the source.
+    pub number: u8,
+    pub start_lba: u64,
+    pub sectors: u64,
+    #[serde(rename = "type")]
+    pub kind: u8,
+    pub bootable: bool,
+}
+
+/// Where the source's bytes go on the HVM disk, and how large it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
-    pub fs_offset: u64,
-    pub fs_size: u64,
-    pub part_sectors: u64,
+    pub ranges: Vec<Range>,
+    pub partitions: Vec<PartEntry>,
     pub disk_size: u64,
     pub disk_signature: u32,
 }
 
+fn signature(fs_uuid: &str) -> u32 {
+    let hex: String = fs_uuid
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
+    u32::from_str_radix(&hex, 16).unwrap_or(0x414d4954)
+}
+
 impl Layout {
-    /// The partition spans the filesystem rounded up to whole MiB.
+    /// One filesystem (a whole-disk "hd0" one, or the only partition of an
+    /// "hd00" disk): partition 1 at 1 MiB spans it rounded up to whole MiB.
     pub fn new(fs_offset: u64, fs_size: u64, fs_uuid: &str) -> Self {
         let part_bytes = fs_size.div_ceil(MIB) * MIB;
-        let hex: String = fs_uuid
-            .chars()
-            .filter(|c| c.is_ascii_hexdigit())
-            .take(8)
-            .collect();
         Layout {
-            fs_offset,
-            fs_size,
-            part_sectors: part_bytes / SECTOR,
+            ranges: vec![Range {
+                src: fs_offset,
+                len: fs_size,
+                dst: PART_OFFSET,
+            }],
+            partitions: vec![PartEntry {
+                number: 1,
+                start_lba: PART_START_LBA,
+                sectors: part_bytes / SECTOR,
+                kind: 0x83,
+                bootable: true,
+            }],
             disk_size: PART_OFFSET + part_bytes,
-            disk_signature: u32::from_str_radix(&hex, 16).unwrap_or(0x414d4954),
+            disk_signature: signature(fs_uuid),
         }
     }
 
-    /// Sector 0: boot code, signature, one active Linux partition, 0x55AA.
+    /// Several partitions (a separate /boot, an LVM2 root, swap): each copied
+    /// whole, in its slot and order, all moved by the same amount so the
+    /// first starts at 1 MiB at least (never moved down), partition 1 active.
+    pub fn partitioned(parts: &[crate::image::parts::Partition], fs_uuid: &str) -> Self {
+        let first = parts.iter().map(|p| p.start_lba).min().unwrap_or(PART_START_LBA);
+        let shift = PART_START_LBA.saturating_sub(first);
+        let partitions: Vec<PartEntry> = parts
+            .iter()
+            .map(|p| PartEntry {
+                number: p.number,
+                start_lba: p.start_lba + shift,
+                sectors: p.sectors,
+                kind: p.kind,
+                bootable: p.number == parts[0].number,
+            })
+            .collect();
+        let end = partitions
+            .iter()
+            .map(|p| (p.start_lba + p.sectors) * SECTOR)
+            .max()
+            .unwrap_or(PART_OFFSET);
+        Layout {
+            ranges: parts
+                .iter()
+                .map(|p| Range {
+                    src: p.offset(),
+                    len: p.len(),
+                    dst: p.offset() + shift * SECTOR,
+                })
+                .collect(),
+            partitions,
+            disk_size: end.div_ceil(MIB) * MIB,
+            disk_signature: signature(fs_uuid),
+        }
+    }
+
+    /// Where the byte at `src` of the source lies on the HVM disk.
+    pub fn target(&self, src: u64) -> Option<u64> {
+        self.ranges
+            .iter()
+            .find(|r| src >= r.src && src - r.src < r.len)
+            .map(|r| r.dst + (src - r.src))
+    }
+
+    /// The first partition's first sector: where core.img's room ends.
+    pub fn first_lba(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| p.start_lba)
+            .min()
+            .unwrap_or(PART_START_LBA)
+    }
+
+    /// Sector 0: boot code, signature, the partitions, 0x55AA.
     pub fn mbr(&self, boot_code: &[u8; grub::BOOT_CODE_LEN]) -> [u8; 512] {
         let mut s = [0u8; 512];
         s[..grub::BOOT_CODE_LEN].copy_from_slice(boot_code);
         s[440..444].copy_from_slice(&self.disk_signature.to_le_bytes());
-        let e = &mut s[446..462];
-        e[0] = 0x80;
-        e[1..4].copy_from_slice(&chs(PART_START_LBA));
-        e[4] = 0x83;
-        e[5..8].copy_from_slice(&chs(PART_START_LBA + self.part_sectors - 1));
-        e[8..12].copy_from_slice(&(PART_START_LBA as u32).to_le_bytes());
-        e[12..16].copy_from_slice(&(self.part_sectors as u32).to_le_bytes());
+        for p in &self.partitions {
+            let at = 446 + 16 * (p.number as usize - 1);
+            let e = &mut s[at..at + 16];
+            e[0] = if p.bootable { 0x80 } else { 0 };
+            e[1..4].copy_from_slice(&chs(p.start_lba));
+            e[4] = p.kind;
+            e[5..8].copy_from_slice(&chs(p.start_lba + p.sectors - 1));
+            e[8..12].copy_from_slice(&(p.start_lba as u32).to_le_bytes());
+            e[12..16].copy_from_slice(&(p.sectors as u32).to_le_bytes());
+        }
         s[510] = 0x55;
         s[511] = 0xAA;
         s
@@ -98,7 +187,7 @@ pub struct BuildReport {
 
 /// Sectors 0..2048 of the HVM disk: MBR and core.img (the "boot blocks").
 pub fn boot_area(layout: &Layout, grub_cfg: &str, workdir: &Path) -> Result<Vec<u8>, BuildError> {
-    let room = ((PART_START_LBA - 1) * SECTOR) as usize;
+    let room = ((layout.first_lba() - 1) * SECTOR) as usize;
     let core = grub::core_image(grub_cfg, workdir, room)?;
     let mut area = vec![0u8; PART_OFFSET as usize];
     area[..512].copy_from_slice(&layout.mbr(&grub::boot_code()?));
@@ -138,14 +227,11 @@ pub fn build(
             .map_err(io("size", &partial))?;
         dst.write_all_at(&area, 0)
             .map_err(io("write boot blocks to", &partial))?;
-        let copied = sparse::copy_sparse_range(
-            &src_file,
-            layout.fs_offset,
-            layout.fs_size,
-            &dst,
-            PART_OFFSET,
-        )
-        .map_err(io("copy the filesystem into", &partial))?;
+        let mut copied = 0;
+        for r in &layout.ranges {
+            copied += sparse::copy_sparse_range(&src_file, r.src, r.len, &dst, r.dst)
+                .map_err(io("copy the filesystem into", &partial))?;
+        }
         // No fsync: like cp and qemu-img, the data is left to the page cache;
         // the rename below makes the result appear whole or not at all.
         drop(dst);
@@ -177,16 +263,43 @@ mod tests {
     #[test]
     fn layout_rounds_to_mib_and_keeps_fs_at_one_mib() {
         let l = Layout::new(0, 64 * MIB + 1, "0a1b2c3d-aaaa-bbbb-cccc-000000000000");
-        assert_eq!(l.part_sectors, 65 * MIB / SECTOR);
+        assert_eq!(l.partitions[0].sectors, 65 * MIB / SECTOR);
         assert_eq!(l.disk_size, 66 * MIB);
         assert_eq!(l.disk_signature, 0x0a1b2c3d);
         let mbr = l.mbr(&[0u8; 440]);
         assert_eq!(&mbr[510..], &[0x55, 0xAA]);
         let parsed = mbrman::MBR::read_from(&mut std::io::Cursor::new(mbr.to_vec()), 512).unwrap();
         assert_eq!(parsed[1].starting_lba, 2048);
-        assert_eq!(parsed[1].sectors as u64, l.part_sectors);
+        assert_eq!(parsed[1].sectors as u64, l.partitions[0].sectors);
         assert_eq!(parsed[1].sys, 0x83);
         assert_eq!(parsed[1].boot, 0x80);
+    }
+
+    #[test]
+    fn partitions_keep_their_slots_and_move_together() {
+        use crate::image::parts::Partition;
+        let p = |number, start_lba, sectors, kind| Partition {
+            number,
+            start_lba,
+            sectors,
+            kind,
+            bootable: false,
+        };
+        // AMIgen6: /boot at 2048, LVM after it: nothing moves.
+        let l = Layout::partitioned(&[p(1, 2048, 1024, 0x83), p(2, 3072, 4096, 0x8e)], "u");
+        assert_eq!(l.target(2048 * 512), Some(2048 * 512));
+        assert_eq!(l.target(3072 * 512 + 7), Some(3072 * 512 + 7));
+        assert_eq!(l.disk_size, 4 * MIB);
+        let mbr = l.mbr(&[0u8; 440]);
+        assert_eq!(mbr[446], 0x80);
+        assert_eq!(mbr[446 + 16 + 4], 0x8e);
+        // Sector 63: every partition moves by 1985 sectors, gaps kept.
+        let l = Layout::partitioned(&[p(1, 63, 1000, 0x83), p(3, 2000, 100, 0x82)], "u");
+        assert_eq!(l.partitions[1].start_lba, 2000 + 1985);
+        assert_eq!(l.partitions[1].number, 3);
+        assert_eq!(l.target(63 * 512), Some(PART_OFFSET));
+        assert_eq!(l.target(1063 * 512), None);
+        assert_eq!(l.disk_size % MIB, 0);
     }
 
     #[test]

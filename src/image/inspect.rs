@@ -7,7 +7,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::image::bootcfg::{self, BootPlan, Change};
-use crate::image::fs::{FsError, FsType, GuestFs};
+use crate::image::fs::{FsError, FsType};
+use crate::image::guest::{self, Guest, Mount};
+use crate::image::parts::Partition;
 use crate::image::menulst::{self, MenuLst};
 use crate::kernels::Flavor;
 
@@ -21,7 +23,14 @@ pub struct Inspection {
     pub fs_size: u64,
     pub fs_type: FsType,
     pub label: Option<String>,
+    /// The UUID of the filesystem GRUB reads (a separate /boot, else root).
     pub uuid: String,
+    /// The root filesystem's UUID; `None` when it could not be read.
+    pub root_uuid: Option<String>,
+    /// The MBR's partitions ("hd00" disks), all copied in their order.
+    pub partitions: Vec<Partition>,
+    /// The guest's filesystems: `/` and a separate `/boot`.
+    pub mounts: Vec<Mount>,
     pub menu_lst: Option<String>,
     #[serde(skip)]
     pub menu: Option<MenuLst>,
@@ -53,39 +62,39 @@ impl Inspection {
     pub fn boots(&self) -> bool {
         self.problems.is_empty()
     }
-}
 
-/// Where the filesystem is, as PV-GRUB of `flavor` would look (either, when `None`).
-pub fn locate(path: &Path, flavor: Option<Flavor>) -> Result<(Flavor, u64), FsError> {
-    let whole = || crate::image::fs::read_superblock(path, 0).map(|_| (Flavor::Hd0, 0));
-    let part = || -> Result<(Flavor, u64), FsError> {
-        let not_ext = FsError::NotExt {
-            path: path.into(),
-            offset: 0,
-        };
-        let mut f = std::fs::File::open(path).map_err(|source| FsError::Open {
-            path: path.into(),
-            source,
-        })?;
-        let mbr = mbrman::MBR::read_from(&mut f, 512).map_err(|_| not_ext)?;
-        let p = mbr
+    /// Where the HVM copy puts the source's bytes: one partition at 1 MiB
+    /// for one filesystem, every partition in its slot for several.
+    pub fn hvm_layout(&self) -> crate::image::hvm::Layout {
+        use crate::image::hvm::Layout;
+        if self.partitions.len() > 1 {
+            Layout::partitioned(&self.partitions, &self.uuid)
+        } else {
+            Layout::new(self.fs_offset, self.fs_size, &self.uuid)
+        }
+    }
+
+    /// The guest's filesystems where they lie on the HVM copy.
+    pub fn hvm_mounts(&self, layout: &crate::image::hvm::Layout) -> Vec<Mount> {
+        self.mounts
             .iter()
-            .find(|(_, p)| p.is_used())
-            .map(|(_, p)| p.starting_lba as u64 * 512);
-        let offset = p.ok_or(FsError::NotExt {
-            path: path.into(),
-            offset: 0,
-        })?;
-        crate::image::fs::read_superblock(path, offset).map(|_| (Flavor::Hd00, offset))
-    };
-    match flavor {
-        Some(Flavor::Hd0) => whole(),
-        Some(Flavor::Hd00) => part(),
-        None => whole().or_else(|_| part()),
+            .filter_map(|m| {
+                Some(Mount {
+                    offset: layout.target(m.offset)?,
+                    ..m.clone()
+                })
+            })
+            .collect()
     }
 }
 
-fn fstab_findings(fs: &GuestFs, uuid: &str) -> Vec<String> {
+/// Where the filesystem GRUB reads first is, as PV-GRUB of `flavor` would look (either, when `None`).
+pub fn locate(path: &Path, flavor: Option<Flavor>) -> Result<(Flavor, u64), FsError> {
+    let d = guest::discover(path, flavor)?;
+    Ok((d.flavor, d.boot().offset))
+}
+
+fn fstab_findings(fs: &Guest, uuid: &str, boot_uuid: Option<&str>) -> Vec<String> {
     let Some(text) = fs.read_text("/etc/fstab") else {
         return vec!["no /etc/fstab".into()];
     };
@@ -109,6 +118,11 @@ fn fstab_findings(fs: &GuestFs, uuid: &str) -> Vec<String> {
                 "fstab line {}: / is mounted from {dev}, a name that changes on HVM (xvda1 on Xen, nvme0n1p1 on Nitro): the HVM copy mounts it by UUID={uuid}",
                 n + 1
             ));
+        } else if let Some(b) = boot_uuid.filter(|_| mp == "/boot") {
+            out.push(format!(
+                "fstab line {}: /boot is mounted from {dev}, a name that changes on HVM: the HVM copy mounts it by UUID={b}",
+                n + 1
+            ));
         } else {
             out.push(format!(
                 "fstab line {}: {mp} is mounted from {dev}, a device name that changes on HVM; use nofail or a UUID",
@@ -119,7 +133,7 @@ fn fstab_findings(fs: &GuestFs, uuid: &str) -> Vec<String> {
     out
 }
 
-fn console_findings(fs: &GuestFs) -> Vec<String> {
+fn console_findings(fs: &Guest) -> Vec<String> {
     let mut out = vec![];
     let inittab = fs.read_text("/etc/inittab").unwrap_or_default();
     let hvc_inittab = inittab
@@ -140,14 +154,18 @@ fn console_findings(fs: &GuestFs) -> Vec<String> {
 
 /// Read the PV disk at `path` as PV-GRUB of `flavor` would (either, when `None`).
 pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsError> {
-    let (layout, fs_offset) = locate(path, flavor)?;
-    let fs = GuestFs::open(path, fs_offset)?;
-    let uuid = fs.uuid();
+    let disk = guest::discover(path, flavor)?;
+    let fs = Guest::open(path, &disk.mounts)?;
+    let boot_fs = disk.boot().clone();
+    let uuid = boot_fs.uuid.clone();
+    let root_uuid = disk.root().map(|m| m.uuid.clone());
+    let separate_boot = disk.mounts.iter().any(|m| m.point == "/boot");
     let mut problems = vec![];
+    // PV-GRUB's paths are the boot filesystem's; `found` is the guest's path.
     let found = menulst::SEARCH_ORDER
         .iter()
-        .find(|p| fs.is_file(p))
-        .map(|p| p.to_string());
+        .map(|p| fs.from_grub(p))
+        .find(|p| fs.is_file(p));
     let menu = found
         .as_ref()
         .and_then(|p| fs.read_text(p))
@@ -168,13 +186,13 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
     if let Some(e) = &entry {
         match &e.kernel {
             None => problems.push(format!("menu entry {:?} names no kernel", e.title)),
-            Some(k) if !fs.is_file(k) => problems.push(format!(
+            Some(k) if !fs.is_file(&fs.from_grub(k)) => problems.push(format!(
                 "the default entry {:?} boots {k}, which is not in the filesystem",
                 e.title
             )),
             _ => {}
         }
-        if let Some(i) = e.initrd.as_ref().filter(|i| !fs.is_file(i)) {
+        if let Some(i) = e.initrd.as_ref().filter(|i| !fs.is_file(&fs.from_grub(i))) {
             problems.push(format!(
                 "the default entry {:?} loads initrd {i}, which is not in the filesystem",
                 e.title
@@ -186,7 +204,7 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         .and_then(|e| e.kernel.as_deref())
         .and_then(version_of);
     let kernels = all_kernels(&fs, menu.as_ref());
-    let facts_of = |k: &str| kernels.iter().find(|f| f.path == k);
+    let facts_of = |k: &str| kernels.iter().find(|f| f.path == fs.from_grub(k));
     // The HVM copy boots the PV default unless it is PV-only; then the first
     // entry whose kernel is there and can boot HVM.
     let mut hvm_problems = vec![];
@@ -224,13 +242,21 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
     let boot = bootcfg::plan(
         &fs,
         &bootcfg::Context {
-            root_uuid: uuid.clone(),
+            root_uuid: root_uuid.clone(),
+            boot_uuid: separate_boot.then(|| uuid.clone()),
             grub_root: "(hd0,0)".into(),
             default_version: hvm_version.clone(),
             hvm_default,
         },
     );
-    let mut findings = fstab_findings(&fs, &uuid);
+    let mut findings = disk.notes.clone();
+    if let Some(r) = &root_uuid {
+        findings.extend(fstab_findings(
+            &fs,
+            r,
+            separate_boot.then_some(uuid.as_str()),
+        ));
+    }
     findings.extend(console_findings(&fs));
     if let Some(e) = &entry {
         if let Some(c) = e
@@ -272,12 +298,15 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         );
     }
     Ok(Inspection {
-        layout,
-        fs_offset,
-        fs_size: fs.superblock.size,
-        fs_type: fs.superblock.fs_type,
-        label: fs.label(),
+        layout: disk.flavor,
+        fs_offset: boot_fs.offset,
+        fs_size: boot_fs.size,
+        fs_type: boot_fs.fs_type,
+        label: boot_fs.label.clone(),
         uuid,
+        root_uuid,
+        partitions: disk.partitions.clone(),
+        mounts: disk.mounts.clone(),
         menu_lst: found,
         default_title: entry.as_ref().map(|e| e.title.clone()),
         kernel: entry.as_ref().and_then(|e| e.kernel.clone()),

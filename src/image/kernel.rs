@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::image::fs::GuestFs;
+use crate::image::guest::Guest;
 use crate::image::menulst::MenuLst;
 
 /// The tag amitool puts on every image it registers: the drivers its default
@@ -94,7 +94,7 @@ pub struct KernelFacts {
 }
 
 /// Whether `/boot/config-VERSION` (or, without one, the name) says xenlinux.
-fn pv_only(fs: &GuestFs, version: &str) -> bool {
+fn pv_only(fs: &Guest, version: &str) -> bool {
     match fs.read_text(&format!("/boot/config-{version}")) {
         Some(cfg) => cfg.lines().any(|l| {
             l == "CONFIG_X86_64_XEN=y"
@@ -106,7 +106,7 @@ fn pv_only(fs: &GuestFs, version: &str) -> bool {
 }
 
 /// The initramfs of `version`: the one a menu entry loads with it, else by the distributions' names.
-fn initramfs_of(fs: &GuestFs, version: &str, menu_initrd: Option<&str>) -> Option<String> {
+fn initramfs_of(fs: &Guest, version: &str, menu_initrd: Option<&str>) -> Option<String> {
     menu_initrd
         .map(String::from)
         .into_iter()
@@ -119,7 +119,7 @@ fn initramfs_of(fs: &GuestFs, version: &str, menu_initrd: Option<&str>) -> Optio
         .find(|p| fs.is_file(p))
 }
 
-fn kernel_facts(fs: &GuestFs, path: &str, version: &str, menu_initrd: Option<&str>) -> KernelFacts {
+fn kernel_facts(fs: &Guest, path: &str, version: &str, menu_initrd: Option<&str>) -> KernelFacts {
     let modules = drivers(fs, version);
     let config = fs
         .read_text(&format!("/boot/config-{version}"))
@@ -133,7 +133,7 @@ fn kernel_facts(fs: &GuestFs, path: &str, version: &str, menu_initrd: Option<&st
                 .lines()
                 .any(|l| l.ends_with(&format!("/{module}.ko")))
     };
-    let initramfs = initramfs_of(fs, version, menu_initrd);
+    let initramfs = initramfs_of(fs, version, menu_initrd.map(|i| fs.from_grub(i)).as_deref());
     let (names, initramfs_error) = match &initramfs {
         None => (vec![], Some("no initramfs for this kernel".to_string())),
         Some(p) => match fs.read_bytes(p).map(|b| crate::image::initramfs::list(&b)) {
@@ -190,7 +190,7 @@ fn kernel_facts(fs: &GuestFs, path: &str, version: &str, menu_initrd: Option<&st
     }
 }
 
-pub(crate) fn all_kernels(fs: &GuestFs, menu: Option<&MenuLst>) -> Vec<KernelFacts> {
+pub(crate) fn all_kernels(fs: &Guest, menu: Option<&MenuLst>) -> Vec<KernelFacts> {
     fs.list("/boot")
         .into_iter()
         .map(|n| format!("/boot/{n}"))
@@ -200,7 +200,7 @@ pub(crate) fn all_kernels(fs: &GuestFs, menu: Option<&MenuLst>) -> Vec<KernelFac
             let initrd = menu.and_then(|m| {
                 m.entries
                     .iter()
-                    .find(|e| e.kernel.as_deref() == Some(path.as_str()))
+                    .find(|e| e.kernel.as_deref().map(|k| fs.from_grub(k)).as_deref() == Some(path.as_str()))
                     .and_then(|e| e.initrd.clone())
             });
             Some(kernel_facts(fs, &path, &version, initrd.as_deref()))
@@ -216,7 +216,7 @@ pub fn version_of(kernel: &str) -> Option<String> {
         .map(String::from)
 }
 
-fn drivers(fs: &GuestFs, version: &str) -> Drivers {
+fn drivers(fs: &Guest, version: &str) -> Drivers {
     let dir = format!("/lib/modules/{version}");
     // modules.order lists every module the kernel build made, installed or not.
     let text = ["modules.builtin", "modules.dep"]

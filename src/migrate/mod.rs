@@ -20,7 +20,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::image::boot;
 use crate::image::bootcfg;
-use crate::image::hvm::{self, Layout};
+use crate::image::guest::{self, Guest, Mount};
+use crate::image::hvm;
+use crate::image::guestfix::{self, GuestFix};
 use crate::image::inspect::{self, Inspection};
 use crate::kernels::Flavor;
 use crate::model::Image;
@@ -365,13 +367,21 @@ async fn pipeline(
             insp.kernel.as_deref().unwrap_or("-")
         ),
     );
-    let layout = Layout::new(insp.fs_offset, insp.fs_size, &insp.uuid);
+    let layout = insp.hvm_layout();
     let cfg = plan_config(&insp)?;
     rec.done(
         "plan",
         format!(
-            "partition 1 at sector {} of {} bytes",
-            hvm::PART_START_LBA,
+            "{} of a {}-byte disk",
+            layout
+                .partitions
+                .iter()
+                .map(|p| format!(
+                    "partition {} at sector {} ({:#04x}, {} sectors)",
+                    p.number, p.start_lba, p.kind, p.sectors
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
             layout.disk_size
         ),
     );
@@ -388,17 +398,13 @@ async fn pipeline(
     );
     let mut insp = insp;
     // The boot configuration the guest maintains, rewritten for HVM in the copy.
-    let edits: Vec<crate::image::guestfix::GuestFix> = insp
+    let edits: Vec<GuestFix> = insp
         .boot
         .as_ref()
-        .map(|b| {
-            b.edits
-                .iter()
-                .map(crate::image::guestfix::GuestFix::from_edit)
-                .collect()
-        })
+        .map(|b| b.edits.iter().map(GuestFix::from_edit).collect())
         .unwrap_or_default();
-    crate::image::guestfix::apply(&out, hvm::PART_OFFSET, &edits, work)
+    let mounts = insp.hvm_mounts(&layout);
+    write_files(&out, &mounts, &edits, work)
         .map_err(|e| Error::InvalidInput(format!("rewrite the boot configuration: {e}")))?;
     let boot = insp.boot.as_ref().map(|b| &b.config);
     rec.done(
@@ -416,7 +422,7 @@ async fn pipeline(
         ),
     );
     if journal.fix_guest {
-        let applied = fix_guest(&out, work)?;
+        let applied = fix_guest(&out, &mounts, work)?;
         let detail = if applied.is_empty() {
             "nothing to change".to_string()
         } else {
@@ -505,15 +511,41 @@ async fn pipeline(
     Ok((disk, image, insp))
 }
 
-/// Plan and apply the guest fixes to the HVM disk's filesystem.
-fn fix_guest(disk: &Path, work: &Path) -> Result<Vec<String>> {
-    use crate::image::fs::GuestFs;
-    use crate::image::guestfix;
-    let fs = GuestFs::open(disk, hvm::PART_OFFSET)
+/// Write `files` (guest paths) into the HVM copy's filesystems, each into the mount it lies on.
+fn write_files(
+    disk: &Path,
+    mounts: &[Mount],
+    files: &[GuestFix],
+    work: &Path,
+) -> std::result::Result<(), guestfix::FixError> {
+    for f in files {
+        let Some((i, inner)) = guest::route(mounts.iter().map(|m| m.point.as_str()), &f.path)
+        else {
+            return Err(guestfix::FixError::Unmounted {
+                path: f.path.clone(),
+            });
+        };
+        let inside = GuestFix {
+            path: inner,
+            ..f.clone()
+        };
+        guestfix::apply(disk, mounts[i].offset, &[inside], work)?;
+    }
+    Ok(())
+}
+
+/// Plan and apply the guest fixes to the HVM copy's filesystems.
+fn fix_guest(disk: &Path, mounts: &[Mount], work: &Path) -> Result<Vec<String>> {
+    let Some(root) = mounts.iter().find(|m| m.point == "/") else {
+        return Ok(vec![
+            "nothing: the root filesystem could not be read".into(),
+        ]);
+    };
+    let fs = Guest::open(disk, mounts)
         .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
-    let fixes = guestfix::plan(&fs, &fs.uuid());
+    let fixes = guestfix::plan(&fs, &root.uuid);
     drop(fs);
-    guestfix::apply(disk, hvm::PART_OFFSET, &fixes, work)
+    write_files(disk, mounts, &fixes, work)
         .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
     Ok(fixes.into_iter().map(|f| f.description).collect())
 }

@@ -24,8 +24,13 @@ pub fn target(disk: &Path) -> String {
 }
 
 pub fn cat(disk: &Path, path: &str) -> Option<String> {
+    cat_at(&target(disk), path)
+}
+
+/// A file of the ext filesystem `target` (`disk?offset=N`).
+pub fn cat_at(target: &str, path: &str) -> Option<String> {
     let out = Command::new("debugfs")
-        .args(["-R", &format!("cat {path}"), &target(disk)])
+        .args(["-R", &format!("cat {path}"), target])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -257,8 +262,17 @@ pub fn grub_mkconfig_40_custom(custom: &str, default_grub: &str, version: &str) 
 }
 
 /// The initramfs name a distribution's style gives `version`.
+/// Where the guest's kernels are as GRUB reads them: `/boot`, or the top of a separate /boot.
+pub fn boot_dir(style: &str) -> &'static str {
+    match style {
+        "centos-6-separate-boot" | "amigen6-lvm" => "",
+        _ => "/boot",
+    }
+}
+
 pub fn initrd_name(style: &str, version: &str) -> String {
     match style {
+        "centos-6-separate-boot" | "amigen6-lvm" => format!("/initramfs-{version}.img"),
         s if s.starts_with("amazon") || s == "centos-6" => format!("/boot/initramfs-{version}.img"),
         "suse-11" => format!("/boot/initrd-{version}"),
         _ => format!("/boot/initrd.img-{version}"),
@@ -266,28 +280,40 @@ pub fn initrd_name(style: &str, version: &str) -> String {
 }
 
 /// Upgrade the kernel of the guest on `disk` the way its `style`'s tools do;
-/// returns the new kernel's path.
+/// returns the new kernel's path as GRUB reads it. The boot filesystem is
+/// partition 1; `root_offset` is where the root filesystem is when /boot is
+/// separate.
 pub fn kernel_upgrade(
     disk: &Path,
     style: &str,
     uuid: &str,
     old_kernel: &str,
     old_initrd: &str,
+    root_offset: Option<u64>,
 ) -> String {
     let old_version = old_kernel.rsplit_once("vmlinuz-").unwrap().1;
     let version = format!("{old_version}.day2");
-    let new_kernel = format!("/boot/vmlinuz-{version}");
+    let boot = boot_dir(style);
+    let new_kernel = format!("{boot}/vmlinuz-{version}");
     let new_initrd = initrd_name(style, &version);
     copy(disk, old_kernel, &new_kernel);
     copy(disk, old_initrd, &new_initrd);
     match style {
-        "amazon-linux-1" | "amazon-linux-1-multi" | "centos-6" | "suse-11" => {
-            let file = if cat(disk, "/boot/grub/grub.conf").is_some() {
-                "/boot/grub/grub.conf"
+        "amazon-linux-1" | "amazon-linux-1-multi" | "centos-6" | "suse-11"
+        | "centos-6-separate-boot" | "amigen6-lvm" => {
+            let conf = format!("{boot}/grub/grub.conf");
+            let file = if cat(disk, &conf).is_some() {
+                conf
             } else {
-                "/boot/grub/menu.lst"
+                format!("{boot}/grub/menu.lst")
             };
-            let fstab = cat(disk, "/etc/fstab").unwrap();
+            let file = file.as_str();
+            // new-kernel-pkg passes fstab's / to grubby as root=.
+            let fstab = match root_offset {
+                Some(o) => cat_at(&format!("{}?offset={o}", disk.display()), "/etc/fstab"),
+                None => cat(disk, "/etc/fstab"),
+            }
+            .unwrap();
             let root = fstab
                 .lines()
                 .find_map(|l| {

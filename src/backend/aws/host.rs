@@ -141,7 +141,7 @@ impl AwsBackend {
     }
 
     /// The PV-GRUB flavor of a kernel, from its name in the region.
-    async fn flavor_of(
+    pub(crate) async fn flavor_of(
         &self,
         region: &str,
         kernel_id: Option<&str>,

@@ -43,8 +43,11 @@ pub enum ConfigKind {
 /// The file GRUB reads at every boot, and why that one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BootConfig {
-    /// Its path in the boot filesystem, symlinks resolved.
+    /// Its path in the guest, symlinks resolved.
     pub path: String,
+    /// Its path in the boot filesystem GRUB finds by UUID (without `/boot`
+    /// when /boot is a partition of its own).
+    pub grub_path: String,
     pub kind: ConfigKind,
     pub rule: String,
 }
@@ -73,7 +76,10 @@ pub struct Edit {
 #[derive(Debug, Clone)]
 pub struct Context {
     /// The root filesystem's UUID, for `root=UUID=`.
-    pub root_uuid: String,
+    /// `None` when the root filesystem could not be read: `root=` is left as it is.
+    pub root_uuid: Option<String>,
+    /// A separate /boot filesystem's UUID, for its fstab line.
+    pub boot_uuid: Option<String>,
     /// GRUB legacy's name for the boot partition on the HVM disk: `(hd0,0)`.
     pub grub_root: String,
     /// The version of the kernel the guest boots by default, for the NVMe timeout of future entries.
@@ -113,6 +119,7 @@ pub fn choose(fs: &dyn GuestFiles) -> Option<BootConfig> {
         if let Some(real) = fs.canonical(grub_cfg) {
             if fs.read_text(&real).is_some_and(|t| is_grub2(&t)) {
                 return Some(BootConfig {
+                    grub_path: fs.grub_path(&real),
                     path: real,
                     kind: ConfigKind::Grub2,
                     rule: "grub.cfg is GRUB 2 syntax and the guest has grub-mkconfig, which maintains it".into(),
@@ -124,6 +131,7 @@ pub fn choose(fs: &dyn GuestFiles) -> Option<BootConfig> {
     if grubby && fs.is_file("/boot/grub/grub.conf") {
         if let Some(real) = fs.canonical("/boot/grub/grub.conf") {
             return Some(BootConfig {
+                grub_path: fs.grub_path(&real),
                 path: real,
                 kind: ConfigKind::Legacy,
                 rule: "the guest has grubby (new-kernel-pkg), which writes /boot/grub/grub.conf"
@@ -131,9 +139,12 @@ pub fn choose(fs: &dyn GuestFiles) -> Option<BootConfig> {
             });
         }
     }
-    let found = SEARCH_ORDER.iter().find(|p| fs.is_file(p))?;
-    let real = fs.canonical(found)?;
-    let via = if real == *found {
+    let found = SEARCH_ORDER
+        .iter()
+        .map(|p| fs.from_grub(p))
+        .find(|p| fs.is_file(p))?;
+    let real = fs.canonical(&found)?;
+    let via = if real == found {
         String::new()
     } else {
         format!(" (a link to {real})")
@@ -144,6 +155,7 @@ pub fn choose(fs: &dyn GuestFiles) -> Option<BootConfig> {
         ConfigKind::Legacy
     };
     Some(BootConfig {
+        grub_path: fs.grub_path(&real),
         path: real,
         kind,
         rule: format!(
@@ -169,7 +181,7 @@ pub fn handover(boot_uuid: &str, cfg: &BootConfig) -> String {
          export root\n\
          {load} {path}\n\
          echo \"amitool: {path} on {boot_uuid} could not be read or booted nothing\"\n",
-        path = cfg.path
+        path = cfg.grub_path
     )
 }
 
@@ -235,8 +247,9 @@ pub fn plan(fs: &dyn GuestFiles, ctx: &Context) -> Option<BootPlan> {
     let mut files: BTreeMap<String, Rewrite> = BTreeMap::new();
     // Every legacy menu the guest has (a hard-linked or copied menu.lst too),
     // so whichever file a tool copies from is right.
-    for p in SEARCH_ORDER.iter().chain(["/boot/grub/grub.cfg"].iter()) {
-        if let Some(real) = fs.canonical(p).filter(|r| fs.is_file(r)) {
+    let menus = SEARCH_ORDER.iter().map(|p| fs.from_grub(p));
+    for p in menus.chain(["/boot/grub/grub.cfg".to_string()]) {
+        if let Some(real) = fs.canonical(&p).filter(|r| fs.is_file(r)) {
             let grub2 = fs.read_text(&real).is_some_and(|t| is_grub2(&t));
             files
                 .entry(real)
@@ -282,6 +295,7 @@ mod tests {
     fn handover_names_the_file() {
         let cfg = BootConfig {
             path: "/boot/grub/grub.conf".into(),
+            grub_path: "/boot/grub/grub.conf".into(),
             kind: ConfigKind::Legacy,
             rule: "r".into(),
         };

@@ -96,7 +96,7 @@ fn kernel_words(rest: &str, ctx: &Context) -> String {
     };
     let path = partition_device(words[p], &ctx.grub_root);
     let version = crate::image::inspect::version_of(&path);
-    let args = hvm_args(&words[p + 1..], Some(&ctx.root_uuid), version.as_deref());
+    let args = hvm_args(&words[p + 1..], ctx.root_uuid.as_deref(), version.as_deref());
     let mut out: Vec<String> = words[..p].iter().map(|s| s.to_string()).collect();
     out.push(path);
     out.extend(args);
@@ -156,7 +156,7 @@ pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Cha
             let version = ctx.default_version.as_deref();
             format!(
                 "# kopt={}",
-                hvm_args(&words, Some(&ctx.root_uuid), version).join(" ")
+                hvm_args(&words, ctx.root_uuid.as_deref(), version).join(" ")
             )
         } else if let Some(v) = line.strip_prefix("# groot=") {
             has_groot = true;
@@ -233,7 +233,7 @@ pub fn rewrite_grub2(file: &str, text: &str, ctx: &Context) -> (String, Vec<Chan
         match words.split_first() {
             Some((path, args)) => {
                 let version = crate::image::inspect::version_of(path);
-                let args = hvm_args(args, Some(&ctx.root_uuid), version.as_deref());
+                let args = hvm_args(args, ctx.root_uuid.as_deref(), version.as_deref());
                 format!("{}{cmd}{sep}{path} {}", indent(line), args.join(" "))
             }
             None => line.to_string(),
@@ -288,8 +288,9 @@ pub fn rewrite_default_grub(file: &str, text: &str, ctx: &Context) -> (String, V
 pub fn rewrite_40_custom(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
     map_lines(file, text, |line| {
         let (cmd, sep, rest) = split_cmd(line);
-        if cmd == "GRUB_DEVICE" && sep == "=" && xen_device(rest.trim()) {
-            format!("{}GRUB_DEVICE=UUID={}", indent(line), ctx.root_uuid)
+        let uuid = ctx.root_uuid.as_deref().filter(|_| xen_device(rest.trim()));
+        if let (Some(uuid), "GRUB_DEVICE", "=") = (uuid, cmd, sep) {
+            format!("{}GRUB_DEVICE=UUID={uuid}", indent(line))
         } else if matches!(cmd, "root" | "rootnoverify") && rest.trim() == "(hd0)" {
             format!("{}{cmd}{sep}{}", indent(line), ctx.grub_root)
         } else {
@@ -303,10 +304,13 @@ pub fn rewrite_40_custom(file: &str, text: &str, ctx: &Context) -> (String, Vec<
 pub fn rewrite_fstab_root(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
     map_lines(file, text, |line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            [dev, "/", rest @ ..] if xen_device(dev) => {
-                format!("UUID={}\t/\t{}", ctx.root_uuid, rest.join("\t"))
-            }
+        let uuid = match f.as_slice() {
+            [dev, "/", ..] if xen_device(dev) => ctx.root_uuid.as_deref(),
+            [dev, "/boot", ..] if xen_device(dev) => ctx.boot_uuid.as_deref(),
+            _ => None,
+        };
+        match (uuid, f.as_slice()) {
+            (Some(uuid), [_, mp, rest @ ..]) => format!("UUID={uuid}\t{mp}\t{}", rest.join("\t")),
             _ => line.to_string(),
         }
     })
@@ -319,7 +323,8 @@ mod tests {
 
     fn ctx() -> Context {
         Context {
-            root_uuid: "u-1".into(),
+            root_uuid: Some("u-1".into()),
+            boot_uuid: None,
             grub_root: "(hd0,0)".into(),
             default_version: Some("6.1.0-57-amd64".into()),
             hvm_default: None,

@@ -172,6 +172,13 @@ async fn steps(
     };
     let raw = aws.describe_raw(&region, &image_id).await?;
     let image = crate::backend::aws::convert::migratable(&region, &raw)?;
+    // The helper's script copies one whole-disk filesystem; a partitioned
+    // disk (separate /boot, LVM root) is refused before anything is launched.
+    if aws.flavor_of(&region, image.kernel_id.as_deref()).await == Some(crate::kernels::Flavor::Hd00) {
+        return Err(Error::InvalidInput(format!(
+            "{image_id} boots with the hd00 PV-GRUB (a partitioned disk): the helper method copies whole-disk (hd0) filesystems only; use --method direct"
+        )));
+    }
     let (ami_snapshot, vtype) = AwsBackend::root_snapshot(&raw)?;
     let vtype = vtype.unwrap_or(VolumeType::Gp2);
     // The target (and the new image's root) keeps the source's type unless told.
@@ -327,7 +334,8 @@ async fn steps(
     let plan = bootcfg::plan(
         &files,
         &bootcfg::Context {
-            root_uuid: uuid.clone(),
+            root_uuid: Some(uuid.clone()),
+            boot_uuid: None,
             grub_root: "(hd0,0)".into(),
             default_version: kernel_version.clone(),
             hvm_default: None,
