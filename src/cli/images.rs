@@ -124,7 +124,11 @@ impl Tabular for inspect::Inspection {
             format!(
                 "{} ({})",
                 self.layout.as_str(),
-                self.mounts.iter().map(where_).collect::<Vec<_>>().join(", ")
+                self.mounts
+                    .iter()
+                    .map(where_)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         } else {
             self.layout.as_str().into()

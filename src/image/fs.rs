@@ -129,7 +129,7 @@ pub trait GuestFiles {
         path.to_string()
     }
     /// A path GRUB reads in the boot filesystem, as the guest sees it.
-    fn from_grub(&self, path: &str) -> String {
+    fn guest_path(&self, path: &str) -> String {
         path.to_string()
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Paths are the guest's (`/boot/grub/grub.conf`, `/etc/fstab`); GRUB's
 //! paths are relative to the boot filesystem (`/grub/grub.conf`), and
-//! [`Guest::from_grub`]/[`Guest::to_grub`] translate.
+//! [`Guest::guest_path`]/[`Guest::to_grub`] translate.
 
 use std::path::Path;
 
@@ -57,7 +57,13 @@ impl Discovery {
     }
 }
 
-fn mount_of(fs: &GuestFs, point: &str, offset: u64, partition: Option<u8>, lv: Option<String>) -> Mount {
+fn mount_of(
+    fs: &GuestFs,
+    point: &str,
+    offset: u64,
+    partition: Option<u8>,
+    lv: Option<String>,
+) -> Mount {
     Mount {
         point: point.into(),
         offset,
@@ -170,15 +176,18 @@ fn partitioned(path: &Path) -> Result<Discovery, FsError> {
 pub fn route<'a>(points: impl Iterator<Item = &'a str>, path: &str) -> Option<(usize, String)> {
     let mut best: Option<(usize, usize)> = None;
     for (i, p) in points.enumerate() {
-        let under = p == "/"
-            || path == p
-            || path.strip_prefix(p).is_some_and(|r| r.starts_with('/'));
+        let under =
+            p == "/" || path == p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/'));
         if under && best.is_none_or(|(_, len)| p.len() > len) {
             best = Some((i, p.len()));
         }
     }
     let (i, len) = best?;
-    let inner = if len == 1 { path.to_string() } else { path[len..].to_string() };
+    let inner = if len == 1 {
+        path.to_string()
+    } else {
+        path[len..].to_string()
+    };
     Some((i, if inner.is_empty() { "/".into() } else { inner }))
 }
 
@@ -208,7 +217,7 @@ impl Guest {
     }
 
     /// A path GRUB reads (relative to the boot filesystem) as the guest sees it.
-    pub fn from_grub(&self, p: &str) -> String {
+    pub fn guest_path(&self, p: &str) -> String {
         if self.separate_boot() && p.starts_with('/') {
             format!("/boot{p}")
         } else {
@@ -240,7 +249,14 @@ impl Guest {
                 }
                 _ => {}
             }
-            let next = format!("/{}", cur.iter().chain([&c]).cloned().collect::<Vec<_>>().join("/"));
+            let next = format!(
+                "/{}",
+                cur.iter()
+                    .chain([&c])
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
             let (fs, inner) = self.route(&next)?;
             if inner != "/" {
                 if let Some(t) = fs.link_target(&inner) {
@@ -311,8 +327,8 @@ impl GuestFiles for Guest {
     fn grub_path(&self, path: &str) -> String {
         self.to_grub(path)
     }
-    fn from_grub(&self, path: &str) -> String {
-        Guest::from_grub(self, path)
+    fn guest_path(&self, path: &str) -> String {
+        Guest::guest_path(self, path)
     }
 }
 
@@ -323,8 +339,14 @@ mod tests {
     #[test]
     fn routes_to_the_longest_mount_point() {
         let pts = ["/", "/boot"];
-        assert_eq!(route(pts.into_iter(), "/etc/fstab"), Some((0, "/etc/fstab".into())));
-        assert_eq!(route(pts.into_iter(), "/boot/grub/grub.conf"), Some((1, "/grub/grub.conf".into())));
+        assert_eq!(
+            route(pts.into_iter(), "/etc/fstab"),
+            Some((0, "/etc/fstab".into()))
+        );
+        assert_eq!(
+            route(pts.into_iter(), "/boot/grub/grub.conf"),
+            Some((1, "/grub/grub.conf".into()))
+        );
         assert_eq!(route(pts.into_iter(), "/boot"), Some((1, "/".into())));
         assert_eq!(route(pts.into_iter(), "/bootx"), Some((0, "/bootx".into())));
         assert_eq!(route(["/boot"].into_iter(), "/etc/fstab"), None);

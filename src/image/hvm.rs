@@ -94,7 +94,11 @@ impl Layout {
     /// whole, in its slot and order, all moved by the same amount so the
     /// first starts at 1 MiB at least (never moved down), partition 1 active.
     pub fn partitioned(parts: &[crate::image::parts::Partition], fs_uuid: &str) -> Self {
-        let first = parts.iter().map(|p| p.start_lba).min().unwrap_or(PART_START_LBA);
+        let first = parts
+            .iter()
+            .map(|p| p.start_lba)
+            .min()
+            .unwrap_or(PART_START_LBA);
         let shift = PART_START_LBA.saturating_sub(first);
         let partitions: Vec<PartEntry> = parts
             .iter()

@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::image::bootcfg::{self, BootPlan, Change};
 use crate::image::fs::{FsError, FsType};
 use crate::image::guest::{self, Guest, Mount};
-use crate::image::parts::Partition;
 use crate::image::menulst::{self, MenuLst};
+use crate::image::parts::Partition;
 use crate::kernels::Flavor;
 
 use crate::image::kernel::all_kernels;
@@ -164,7 +164,7 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
     // PV-GRUB's paths are the boot filesystem's; `found` is the guest's path.
     let found = menulst::SEARCH_ORDER
         .iter()
-        .map(|p| fs.from_grub(p))
+        .map(|p| fs.guest_path(p))
         .find(|p| fs.is_file(p));
     let menu = found
         .as_ref()
@@ -186,13 +186,13 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
     if let Some(e) = &entry {
         match &e.kernel {
             None => problems.push(format!("menu entry {:?} names no kernel", e.title)),
-            Some(k) if !fs.is_file(&fs.from_grub(k)) => problems.push(format!(
+            Some(k) if !fs.is_file(&fs.guest_path(k)) => problems.push(format!(
                 "the default entry {:?} boots {k}, which is not in the filesystem",
                 e.title
             )),
             _ => {}
         }
-        if let Some(i) = e.initrd.as_ref().filter(|i| !fs.is_file(&fs.from_grub(i))) {
+        if let Some(i) = e.initrd.as_ref().filter(|i| !fs.is_file(&fs.guest_path(i))) {
             problems.push(format!(
                 "the default entry {:?} loads initrd {i}, which is not in the filesystem",
                 e.title
@@ -204,7 +204,7 @@ pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsErro
         .and_then(|e| e.kernel.as_deref())
         .and_then(version_of);
     let kernels = all_kernels(&fs, menu.as_ref());
-    let facts_of = |k: &str| kernels.iter().find(|f| f.path == fs.from_grub(k));
+    let facts_of = |k: &str| kernels.iter().find(|f| f.path == fs.guest_path(k));
     // The HVM copy boots the PV default unless it is PV-only; then the first
     // entry whose kernel is there and can boot HVM.
     let mut hvm_problems = vec![];

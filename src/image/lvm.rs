@@ -147,11 +147,7 @@ fn metadata(f: &File, part: u64, part_len: u64) -> Result<(String, String), LvmE
 }
 
 /// The logical volumes of the volume group on the partition at `offset`.
-pub fn logical_volumes(
-    disk: &Path,
-    offset: u64,
-    len: u64,
-) -> Result<Vec<LogicalVolume>, LvmError> {
+pub fn logical_volumes(disk: &Path, offset: u64, len: u64) -> Result<Vec<LogicalVolume>, LvmError> {
     let f = File::open(disk).map_err(|e| LvmError::Read(e.to_string()))?;
     let (pv_uuid, text) = metadata(&f, offset, len)?;
     let root = parse(&text)?;
@@ -308,9 +304,7 @@ fn tokens(text: &str) -> Result<Vec<Tok>, LvmError> {
             c if c.is_whitespace() => {
                 it.next();
             }
-            '#' => {
-                while it.next().is_some_and(|c| c != '\n') {}
-            }
+            '#' => while it.next().is_some_and(|c| c != '\n') {},
             '{' | '}' | '[' | ']' | '=' | ',' => {
                 out.push(Tok::Punct(c));
                 it.next();
@@ -501,7 +495,15 @@ version = 1
 
     #[test]
     fn hostile_text_is_an_error() {
-        for t in ["a {", "a = ", "a = [1, 2", "\"x\" = 1", "a { b = \"x }", "}", &"a {".repeat(40)] {
+        for t in [
+            "a {",
+            "a = ",
+            "a = [1, 2",
+            "\"x\" = 1",
+            "a { b = \"x }",
+            "}",
+            &"a {".repeat(40),
+        ] {
             assert!(parse(t).is_err(), "{t:?}");
         }
     }

@@ -58,10 +58,12 @@ pub enum PartError {
 /// The used primary partitions of the disk at `path`, in slot order.
 pub fn read(path: &Path) -> Result<Vec<Partition>, PartError> {
     let f = File::open(path).map_err(|e| PartError::Read(e.to_string()))?;
-    let len = f.metadata().map_err(|e| PartError::Read(e.to_string()))?.len();
+    let len = f
+        .metadata()
+        .map_err(|e| PartError::Read(e.to_string()))?
+        .len();
     let mut mbr = [0u8; 512];
-    f.read_exact_at(&mut mbr, 0)
-        .map_err(|_| PartError::NoMbr)?;
+    f.read_exact_at(&mut mbr, 0).map_err(|_| PartError::NoMbr)?;
     parse(&mbr, len)
 }
 
@@ -138,7 +140,10 @@ mod tests {
     fn reads_primary_partitions() {
         let p = parse(&mbr(&[(0x83, 2048, 1024), (0x8e, 3072, 4096)]), 8 << 20).unwrap();
         assert_eq!(p.len(), 2);
-        assert_eq!((p[1].number, p[1].offset(), p[1].kind), (2, 3072 * 512, 0x8e));
+        assert_eq!(
+            (p[1].number, p[1].offset(), p[1].kind),
+            (2, 3072 * 512, 0x8e)
+        );
     }
 
     #[test]
@@ -146,10 +151,22 @@ mod tests {
         let disk = 8 << 20;
         assert_eq!(parse(&[0u8; 512], disk), Err(PartError::NoMbr));
         assert_eq!(parse(&mbr(&[(0xee, 1, 100)]), disk), Err(PartError::Gpt));
-        assert_eq!(parse(&mbr(&[(0x83, 2048, 100), (0x05, 4096, 100)]), disk), Err(PartError::Extended(2)));
-        assert_eq!(parse(&mbr(&[(0x83, 2048, 100), (0x83, 2100, 100)]), disk), Err(PartError::Overlap(1, 2)));
-        assert!(matches!(parse(&mbr(&[(0x83, 2048, u32::MAX)]), disk), Err(PartError::PastEnd { .. })));
-        assert_eq!(parse(&mbr(&[(0x83, 0, 100)]), disk), Err(PartError::AtZero(1)));
+        assert_eq!(
+            parse(&mbr(&[(0x83, 2048, 100), (0x05, 4096, 100)]), disk),
+            Err(PartError::Extended(2))
+        );
+        assert_eq!(
+            parse(&mbr(&[(0x83, 2048, 100), (0x83, 2100, 100)]), disk),
+            Err(PartError::Overlap(1, 2))
+        );
+        assert!(matches!(
+            parse(&mbr(&[(0x83, 2048, u32::MAX)]), disk),
+            Err(PartError::PastEnd { .. })
+        ));
+        assert_eq!(
+            parse(&mbr(&[(0x83, 0, 100)]), disk),
+            Err(PartError::AtZero(1))
+        );
         assert_eq!(parse(&mbr(&[]), disk), Err(PartError::Empty));
     }
 }

@@ -299,8 +299,12 @@ pub fn kernel_upgrade(
     copy(disk, old_kernel, &new_kernel);
     copy(disk, old_initrd, &new_initrd);
     match style {
-        "amazon-linux-1" | "amazon-linux-1-multi" | "centos-6" | "suse-11"
-        | "centos-6-separate-boot" | "amigen6-lvm" => {
+        "amazon-linux-1"
+        | "amazon-linux-1-multi"
+        | "centos-6"
+        | "suse-11"
+        | "centos-6-separate-boot"
+        | "amigen6-lvm" => {
             let conf = format!("{boot}/grub/grub.conf");
             let file = if cat(disk, &conf).is_some() {
                 conf

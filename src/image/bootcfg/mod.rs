@@ -141,7 +141,7 @@ pub fn choose(fs: &dyn GuestFiles) -> Option<BootConfig> {
     }
     let found = SEARCH_ORDER
         .iter()
-        .map(|p| fs.from_grub(p))
+        .map(|p| fs.guest_path(p))
         .find(|p| fs.is_file(p))?;
     let real = fs.canonical(&found)?;
     let via = if real == found {
@@ -247,7 +247,7 @@ pub fn plan(fs: &dyn GuestFiles, ctx: &Context) -> Option<BootPlan> {
     let mut files: BTreeMap<String, Rewrite> = BTreeMap::new();
     // Every legacy menu the guest has (a hard-linked or copied menu.lst too),
     // so whichever file a tool copies from is right.
-    let menus = SEARCH_ORDER.iter().map(|p| fs.from_grub(p));
+    let menus = SEARCH_ORDER.iter().map(|p| fs.guest_path(p));
     for p in menus.chain(["/boot/grub/grub.cfg".to_string()]) {
         if let Some(real) = fs.canonical(&p).filter(|r| fs.is_file(r)) {
             let grub2 = fs.read_text(&real).is_some_and(|t| is_grub2(&t));

@@ -96,7 +96,11 @@ fn kernel_words(rest: &str, ctx: &Context) -> String {
     };
     let path = partition_device(words[p], &ctx.grub_root);
     let version = crate::image::inspect::version_of(&path);
-    let args = hvm_args(&words[p + 1..], ctx.root_uuid.as_deref(), version.as_deref());
+    let args = hvm_args(
+        &words[p + 1..],
+        ctx.root_uuid.as_deref(),
+        version.as_deref(),
+    );
     let mut out: Vec<String> = words[..p].iter().map(|s| s.to_string()).collect();
     out.push(path);
     out.extend(args);
