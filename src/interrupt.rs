@@ -40,7 +40,7 @@ pub fn is_interrupted() -> bool {
 }
 
 /// Resolves once Ctrl-C was pressed.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     let mut rx = flag().subscribe();
     let _ = rx.wait_for(|&pressed| pressed).await;
 }
@@ -54,4 +54,33 @@ pub async fn or_interrupted<T>(work: impl Future<Output = Result<T>>) -> Result<
         () = interrupted() => Err(Error::Interrupted),
         r = work => r,
     }
+}
+
+/// Work running outside the task that Ctrl-C drops (a blocking thread's
+/// transfer): counted, so cleanup waits for it to stop before removing what it writes.
+fn busy_count() -> &'static watch::Sender<usize> {
+    static BUSY: OnceLock<watch::Sender<usize>> = OnceLock::new();
+    BUSY.get_or_init(|| watch::channel(0).0)
+}
+
+/// Held by such work while it runs.
+pub struct Busy(());
+
+impl Busy {
+    pub fn start() -> Self {
+        busy_count().send_modify(|n| *n += 1);
+        Busy(())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        busy_count().send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Resolves once no [`Busy`] work is left running.
+pub async fn settled() {
+    let mut rx = busy_count().subscribe();
+    let _ = rx.wait_for(|&n| n == 0).await;
 }

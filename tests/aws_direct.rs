@@ -524,8 +524,9 @@ async fn ctrl_c_after_the_upload_keeps_it_for_resume() {
     assert_eq!(code, Some(130), "{said:?}");
     let last = said.last().unwrap();
     assert!(
-        last.contains("stopped: interrupted (Ctrl-C) after its upload began")
-            && last.contains("--resume mig-"),
+        last.contains(
+            "stopped: interrupted (Ctrl-C); removed nothing; kept the upload snapshot snap-"
+        ) && last.contains("--resume mig-"),
         "{last}"
     );
     let mid = last
@@ -545,4 +546,59 @@ async fn ctrl_c_after_the_upload_keeps_it_for_resume() {
         kept[0]
     );
     assert_eq!(tagged_snapshots(&mid).await, kept);
+}
+
+/// Ctrl-C in the download (coldsnap on a blocking thread) is no panic: the
+/// migration id, what was removed and what is kept, exit 130, the journal
+/// says `interrupted`, and `--resume` then finishes it.
+#[test]
+fn ctrl_c_during_the_download_is_a_clean_stop() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    let ami = env.import("ext3-uuid");
+    let mut child = env
+        .cmd(&["migrate", "--ami", &ami])
+        .env("AMITOOL_TEST_PAUSE_IN", "download")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let start = Instant::now();
+    loop {
+        let line = lines
+            .next()
+            .expect("stderr ended before the download")
+            .unwrap();
+        if line.contains("paused in download") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no download");
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let status = child.wait().unwrap();
+    let err = rest.join("\n");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("interrupted (Ctrl-C)"), "{err}");
+    assert!(err.contains("kept its journal"), "{err}");
+    let mid = err
+        .split_whitespace()
+        .find(|w| w.starts_with("mig-"))
+        .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-'))
+        .expect("the migration id is printed")
+        .to_string();
+    let journal: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("journal").join(format!("{mid}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal["state"], "interrupted");
+    let m = env.json(&["migrate", "--resume", &mid]);
+    assert_eq!(m["migration_id"], mid.as_str());
+    assert!(m["image_id"].as_str().unwrap().starts_with("ami-"));
 }

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::image::boot;
 use crate::image::bootcfg;
 use crate::image::guest::{self, Guest, Mount};
-use crate::image::hvm;
 use crate::image::guestfix::{self, GuestFix};
+use crate::image::hvm;
 use crate::image::inspect::{self, Inspection};
 use crate::kernels::Flavor;
 use crate::model::Image;
@@ -273,29 +273,65 @@ async fn execute(
     let mut rec = Recorder::new();
     let result =
         crate::interrupt::or_interrupted(pipeline(host, &mut journal, &work, &mut rec)).await;
-    let upload_started = journal.upload.is_some();
-    match &result {
-        Ok(_) => journal.state = "done".into(),
-        Err(_) => journal.state = "failed".into(),
+    let interrupted = result.is_err() && crate::interrupt::is_interrupted();
+    if interrupted {
+        // A transfer on a blocking thread stops too before its files go.
+        crate::interrupt::settled().await;
     }
-    // A finished migration, or one that failed before uploading anything,
-    // leaves nothing behind; a failed upload stays for --resume or --cleanup.
+    let upload_started = journal.upload.is_some();
+    journal.state = match (&result, interrupted) {
+        (Ok(_), _) => "done",
+        (Err(_), true) => "interrupted",
+        (Err(_), false) => "failed",
+    }
+    .into();
+    // A finished migration, or one that stopped before uploading anything,
+    // leaves nothing behind; a started upload stays for --resume or --cleanup.
+    let mut removed = vec![];
     if result.is_ok() || !upload_started {
         if let Some(snap) = journal.temporary_snapshot.clone().filter(|_| !keep_temp) {
             host.delete_snapshot(&region, &snap).await?;
             journal.temporary_snapshot = None;
+            removed.push(format!("the temporary snapshot {snap}"));
         }
-        let _ = std::fs::remove_dir_all(&work);
+        if std::fs::remove_dir_all(&work).is_ok() {
+            removed.push(format!("the work directory {}", work.display()));
+        }
     }
     journal.save()?;
     let (disk, image, insp) = match result {
         Ok(r) => r,
-        Err(e) if upload_started => {
+        Err(e) if interrupted || upload_started => {
+            let mut kept = vec![];
+            if let Some(u) = &journal.upload {
+                kept.push(format!(
+                    "the upload snapshot {} ({} blocks written)",
+                    u.snapshot_id,
+                    u.blocks.len()
+                ));
+            }
+            if let Some(s) = &journal.temporary_snapshot {
+                kept.push(format!("the temporary snapshot {s}"));
+            }
+            kept.push(format!("its journal {}", journal.path().display()));
+            let cause = if interrupted {
+                "interrupted (Ctrl-C)".to_string()
+            } else {
+                format!("{} after its upload began", crate::error::chain(&e))
+            };
             return Err(Error::MigrationInterrupted {
                 migration_id: journal.migration_id.clone(),
-                message: format!("{} after its upload began", crate::error::chain(&e)),
-                interrupted: matches!(e, Error::Interrupted),
-            })
+                message: format!(
+                    "{cause}; removed {}; kept {}",
+                    if removed.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        removed.join(", ")
+                    },
+                    kept.join(", ")
+                ),
+                interrupted,
+            });
         }
         Err(e) => return Err(e),
     };
@@ -537,12 +573,10 @@ fn write_files(
 /// Plan and apply the guest fixes to the HVM copy's filesystems.
 fn fix_guest(disk: &Path, mounts: &[Mount], work: &Path) -> Result<Vec<String>> {
     let Some(root) = mounts.iter().find(|m| m.point == "/") else {
-        return Ok(vec![
-            "nothing: the root filesystem could not be read".into(),
-        ]);
+        return Ok(vec!["nothing: the root filesystem could not be read".into()]);
     };
-    let fs = Guest::open(disk, mounts)
-        .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
+    let fs =
+        Guest::open(disk, mounts).map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
     let fixes = guestfix::plan(&fs, &root.uuid);
     drop(fs);
     write_files(disk, mounts, &fixes, work)

@@ -54,18 +54,32 @@ pub async fn download(
     } else {
         coldsnap::CheckpointBehavior::Disable
     };
+    // Counted before the thread starts, so a Ctrl-C cleanup waits for it to stop.
+    let busy = crate::interrupt::Busy::start();
     let joined = tokio::task::spawn_blocking(move || {
+        let _busy = busy;
         handle.block_on(async move {
-            coldsnap::SnapshotDownloader::new(ebs)
-                .download_to_file(&snap, &dest, None, Some(checkpoint), None)
-                .await
-                .map_err(|e| crate::error::chain(&e))
+            let work = async {
+                test_pause_in("download").await;
+                coldsnap::SnapshotDownloader::new(ebs)
+                    .download_to_file(&snap, &dest, None, Some(checkpoint), None)
+                    .await
+                    .map_err(|e| crate::error::chain(&e))
+            };
+            // Ctrl-C stops the transfer on this thread too, before the
+            // runtime it borrows shuts down.
+            tokio::select! {
+                biased;
+                () = crate::interrupt::interrupted() => Err(None),
+                r = work => r.map_err(Some),
+            }
         })
     })
     .await;
     let message = match joined {
         Ok(Ok(())) => return Ok(()),
-        Ok(Err(m)) => m,
+        Ok(Err(None)) => return Err(Error::Interrupted),
+        Ok(Err(Some(m))) => m,
         Err(e) => e.to_string(),
     };
     Err(Error::Transfer {
@@ -120,6 +134,14 @@ fn read_block(file: &File, index: i32, file_len: u64) -> std::io::Result<Vec<u8>
 pub struct UploadStats {
     pub blocks_written: usize,
     pub bytes_sent: u64,
+}
+
+/// Wait forever at `step` when `AMITOOL_TEST_PAUSE_IN` names it: a test hook for Ctrl-C.
+pub(crate) async fn test_pause_in(step: &str) {
+    if std::env::var("AMITOOL_TEST_PAUSE_IN").is_ok_and(|s| s == step) {
+        eprintln!("amitool: test hook: paused in {step}");
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Pause forever once `n` blocks are journaled: a test hook for kill -9.

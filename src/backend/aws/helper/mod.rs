@@ -127,7 +127,12 @@ pub async fn run(
     let mut rec = pipeline::Recorder::new();
     let result =
         crate::interrupt::or_interrupted(steps(aws, &mut journal, opts, helper, &mut rec)).await;
-    journal.state = if result.is_ok() { "done" } else { "failed" }.into();
+    journal.state = match &result {
+        Ok(_) => "done",
+        Err(_) if crate::interrupt::is_interrupted() => "interrupted",
+        Err(_) => "failed",
+    }
+    .into();
     let removed = aws.helper_cleanup(&mut journal, opts.keep_temp).await;
     journal.save()?;
     let (source_image_id, image_id, findings, changes) = match result {
@@ -174,7 +179,9 @@ async fn steps(
     let image = crate::backend::aws::convert::migratable(&region, &raw)?;
     // The helper's script copies one whole-disk filesystem; a partitioned
     // disk (separate /boot, LVM root) is refused before anything is launched.
-    if aws.flavor_of(&region, image.kernel_id.as_deref()).await == Some(crate::kernels::Flavor::Hd00) {
+    if aws.flavor_of(&region, image.kernel_id.as_deref()).await
+        == Some(crate::kernels::Flavor::Hd00)
+    {
         return Err(Error::InvalidInput(format!(
             "{image_id} boots with the hd00 PV-GRUB (a partitioned disk): the helper method copies whole-disk (hd0) filesystems only; use --method direct"
         )));
