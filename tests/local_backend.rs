@@ -91,7 +91,8 @@ impl Host {
 
     /// Import a fixture as a PV AMI with the PV-GRUB kernel of its layout.
     fn import(&self, fx: &Value) -> String {
-        let kernel = kernel_for(self.region, fx["layout"].as_str().unwrap_or("hd0"));
+        let arch = fx["architecture"].as_str().unwrap_or("x86_64");
+        let kernel = kernel_for(self.region, fx["layout"].as_str().unwrap_or("hd0"), arch);
         let file = fixtures().0.join(fx["file"].as_str().unwrap());
         let img = self.json(&[
             "import",
@@ -100,13 +101,15 @@ impl Host {
             "pv",
             "--kernel",
             &kernel,
+            "--arch",
+            arch,
         ]);
         img["image_id"].as_str().unwrap().to_string()
     }
 }
 
-/// The x86_64 PV-GRUB kernel of `flavor` in `region`, from the built-in table.
-fn kernel_for(region: &str, flavor: &str) -> String {
+/// The PV-GRUB kernel of `flavor` for `arch` in `region`, from the built-in table.
+fn kernel_for(region: &str, flavor: &str, arch: &str) -> String {
     let t: Value = serde_json::from_str(include_str!("../data/kernels.json")).unwrap();
     let want = format!("pv-grub-{flavor}_");
     t["kernels"]
@@ -116,7 +119,7 @@ fn kernel_for(region: &str, flavor: &str) -> String {
         .filter(|k| k["region"] == region)
         .filter(|k| {
             k["name"].as_str().unwrap().starts_with(&want)
-                && k["name"].as_str().unwrap().contains("x86_64")
+                && k["name"].as_str().unwrap().contains(arch)
         })
         .map(|k| k["kernel_id"].as_str().unwrap().to_string())
         .next()
@@ -148,8 +151,14 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
         let before = sha256(&file);
         let ami = host.import(&fx);
 
-        // Launch the PV image on a PV type first: it boots as PV-GRUB would see it.
-        let pv = host.run(&["launch", &ami, "--instance-type", "m3.medium"]);
+        // Launch the PV image on a PV type first: it boots as PV-GRUB would see it
+        // (m1.small for a 32-bit image: m3 runs 64-bit PV guests only).
+        let pv_type = if fx["architecture"] == "i386" {
+            "m1.small"
+        } else {
+            "m3.medium"
+        };
+        let pv = host.run(&["launch", &ami, "--instance-type", pv_type]);
         assert!(
             pv.status.success(),
             "{name}: PV launch: {}",
@@ -235,8 +244,27 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
         );
         assert!(log.contains(&marker), "{name}\n{log}");
 
+        // 32-bit code runs on the older HVM types only (t2 up to medium, m1, m3,
+        // c1, c3): compat says so, and a Nitro type is refused.
+        let i386 = fx["architecture"] == "i386";
+        if i386 {
+            let list = host.json(&["compat", "--virtualization", "hvm", "--arch", "i386"]);
+            let ok: Vec<&str> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["instance_type"].as_str().unwrap())
+                .collect();
+            assert!(ok.contains(&"t2.micro"), "{name}: {ok:?}");
+            for t in ["m5.large", "t3.micro", "t2.large", "c5.large"] {
+                assert!(!ok.contains(&t), "{name}: {t} runs no i386: {ok:?}");
+                let c = host.json(&["compat", "--ami", &hvm, "--instance-type", t]);
+                assert_eq!(c["compatible"], false, "{name} on {t}: {c}");
+            }
+        }
         // On NVMe, as a Nitro type attaches the root volume.
-        let nitro = fx["nvme_initramfs"] == true
+        let nitro = !i386
+            && fx["nvme_initramfs"] == true
             && fx["drivers"].as_array().unwrap().iter().any(|d| d == "ena");
         if nitro {
             let nvme = boot_log(&host, &hvm, "m5.large", &marker);
@@ -755,7 +783,10 @@ fn separate_boot_and_lvm_roots_are_found_and_every_partition_kept() {
         assert_eq!(root["uuid"], fx["root_uuid"], "{name}");
         assert_eq!(boot["uuid"], fx["uuid"], "{name}");
         assert_eq!(boot["partition"], 1, "{name}");
-        assert_eq!(insp["boot"]["config"]["grub_path"], "/grub/grub.conf", "{name}");
+        assert_eq!(
+            insp["boot"]["config"]["grub_path"], "/grub/grub.conf",
+            "{name}"
+        );
         if name == "amigen6-lvm" {
             assert_eq!(root["logical_volume"], "VolGroup00/rootVol");
         }

@@ -133,7 +133,11 @@ fn kernel_facts(fs: &Guest, path: &str, version: &str, menu_initrd: Option<&str>
                 .lines()
                 .any(|l| l.ends_with(&format!("/{module}.ko")))
     };
-    let initramfs = initramfs_of(fs, version, menu_initrd.map(|i| fs.from_grub(i)).as_deref());
+    let initramfs = initramfs_of(
+        fs,
+        version,
+        menu_initrd.map(|i| fs.guest_path(i)).as_deref(),
+    );
     let (names, initramfs_error) = match &initramfs {
         None => (vec![], Some("no initramfs for this kernel".to_string())),
         Some(p) => match fs.read_bytes(p).map(|b| crate::image::initramfs::list(&b)) {
@@ -150,9 +154,11 @@ fn kernel_facts(fs: &Guest, path: &str, version: &str, menu_initrd: Option<&str>
         ena: modules.ena || builtin("ena", "CONFIG_ENA_ETHERNET"),
     };
     let pv_only = pv_only(fs, version);
+    // A 32-bit kernel never runs on Nitro: every Nitro type is 64-bit only.
+    let bits32 = config.lines().any(|l| l == "CONFIG_X86_32=y");
     let boots_on = if pv_only {
         BootsOn::Neither
-    } else if drivers.nvme && drivers.ena {
+    } else if drivers.nvme && drivers.ena && !bits32 {
         BootsOn::Nitro
     } else if drivers.xen_blkfront {
         BootsOn::XenHvmOnly
@@ -161,6 +167,8 @@ fn kernel_facts(fs: &Guest, path: &str, version: &str, menu_initrd: Option<&str>
     };
     let fix = if pv_only {
         Some(format!("{version} is a xenlinux (PV-only) kernel: install the distribution's default (pvops) kernel"))
+    } else if bits32 {
+        Some(format!("{version} is a 32-bit kernel: Nitro types run 64-bit (x86_64) guests only; it runs as HVM on the Xen types that still run i386 (t2 up to t2.medium, m1, m3, c1, c3)"))
     } else if !drivers.nvme && modules.nvme {
         let img = initramfs
             .clone()
@@ -200,7 +208,10 @@ pub(crate) fn all_kernels(fs: &Guest, menu: Option<&MenuLst>) -> Vec<KernelFacts
             let initrd = menu.and_then(|m| {
                 m.entries
                     .iter()
-                    .find(|e| e.kernel.as_deref().map(|k| fs.from_grub(k)).as_deref() == Some(path.as_str()))
+                    .find(|e| {
+                        e.kernel.as_deref().map(|k| fs.guest_path(k)).as_deref()
+                            == Some(path.as_str())
+                    })
                     .and_then(|e| e.initrd.clone())
             });
             Some(kernel_facts(fs, &path, &version, initrd.as_deref()))
