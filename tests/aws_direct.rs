@@ -602,3 +602,65 @@ fn ctrl_c_during_the_download_is_a_clean_stop() {
     assert_eq!(m["migration_id"], mid.as_str());
     assert!(m["image_id"].as_str().unwrap().starts_with("ami-"));
 }
+
+/// `inspect` on AWS reads the snapshot where it lies (GetSnapshotBlock, no
+/// download): the same inspection as the local backend's of the same file,
+/// a few blocks read of the many the snapshot holds.
+#[test]
+fn inspect_reads_the_snapshot_in_place_like_the_local_backend() {
+    let env = Env::new();
+    let name = "no-nvme-initramfs";
+    let ami = env.import(name);
+    let remote = env.json(&["inspect", &ami]);
+    let state = tempfile::tempdir().unwrap();
+    let local = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
+            .args([
+                "--backend",
+                "local",
+                "--no-progress",
+                "--region",
+                "us-east-1",
+            ])
+            .args(["--output", "json", "--state-dir"])
+            .arg(state.path())
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let file = fixture(name);
+    let img = local(&[
+        "import",
+        file.to_str().unwrap(),
+        "--virtualization",
+        "pv",
+        "--kernel",
+        "aki-5c21674b",
+    ]);
+    let here = local(&["inspect", img["image_id"].as_str().unwrap()]);
+    for key in [
+        "layout",
+        "uuid",
+        "mounts",
+        "boot",
+        "boot_changes",
+        "kernels",
+        "drivers",
+        "findings",
+        "problems",
+        "boots_on",
+    ] {
+        assert_eq!(remote[key], here[key], "{key}");
+    }
+    assert_eq!(
+        remote["drivers"]["nvme"], false,
+        "read from the initramfs: {remote}"
+    );
+    let read = remote["blocks_read"].as_u64().unwrap();
+    // The fixture's data: kernel and initramfs are most of it; the
+    // inspection reads metadata, menus, fstab and the initramfs.
+    let data = std::fs::metadata(&file).unwrap().len() / (512 * 1024);
+    assert!(read > 0 && read < data, "{read} blocks read of {data}");
+    assert_eq!(here["blocks_read"], Value::Null);
+}

@@ -31,6 +31,13 @@ pub struct InstanceTypeQuery {
     pub architecture: Option<String>,
 }
 
+/// An image and its root disk, readable in place.
+pub struct ImageDisk {
+    pub image: Image,
+    pub disk: crate::image::source::Disk,
+    pub flavor: Option<crate::kernels::Flavor>,
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// `aws` or `local`, for messages.
@@ -79,6 +86,11 @@ pub trait Backend: Send + Sync {
     ) -> Result<Option<crate::image::inspect::Drivers>> {
         Ok(None)
     }
+
+    /// An image's root disk read where it lies (the local file; the EBS
+    /// snapshot block by block, nothing downloaded), with the PV-GRUB layout
+    /// its kernel reads it as, when the kernel says.
+    async fn image_disk(&self, region: &str, image_id: &str) -> Result<ImageDisk>;
 
     /// The local Xen host, for what only it can do (launch, QEMU boots).
     fn as_local(&self) -> Option<&local::LocalBackend> {

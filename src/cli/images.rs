@@ -172,6 +172,8 @@ pub struct InspectReport {
     pub inspection: inspect::Inspection,
     /// The instance types the HVM result will run on.
     pub runs_on: Vec<String>,
+    /// EBS blocks fetched to inspect a snapshot in place (AWS); `null` for a local file.
+    pub blocks_read: Option<u64>,
 }
 
 /// The types an HVM image with these drivers runs on, from the table.
@@ -193,14 +195,17 @@ pub fn runs_on(arch: &str, d: &inspect::Drivers) -> Vec<String> {
 }
 
 pub async fn inspect_image(ctx: &Context, a: InspectArgs) -> Result<u8> {
-    let host = local(ctx, "inspect")?;
     ids::check_id(IdKind::Image, &a.image_id)?;
     let region = ctx.one_region("inspect").await?;
-    let (rec, path) = host.root_disk(&region, &a.image_id)?;
-    let flavor = LocalBackend::kernel_flavor(&region, &rec.image);
-    let insp = inspect::inspect(&path, flavor)
+    // The disk is read where it lies: the local file, or the EBS snapshot
+    // block by block (on a blocking thread: each read waits for EBS).
+    let d = ctx.backend.image_disk(&region, &a.image_id).await?;
+    let (disk, flavor) = (d.disk.clone(), d.flavor);
+    let insp = tokio::task::spawn_blocking(move || inspect::inspect_in(&disk, flavor))
+        .await
+        .map_err(|e| Error::InvalidInput(format!("inspect: {e}")))?
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", a.image_id)))?;
-    let arch = rec
+    let arch = d
         .image
         .architecture
         .clone()
@@ -209,6 +214,7 @@ pub async fn inspect_image(ctx: &Context, a: InspectArgs) -> Result<u8> {
         image_id: a.image_id,
         region,
         runs_on: runs_on(&arch, &insp.drivers),
+        blocks_read: d.disk.blocks_read(),
         inspection: insp,
     };
     match ctx.format() {
@@ -236,6 +242,9 @@ pub async fn inspect_image(ctx: &Context, a: InspectArgs) -> Result<u8> {
                 output::emit(&format!("finding: {f}"));
             }
             output::emit(&format!("runs on (as HVM): {}", report.runs_on.join(", ")));
+            if let Some(n) = report.blocks_read {
+                output::emit(&format!("read in place: {n} blocks of 512 KiB"));
+            }
         }
     }
     Ok(u8::from(

@@ -1,11 +1,11 @@
 //! Reading a guest's ext2/3/4 filesystem in place, at any offset of a disk
 //! image, with ext4-view (no mount, no loop device).
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use ext4_view::{Ext4, Ext4Read};
+
+use crate::image::source::{self, Disk};
 
 /// Why a filesystem could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ impl FsType {
 }
 
 struct OffsetReader {
-    file: File,
+    disk: Disk,
     offset: u64,
 }
 
@@ -55,10 +55,20 @@ impl Ext4Read for OffsetReader {
         start: u64,
         dst: &mut [u8],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        self.file.seek(SeekFrom::Start(self.offset + start))?;
-        self.file.read_exact(dst)?;
+        let at = self
+            .offset
+            .checked_add(start)
+            .ok_or("a read past the end of the disk")?;
+        self.disk.read_exact_at(dst, at)?;
         Ok(())
     }
+}
+
+fn open_disk(path: &Path) -> Result<Disk, FsError> {
+    source::open_file(path).map_err(|source| FsError::Open {
+        path: path.into(),
+        source,
+    })
 }
 
 /// The superblock facts ext4-view does not expose: type and block count.
@@ -70,18 +80,18 @@ pub struct Superblock {
 }
 
 pub fn read_superblock(path: &Path, offset: u64) -> Result<Superblock, FsError> {
-    let mut f = File::open(path).map_err(|source| FsError::Open {
-        path: path.into(),
-        source,
-    })?;
+    superblock_in(&*open_disk(path)?, offset)
+}
+
+/// The superblock of the filesystem at `offset` of `disk`.
+pub fn superblock_in(disk: &dyn source::BlockSource, offset: u64) -> Result<Superblock, FsError> {
     let mut sb = [0u8; 1024];
     let not_ext = || FsError::NotExt {
-        path: path.into(),
+        path: disk.name(),
         offset,
     };
-    f.seek(SeekFrom::Start(offset.saturating_add(1024)))
-        .map_err(|_| not_ext())?;
-    f.read_exact(&mut sb).map_err(|_| not_ext())?;
+    let at = offset.checked_add(1024).ok_or_else(not_ext)?;
+    disk.read_exact_at(&mut sb, at).map_err(|_| not_ext())?;
     let le32 = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().expect("4 bytes"));
     if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
         return Err(not_ext());
@@ -112,9 +122,9 @@ pub fn read_superblock(path: &Path, offset: u64) -> Result<Superblock, FsError> 
     Ok(Superblock { fs_type, size })
 }
 
-/// What the boot planners read of a guest: a filesystem opened in place
-/// ([`GuestFs`]), or the files a helper instance read and shipped
-/// ([`FileSet`]). One planner, whatever moves the bytes.
+/// What the boot planners read of a guest: one filesystem opened in place
+/// ([`GuestFs`]), or the guest's whole tree of them
+/// ([`crate::image::guest::Guest`]), from a file or a snapshot where it lies.
 pub trait GuestFiles {
     fn read_text(&self, path: &str) -> Option<String>;
     /// `path` with every symlink resolved inside the guest; `None` when absent.
@@ -152,114 +162,6 @@ impl GuestFiles for GuestFs {
     }
 }
 
-/// One guest file as a helper read it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShippedFile {
-    /// Where a symlink points (as stored), `None` for a regular file.
-    pub link: Option<String>,
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    /// The text of a regular file, when it was shipped.
-    pub text: Option<String>,
-}
-
-/// Guest files read elsewhere (a helper instance), keyed by absolute path.
-#[derive(Debug, Clone, Default)]
-pub struct FileSet {
-    pub files: std::collections::BTreeMap<String, ShippedFile>,
-}
-
-/// `/a/b/../c/./d` → `/a/c/d`.
-fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = vec![];
-    for p in path.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-impl FileSet {
-    fn resolve(&self, path: &str) -> Option<(&str, &ShippedFile)> {
-        let mut p = normalize(path);
-        for _ in 0..8 {
-            let (k, f) = self.files.get_key_value(&p)?;
-            match &f.link {
-                None => return Some((k.as_str(), f)),
-                Some(t) if t.starts_with('/') => p = normalize(t),
-                Some(t) => {
-                    let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                    p = normalize(&format!("{dir}/{t}"));
-                }
-            }
-        }
-        None
-    }
-}
-
-impl GuestFiles for FileSet {
-    fn read_text(&self, path: &str) -> Option<String> {
-        self.resolve(path)?.1.text.clone()
-    }
-    fn canonical(&self, path: &str) -> Option<String> {
-        self.resolve(path).map(|(k, _)| k.to_string())
-    }
-    fn exists(&self, path: &str) -> bool {
-        self.files.contains_key(&normalize(path))
-    }
-    fn is_file(&self, path: &str) -> bool {
-        self.resolve(path)
-            .is_some_and(|(_, f)| f.text.as_deref().is_some_and(|t| !t.is_empty()))
-    }
-    fn owner(&self, path: &str) -> Option<(u16, u32, u32)> {
-        self.resolve(path).map(|(_, f)| (f.mode, f.uid, f.gid))
-    }
-}
-
-#[cfg(test)]
-mod fileset_tests {
-    use super::*;
-
-    #[test]
-    fn links_resolve_inside_the_guest() {
-        let mut s = FileSet::default();
-        let file = |text: &str| ShippedFile {
-            mode: 0o600,
-            text: Some(text.into()),
-            ..Default::default()
-        };
-        let link = |t: &str| ShippedFile {
-            link: Some(t.into()),
-            mode: 0o777,
-            ..Default::default()
-        };
-        s.files
-            .insert("/boot/grub/grub.conf".into(), file("default=0\n"));
-        s.files
-            .insert("/boot/grub/menu.lst".into(), link("./grub.conf"));
-        s.files
-            .insert("/etc/grub.conf".into(), link("../boot/grub/grub.conf"));
-        s.files.insert("/loop".into(), link("/loop"));
-        assert_eq!(
-            s.canonical("/etc/grub.conf").as_deref(),
-            Some("/boot/grub/grub.conf")
-        );
-        assert_eq!(
-            s.read_text("/boot/grub/menu.lst").as_deref(),
-            Some("default=0\n")
-        );
-        assert_eq!(s.owner("/boot/grub/menu.lst"), Some((0o600, 0, 0)));
-        assert!(s.canonical("/loop").is_none());
-        assert!(!s.is_file("/nothing"));
-    }
-}
-
 /// A guest filesystem opened read-only.
 pub struct GuestFs {
     fs: Ext4,
@@ -268,19 +170,20 @@ pub struct GuestFs {
 
 impl GuestFs {
     pub fn open(path: &Path, offset: u64) -> Result<Self, FsError> {
-        let superblock = read_superblock(path, offset)?;
-        let file_len = std::fs::metadata(path)
-            .map_err(|source| FsError::Open {
-                path: path.into(),
-                source,
-            })?
-            .len();
+        Self::open_in(&open_disk(path)?, offset)
+    }
+
+    /// The filesystem at `offset` of `disk`.
+    pub fn open_in(disk: &Disk, offset: u64) -> Result<Self, FsError> {
+        let path = disk.name();
+        let superblock = superblock_in(&**disk, offset)?;
+        let file_len = disk.len();
         if offset
             .checked_add(superblock.size)
             .is_none_or(|end| end > file_len)
         {
             return Err(FsError::Damaged {
-                path: path.into(),
+                path,
                 offset,
                 message: format!(
                     "it spans {} bytes but the image holds only {} from there",
@@ -289,16 +192,15 @@ impl GuestFs {
                 ),
             });
         }
-        let file = File::open(path).map_err(|source| FsError::Open {
-            path: path.into(),
-            source,
+        let fs = Ext4::load(Box::new(OffsetReader {
+            disk: disk.clone(),
+            offset,
+        }))
+        .map_err(|e| FsError::Damaged {
+            path: path.clone(),
+            offset,
+            message: e.to_string(),
         })?;
-        let fs =
-            Ext4::load(Box::new(OffsetReader { file, offset })).map_err(|e| FsError::Damaged {
-                path: path.into(),
-                offset,
-                message: e.to_string(),
-            })?;
         Ok(GuestFs { fs, superblock })
     }
 

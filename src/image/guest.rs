@@ -11,9 +11,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::image::fs::{read_superblock, FsError, FsType, GuestFiles, GuestFs};
+use crate::image::fs::{superblock_in, FsError, FsType, GuestFiles, GuestFs};
 use crate::image::lvm;
 use crate::image::parts::{self, Partition, TYPE_LVM};
+use crate::image::source::{self, Disk};
 use crate::kernels::Flavor;
 
 /// One filesystem of the guest and where it lies in the disk.
@@ -80,9 +81,21 @@ fn mount_of(
 /// (either, when `None`): the whole disk, or partition 1 and, when that is a
 /// separate /boot, the partition or logical volume that holds /etc/fstab.
 pub fn discover(path: &Path, flavor: Option<Flavor>) -> Result<Discovery, FsError> {
+    discover_in(&open(path)?, flavor)
+}
+
+fn open(path: &Path) -> Result<Disk, FsError> {
+    source::open_file(path).map_err(|source| FsError::Open {
+        path: path.into(),
+        source,
+    })
+}
+
+/// [`discover`] on any disk.
+pub fn discover_in(disk: &Disk, flavor: Option<Flavor>) -> Result<Discovery, FsError> {
     let whole = || -> Result<Discovery, FsError> {
-        read_superblock(path, 0)?;
-        let fs = GuestFs::open(path, 0)?;
+        superblock_in(&**disk, 0)?;
+        let fs = GuestFs::open_in(disk, 0)?;
         Ok(Discovery {
             flavor: Flavor::Hd0,
             partitions: vec![],
@@ -92,13 +105,15 @@ pub fn discover(path: &Path, flavor: Option<Flavor>) -> Result<Discovery, FsErro
     };
     match flavor {
         Some(Flavor::Hd0) => whole(),
-        Some(Flavor::Hd00) => partitioned(path),
-        None => whole().or_else(|_| partitioned(path)),
+        Some(Flavor::Hd00) => partitioned(disk),
+        None => whole().or_else(|_| partitioned(disk)),
     }
 }
 
-fn partitioned(path: &Path) -> Result<Discovery, FsError> {
-    let parts = parts::read(path).map_err(|e| match e {
+fn partitioned(disk: &Disk) -> Result<Discovery, FsError> {
+    let path = disk.name();
+    let path = path.as_path();
+    let parts = parts::read_in(&**disk).map_err(|e| match e {
         parts::PartError::NoMbr | parts::PartError::Empty => FsError::NotExt {
             path: path.into(),
             offset: 0,
@@ -110,8 +125,8 @@ fn partitioned(path: &Path) -> Result<Discovery, FsError> {
         },
     })?;
     let first = parts[0];
-    read_superblock(path, first.offset())?;
-    let boot = GuestFs::open(path, first.offset())?;
+    superblock_in(&**disk, first.offset())?;
+    let boot = GuestFs::open_in(disk, first.offset())?;
     let boot_mount = |point: &str| mount_of(&boot, point, first.offset(), Some(first.number), None);
     let mut d = Discovery {
         flavor: Flavor::Hd00,
@@ -126,8 +141,8 @@ fn partitioned(path: &Path) -> Result<Discovery, FsError> {
     // Partition 1 is a separate /boot: root is the first other filesystem with /etc/fstab.
     let mut root = None;
     for p in &parts[1..] {
-        if p.kind == TYPE_LVM || lvm::is_pv(path, p.offset()) {
-            match lvm::logical_volumes(path, p.offset(), p.len()) {
+        if p.kind == TYPE_LVM || lvm::is_pv(&**disk, p.offset()) {
+            match lvm::logical_volumes(&**disk, p.offset(), p.len()) {
                 Ok(lvs) => {
                     for lv in lvs {
                         let name = format!("{}/{}", lv.vg, lv.name);
@@ -141,7 +156,7 @@ fn partitioned(path: &Path) -> Result<Discovery, FsError> {
                         };
                         let at = p.offset() + off;
                         if root.is_none() {
-                            if let Ok(fs) = GuestFs::open(path, at) {
+                            if let Ok(fs) = GuestFs::open_in(disk, at) {
                                 if fs.is_file("/etc/fstab") {
                                     root = Some(mount_of(&fs, "/", at, Some(p.number), Some(name)));
                                 }
@@ -155,7 +170,7 @@ fn partitioned(path: &Path) -> Result<Discovery, FsError> {
                 )),
             }
         } else if root.is_none() {
-            if let Ok(fs) = GuestFs::open(path, p.offset()) {
+            if let Ok(fs) = GuestFs::open_in(disk, p.offset()) {
                 if fs.is_file("/etc/fstab") {
                     root = Some(mount_of(&fs, "/", p.offset(), Some(p.number), None));
                 }
@@ -199,9 +214,14 @@ pub struct Guest {
 impl Guest {
     /// Open each of `mounts` in the disk at `path`.
     pub fn open(path: &Path, mounts: &[Mount]) -> Result<Self, FsError> {
+        Self::open_in(&open(path)?, mounts)
+    }
+
+    /// Open each of `mounts` in `disk`.
+    pub fn open_in(disk: &Disk, mounts: &[Mount]) -> Result<Self, FsError> {
         let mut out = vec![];
         for m in mounts {
-            let fs = GuestFs::open(path, m.offset)?;
+            let fs = GuestFs::open_in(disk, m.offset)?;
             out.push((m.clone(), fs));
         }
         Ok(Guest { mounts: out })

@@ -11,6 +11,7 @@ use crate::image::fs::{FsError, FsType};
 use crate::image::guest::{self, Guest, Mount};
 use crate::image::menulst::{self, MenuLst};
 use crate::image::parts::Partition;
+use crate::image::source::Disk;
 use crate::kernels::Flavor;
 
 use crate::image::kernel::all_kernels;
@@ -154,8 +155,17 @@ fn console_findings(fs: &Guest) -> Vec<String> {
 
 /// Read the PV disk at `path` as PV-GRUB of `flavor` would (either, when `None`).
 pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsError> {
-    let disk = guest::discover(path, flavor)?;
-    let fs = Guest::open(path, &disk.mounts)?;
+    let src = crate::image::source::open_file(path).map_err(|source| FsError::Open {
+        path: path.into(),
+        source,
+    })?;
+    inspect_in(&src, flavor)
+}
+
+/// [`inspect`] on any disk: a file, or a snapshot read where it lies.
+pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsError> {
+    let disk = guest::discover_in(src, flavor)?;
+    let fs = Guest::open_in(src, &disk.mounts)?;
     let boot_fs = disk.boot().clone();
     let uuid = boot_fs.uuid.clone();
     let root_uuid = disk.root().map(|m| m.uuid.clone());

@@ -10,9 +10,7 @@
 //! (magic ` LVM2 x[5A%r0N*>`) whose first raw location points at the current
 //! metadata text, in LVM's configuration syntax.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use crate::image::source::BlockSource;
 
 const SECTOR: u64 = 512;
 const MDA_MAGIC: &[u8; 16] = b" LVM2 x[5A%r0N*>";
@@ -52,7 +50,7 @@ impl LogicalVolume {
     }
 }
 
-fn read_at(f: &File, off: u64, len: u64) -> Result<Vec<u8>, LvmError> {
+fn read_at(f: &dyn BlockSource, off: u64, len: u64) -> Result<Vec<u8>, LvmError> {
     let mut buf = vec![0u8; len as usize];
     f.read_exact_at(&mut buf, off)
         .map_err(|e| LvmError::Read(format!("{len} bytes at {off}: {e}")))?;
@@ -67,16 +65,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Whether the partition of `len` bytes at `offset` of `disk` starts with an LVM2 label.
-pub fn is_pv(disk: &Path, offset: u64) -> bool {
-    File::open(disk)
-        .ok()
-        .and_then(|f| label(&f, offset).ok())
-        .is_some()
+/// Whether the partition at `offset` of `disk` starts with an LVM2 label.
+pub fn is_pv(disk: &dyn BlockSource, offset: u64) -> bool {
+    label(disk, offset).is_ok()
 }
 
 /// The label: the pv_header's offset (bytes from the partition's start).
-fn label(f: &File, part: u64) -> Result<u64, LvmError> {
+fn label(f: &dyn BlockSource, part: u64) -> Result<u64, LvmError> {
     let head = read_at(f, part, 4 * SECTOR).map_err(|_| LvmError::NoLabel)?;
     for s in 0..4usize {
         let l = &head[s * 512..(s + 1) * 512];
@@ -94,7 +89,7 @@ fn label(f: &File, part: u64) -> Result<u64, LvmError> {
 }
 
 /// The physical volume's uuid and the current metadata text.
-fn metadata(f: &File, part: u64, part_len: u64) -> Result<(String, String), LvmError> {
+fn metadata(f: &dyn BlockSource, part: u64, part_len: u64) -> Result<(String, String), LvmError> {
     let hdr_at = label(f, part)?;
     let hdr = read_at(f, part + hdr_at, 512 - (hdr_at % 512))?;
     let uuid = String::from_utf8_lossy(&hdr[..32]).into_owned();
@@ -147,9 +142,12 @@ fn metadata(f: &File, part: u64, part_len: u64) -> Result<(String, String), LvmE
 }
 
 /// The logical volumes of the volume group on the partition at `offset`.
-pub fn logical_volumes(disk: &Path, offset: u64, len: u64) -> Result<Vec<LogicalVolume>, LvmError> {
-    let f = File::open(disk).map_err(|e| LvmError::Read(e.to_string()))?;
-    let (pv_uuid, text) = metadata(&f, offset, len)?;
+pub fn logical_volumes(
+    disk: &dyn BlockSource,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<LogicalVolume>, LvmError> {
+    let (pv_uuid, text) = metadata(disk, offset, len)?;
     let root = parse(&text)?;
     let (vg, body) = root
         .iter()

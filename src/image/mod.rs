@@ -13,4 +13,5 @@ pub mod kernel;
 pub mod lvm;
 pub mod menulst;
 pub mod parts;
+pub mod source;
 pub mod sparse;

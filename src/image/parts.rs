@@ -1,11 +1,11 @@
 //! The partitions of an "hd00" PV disk, from its MBR: where each lies, its
 //! type and boot flag, checked against the disk's size.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use serde::Serialize;
+
+use crate::image::source::{self, BlockSource};
 
 pub const SECTOR: u64 = 512;
 /// The MBR type LVM2 physical volumes carry.
@@ -57,14 +57,16 @@ pub enum PartError {
 
 /// The used primary partitions of the disk at `path`, in slot order.
 pub fn read(path: &Path) -> Result<Vec<Partition>, PartError> {
-    let f = File::open(path).map_err(|e| PartError::Read(e.to_string()))?;
-    let len = f
-        .metadata()
-        .map_err(|e| PartError::Read(e.to_string()))?
-        .len();
+    let disk = source::open_file(path).map_err(|e| PartError::Read(e.to_string()))?;
+    read_in(&*disk)
+}
+
+/// The used primary partitions of `disk`, in slot order.
+pub fn read_in(disk: &dyn BlockSource) -> Result<Vec<Partition>, PartError> {
     let mut mbr = [0u8; 512];
-    f.read_exact_at(&mut mbr, 0).map_err(|_| PartError::NoMbr)?;
-    parse(&mbr, len)
+    disk.read_exact_at(&mut mbr, 0)
+        .map_err(|_| PartError::NoMbr)?;
+    parse(&mbr, disk.len())
 }
 
 /// The partitions sector 0 describes on a disk of `disk_len` bytes.

@@ -76,6 +76,11 @@ pub trait MigrationHost: Send + Sync {
         journal: &mut Journal,
         work: &Path,
     ) -> Result<SourceDisk>;
+    /// The source's root disk where it lies, read-only, when this host can
+    /// read it without copying (the local backend's files); `None` otherwise.
+    async fn source_in_place(&self, _region: &str, _source: &Source) -> Result<Option<SourceDisk>> {
+        Ok(None)
+    }
     /// Store a built disk as a new snapshot, recording progress in the journal.
     async fn store_disk(
         &self,
@@ -148,6 +153,100 @@ pub fn new_migration_id() -> String {
     format!(
         "mig-{:012x}",
         (nanos ^ ((std::process::id() as u128) << 40)) & 0xffff_ffff_ffff
+    )
+}
+
+/// Why the inspected source cannot be migrated; `None` when it can.
+pub fn refusal(image_id: &str, insp: &Inspection) -> Option<String> {
+    if insp.boots() && insp.hvm_problems.is_empty() {
+        return None;
+    }
+    let all: Vec<&str> = insp
+        .problems
+        .iter()
+        .chain(&insp.hvm_problems)
+        .map(String::as_str)
+        .collect();
+    Some(format!("{image_id} cannot be migrated: {}", all.join("; ")))
+}
+
+/// What a migration would do, from the source read where it lies: nothing is made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub source_image_id: String,
+    pub region: String,
+    /// Why it would be refused; `None` when it would migrate.
+    pub refused: Option<String>,
+    pub steps: Vec<&'static str>,
+    /// The new image's name.
+    pub name: String,
+    pub layout: Option<hvm::Layout>,
+    pub boot: Option<bootcfg::BootConfig>,
+    pub changes: Vec<bootcfg::Change>,
+    pub findings: Vec<String>,
+}
+
+/// The plan of a migration of `source`, when the host can read its disk in place.
+pub async fn preview(
+    host: &dyn MigrationHost,
+    region: &str,
+    source: &Source,
+    opts: &Options,
+) -> Result<Option<Preview>> {
+    let Some(disk) = host.source_in_place(region, source).await? else {
+        return Ok(None);
+    };
+    check_source(&disk.image)?;
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&disk.image));
+    let mut p = Preview {
+        source_image_id: disk.image.image_id.clone(),
+        region: region.to_string(),
+        refused: None,
+        steps: vec![],
+        name,
+        layout: None,
+        boot: None,
+        changes: vec![],
+        findings: vec![],
+    };
+    let insp = match inspect::inspect(&disk.path, disk.flavor) {
+        Ok(i) => i,
+        Err(e) => {
+            p.refused = Some(format!("{}: {e}", disk.image.image_id));
+            return Ok(Some(p));
+        }
+    };
+    p.refused = refusal(&disk.image.image_id, &insp);
+    p.findings = insp.findings.clone();
+    if p.refused.is_none() {
+        p.steps = vec![
+            "snapshot",
+            "inspect",
+            "plan",
+            "build",
+            "boot-config",
+            "upload",
+            "register",
+            "verify",
+        ];
+        if opts.fix_guest {
+            p.steps.insert(5, "fix-guest");
+        }
+        p.layout = Some(insp.hvm_layout());
+        p.boot = insp.boot.as_ref().map(|b| b.config.clone());
+        p.changes = insp.boot_changes.clone();
+    }
+    Ok(Some(p))
+}
+
+/// `NAME-hvm`, or `AMI-hvm` for an image without a name.
+fn default_name(image: &Image) -> String {
+    format!(
+        "{}-hvm",
+        image.name.clone().unwrap_or_else(|| image.image_id.clone())
     )
 }
 
@@ -379,18 +478,8 @@ async fn pipeline(
     );
     let insp = inspect::inspect(&disk.path, disk.flavor)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", disk.image.image_id)))?;
-    if !insp.boots() || !insp.hvm_problems.is_empty() {
-        let all: Vec<&str> = insp
-            .problems
-            .iter()
-            .chain(&insp.hvm_problems)
-            .map(String::as_str)
-            .collect();
-        return Err(Error::InvalidInput(format!(
-            "{} cannot be migrated: {}",
-            disk.image.image_id,
-            all.join("; ")
-        )));
+    if let Some(why) = refusal(&disk.image.image_id, &insp) {
+        return Err(Error::InvalidInput(why));
     }
     rec.done(
         "inspect",
@@ -492,15 +581,10 @@ async fn pipeline(
         },
     );
     let reg = HvmRegistration {
-        name: journal.name.clone().unwrap_or_else(|| {
-            format!(
-                "{}-hvm",
-                disk.image
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| disk.image.image_id.clone())
-            )
-        }),
+        name: journal
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&disk.image)),
         description: disk
             .description
             .clone()

@@ -18,8 +18,6 @@ const TEMPLATE: &str = include_str!("../../templates/prepare.sh.j2");
 pub enum Mode {
     /// Validate the devices; write nothing.
     Check,
-    /// Report the source filesystem's facts and boot menu.
-    Inspect,
     /// Write the HVM disk onto the target.
     Convert,
 }
@@ -58,82 +56,7 @@ pub struct Report {
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
-    pub uuid: Option<String>,
-    #[serde(default)]
-    pub label: Option<String>,
-    #[serde(default)]
-    pub fs_size: Option<u64>,
-    #[serde(default)]
-    pub menu_path: Option<String>,
-    #[serde(default)]
-    pub menu_b64: Option<String>,
-    #[serde(default)]
-    pub fstab_b64: Option<String>,
-    #[serde(default)]
     pub core_img_bytes: Option<u64>,
-    /// Per installed kernel version, the HVM drivers among its modules
-    /// (`xen-blkfront`, `ena`, `nvme`, space-separated).
-    #[serde(default)]
-    pub drivers: std::collections::BTreeMap<String, String>,
-    /// The boot planner's inputs ([`crate::image::bootcfg::INPUTS`] and `TOOLS`) that exist.
-    #[serde(default)]
-    pub files: std::collections::BTreeMap<String, ShippedRaw>,
-}
-
-/// One guest file as the script reports it: debugfs's stat lines, the text gzip'd.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ShippedRaw {
-    pub stat: String,
-    #[serde(default)]
-    pub gz_b64: String,
-}
-
-impl Report {
-    /// The shipped files as the planners read them.
-    pub fn file_set(&self) -> crate::image::fs::FileSet {
-        use std::io::Read;
-        let mut set = crate::image::fs::FileSet::default();
-        for (path, raw) in &self.files {
-            let field = |key: &str| {
-                raw.stat
-                    .split_whitespace()
-                    .skip_while(|w| *w != key)
-                    .nth(1)
-                    .map(String::from)
-            };
-            let link = raw.stat.lines().find_map(|l| {
-                l.strip_prefix("Fast link dest: ")
-                    .map(|t| t.trim().trim_matches('"').to_string())
-            });
-            let text = base64::engine::general_purpose::STANDARD
-                .decode(&raw.gz_b64)
-                .ok()
-                .filter(|b| !b.is_empty())
-                .and_then(|b| {
-                    let mut s = String::new();
-                    flate2::read::GzDecoder::new(b.as_slice())
-                        .read_to_string(&mut s)
-                        .ok()
-                        .map(|_| s)
-                });
-            let regular = raw.stat.contains("Type: regular");
-            set.files.insert(
-                path.clone(),
-                crate::image::fs::ShippedFile {
-                    link: if regular { None } else { link },
-                    mode: field("Mode:")
-                        .and_then(|m| u16::from_str_radix(&m, 8).ok())
-                        .unwrap_or(0o644)
-                        & 0o7777,
-                    uid: field("User:").and_then(|v| v.parse().ok()).unwrap_or(0),
-                    gid: field("Group:").and_then(|v| v.parse().ok()).unwrap_or(0),
-                    // A program's presence is all that is asked of it.
-                    text: text.or_else(|| regular.then(String::new)),
-                },
-            );
-        }
-        set
-    }
 }
 
 fn bad(what: &str, value: &str) -> Error {
@@ -247,8 +170,6 @@ pub fn render(p: &Params) -> Result<String> {
         },
         grub_modules => grub::MODULES.join(" "),
         fixes => fixes,
-        boot_files => crate::image::bootcfg::INPUTS.join(" "),
-        boot_tools => crate::image::bootcfg::TOOLS.join(" "),
     };
     env.get_template("prepare.sh")
         .and_then(|t| t.render(ctx))
@@ -311,7 +232,6 @@ mod tests {
         assert!(s.contains("FIX_COUNT=1\n"));
         assert!(s.contains(&format!("GRUB_MODULES='{}'", grub::MODULES.join(" "))));
         assert!(s.contains("FIX_0_MODE=100644\nFIX_0_OWNER='0 0'\n"), "{s}");
-        assert!(s.contains("BOOT_FILES='/boot/grub/menu.lst /grub/menu.lst"));
         // The configuration travels as base64: no quote of it reaches the shell.
         assert!(!s.contains("it''s"));
     }

@@ -195,7 +195,7 @@ pub async fn plan(
                 ),
             );
             let params = Params {
-                mode: Mode::Inspect,
+                mode: Mode::Check,
                 migration_id: "mig-000000000000".into(),
                 source: Device {
                     device: "/dev/sdf".into(),

@@ -11,6 +11,7 @@ use crate::backend::{Backend, InstanceTypeQuery};
 use crate::error::{Error, Result};
 use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 
+pub mod blocks;
 pub mod client;
 pub(crate) mod convert;
 pub mod dryrun;
@@ -92,6 +93,19 @@ impl AwsBackend {
 
 #[async_trait]
 impl Backend for AwsBackend {
+    async fn image_disk(&self, region: &str, image_id: &str) -> Result<super::ImageDisk> {
+        let raw = self.describe_raw(region, image_id).await?;
+        let image = convert::image(region, &raw);
+        let (snapshot, _) = AwsBackend::root_snapshot(&raw)?;
+        let flavor = self.flavor_of(region, image.kernel_id.as_deref()).await;
+        let disk = blocks::SnapshotSource::open(self.ebs(region), region, &snapshot).await?;
+        Ok(super::ImageDisk {
+            image,
+            disk: std::sync::Arc::new(disk),
+            flavor,
+        })
+    }
+
     async fn boot_drivers(
         &self,
         region: &str,

@@ -323,6 +323,17 @@ impl Backend for LocalBackend {
         "local"
     }
 
+    async fn image_disk(&self, region: &str, image_id: &str) -> Result<super::ImageDisk> {
+        let (rec, path) = self.root_disk(region, image_id)?;
+        let disk =
+            crate::image::source::open_file(&path).map_err(|e| Error::io("open", &path, e))?;
+        Ok(super::ImageDisk {
+            flavor: Self::kernel_flavor(region, &rec.image),
+            image: rec.image,
+            disk,
+        })
+    }
+
     async fn boot_drivers(
         &self,
         region: &str,

@@ -198,23 +198,6 @@ pub fn handover_target(embedded: &str) -> Option<(ConfigKind, String)> {
     })
 }
 
-/// Every guest file the planners ([`plan`], [`crate::image::guestfix::plan`]) may read:
-/// what a helper instance ships for them.
-pub const INPUTS: &[&str] = &[
-    "/boot/grub/menu.lst",
-    "/grub/menu.lst",
-    "/boot/grub/grub.conf",
-    "/grub/grub.conf",
-    "/boot/grub/grub.cfg",
-    "/etc/grub.conf",
-    "/etc/default/grub",
-    "/etc/grub.d/40_custom",
-    "/etc/fstab",
-    "/etc/inittab",
-    "/etc/init/hvc0.conf",
-    "/etc/init/ttyS0.conf",
-];
-
 /// Guest programs whose presence decides which file the guest maintains.
 pub const TOOLS: &[&str] = &[
     "/usr/sbin/grub-mkconfig",

@@ -1,9 +1,12 @@
 //! `migrate --method helper`: the conversion runs on a helper instance in the
 //! source's account, driven by SSM. amitool makes two volumes in the helper's
 //! zone (one from the source's snapshot, one empty), attaches them, runs the
-//! preparation script (templates/prepare.sh.j2) in inspect then convert mode
-//! with AWS-RunShellScript, snapshots the target and registers it with the
-//! same code as the direct method. Every resource is tagged and journaled,
+//! preparation script (templates/prepare.sh.j2) in convert mode with
+//! AWS-RunShellScript, snapshots the target and registers it with the same
+//! code as the direct method. The source is inspected and planned in Rust
+//! before anything is launched, read where it lies (GetSnapshotBlock), with
+//! the same inspection as every method; the script only copies the
+//! filesystem and writes what it is given. Every resource is tagged and journaled,
 //! and removed again at the end or on failure (the helper only if amitool
 //! launched it).
 
@@ -14,13 +17,11 @@ mod ssm;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::VolumeType;
-use base64::Engine;
 
 use crate::backend::aws::AwsBackend;
 use crate::error::{Error, Result};
 use crate::image::bootcfg;
 use crate::image::guestfix;
-use crate::image::menulst::MenuLst;
 use crate::migrate::journal::{Journal, Upload};
 use crate::migrate::script::{self, Device, Mode, Params, Report};
 use crate::migrate::{
@@ -125,8 +126,7 @@ pub async fn run(
     helper: &HelperOptions,
 ) -> Result<Migration> {
     let mut rec = pipeline::Recorder::new();
-    let result =
-        crate::interrupt::or_interrupted(steps(aws, &mut journal, opts, helper, &mut rec)).await;
+    let result = crate::interrupt::or_interrupted(steps(aws, &mut journal, helper, &mut rec)).await;
     journal.state = match &result {
         Ok(_) => "done",
         Err(_) if crate::interrupt::is_interrupted() => "interrupted",
@@ -162,7 +162,6 @@ pub async fn run(
 async fn steps(
     aws: &AwsBackend,
     journal: &mut Journal,
-    opts: &Options,
     helper: &HelperOptions,
     rec: &mut pipeline::Recorder,
 ) -> Result<(String, String, Vec<String>, Vec<bootcfg::Change>)> {
@@ -177,15 +176,6 @@ async fn steps(
     };
     let raw = aws.describe_raw(&region, &image_id).await?;
     let image = crate::backend::aws::convert::migratable(&region, &raw)?;
-    // The helper's script copies one whole-disk filesystem; a partitioned
-    // disk (separate /boot, LVM root) is refused before anything is launched.
-    if aws.flavor_of(&region, image.kernel_id.as_deref()).await
-        == Some(crate::kernels::Flavor::Hd00)
-    {
-        return Err(Error::InvalidInput(format!(
-            "{image_id} boots with the hd00 PV-GRUB (a partitioned disk): the helper method copies whole-disk (hd0) filesystems only; use --method direct"
-        )));
-    }
     let (ami_snapshot, vtype) = AwsBackend::root_snapshot(&raw)?;
     let vtype = vtype.unwrap_or(VolumeType::Gp2);
     // The target (and the new image's root) keeps the source's type unless told.
@@ -223,6 +213,21 @@ async fn steps(
         format!("root snapshot {snapshot} of {image_id} ({size_gib} GiB)"),
     );
 
+    // The source read where it lies, before anything is launched: the same
+    // inspection, plan and refusals as the other methods; the helper only
+    // moves bytes.
+    let plan = inspect_in_place(aws, &region, &image, &snapshot, journal.fix_guest).await?;
+    rec.done(
+        "inspect",
+        format!(
+            "{} {} uuid={}, boots {}; read in place: {} blocks",
+            plan.insp.layout.as_str(),
+            plan.insp.fs_type.as_str(),
+            plan.insp.uuid,
+            plan.insp.kernel.as_deref().unwrap_or("-"),
+            plan.blocks_read
+        ),
+    );
     let (instance, zone) = aws.helper(&region, helper, journal).await?;
     rec.done(
         "helper",
@@ -281,106 +286,26 @@ async fn steps(
         device("/dev/sdf", size_gib, &src_vol),
         device("/dev/sdg", size_gib + 1, &dst_vol),
     );
-    let mut params = Params {
-        mode: Mode::Inspect,
+    let Plan {
+        insp,
+        cfg,
+        fixes,
+        blocks_read: _,
+    } = plan;
+    let params = Params {
+        mode: Mode::Convert,
         migration_id: journal.migration_id.clone(),
         source: src_dev,
         target: dst_dev,
-        fs_offset: 0,
-        fs_size: size_gib * GIB,
-        grub_cfg: None,
-        fixes: vec![],
+        fs_offset: insp.fs_offset,
+        fs_size: insp.fs_size,
+        grub_cfg: Some(cfg.clone()),
+        fixes: fixes.iter().map(|(f, _)| f.clone()).collect(),
     };
-    let facts = aws
-        .run_script(
-            &region,
-            &instance,
-            &journal.migration_id,
-            &script::render(&params)?,
-        )
-        .await?;
-    if !facts.ok {
-        return Err(refused(&facts, "inspect"));
-    }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let decode = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|v| b64.decode(v).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-    };
-    let menu = MenuLst::parse(&decode(&facts.menu_b64).unwrap_or_default());
-    let uuid = facts.uuid.clone().unwrap_or_default();
-    if menu
-        .default_entry()
-        .and_then(|e| e.kernel.as_ref())
-        .is_none()
-    {
-        return Err(Error::InvalidInput(format!(
-            "{image_id} cannot be migrated: no boot menu with a default kernel ({})",
-            facts.menu_path.as_deref().unwrap_or("none found")
-        )));
-    }
-    // The default kernel's drivers, as the helper read them from /lib/modules.
-    let kernel_version = menu
-        .default_entry()
-        .and_then(|e| e.kernel.as_deref())
-        .and_then(crate::image::inspect::version_of);
-    let found = kernel_version
-        .as_ref()
-        .and_then(|v| facts.drivers.get(v))
-        .map(|d| d.split_whitespace().map(String::from).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let drivers = crate::image::inspect::Drivers {
-        xen_blkfront: found.iter().any(|d| d == "xen-blkfront"),
-        ena: found.iter().any(|d| d == "ena"),
-        nvme: found.iter().any(|d| d == "nvme"),
-    };
-    // The same planner as the direct and local methods, over the files the
-    // helper shipped: GRUB hands over to the guest's own menu, rewritten for HVM.
-    let files = facts.file_set();
-    let plan = bootcfg::plan(
-        &files,
-        &bootcfg::Context {
-            root_uuid: Some(uuid.clone()),
-            boot_uuid: None,
-            grub_root: "(hd0,0)".into(),
-            default_version: kernel_version.clone(),
-            hvm_default: None,
-        },
-    )
-    .ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "{image_id} cannot be migrated: none of its boot menus could be read"
-        ))
-    })?;
-    let cfg = bootcfg::handover(&uuid, &plan.config);
-    let changes = plan.changes();
-    rec.done(
-        "inspect",
-        format!(
-            "uuid={uuid} label={} menu {}",
-            facts.label.as_deref().unwrap_or("-"),
-            facts.menu_path.as_deref().unwrap_or("-")
-        ),
-    );
-
-    params.mode = Mode::Convert;
-    params.fs_size = facts.fs_size.unwrap_or(params.fs_size);
-    params.grub_cfg = Some(cfg.clone());
-    params.fixes = plan
-        .edits
-        .iter()
-        .map(guestfix::GuestFix::from_edit)
-        .collect();
-    let mut findings = vec![];
-    if opts.fix_guest {
-        // fix_fstab's text includes the root entry's rewrite, so it replaces that edit.
-        for fix in guestfix::plan(&files, &uuid) {
-            params.fixes.retain(|f| f.path != fix.path);
-            findings.push(format!("fixed: {}", fix.description));
-            params.fixes.push(fix);
-        }
-    }
+    let mut findings = insp.findings.clone();
+    findings.extend(fixes.iter().filter_map(|(_, fixed)| fixed.clone()));
+    let changes = insp.boot_changes.clone();
+    let drivers = insp.drivers.clone();
     let done = aws
         .run_script(
             &region,
@@ -427,7 +352,7 @@ async fn steps(
         .collect();
     tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
     tags.insert("amitool:source-image".into(), image_id.clone());
-    // No amitool:boot-drivers tag: the helper reads modules, not the initramfs.
+    tags.insert(crate::image::inspect::DRIVERS_TAG.into(), drivers.to_tag());
     let reg = HvmRegistration {
         name: journal.name.clone().unwrap_or_else(|| {
             format!(
@@ -472,10 +397,85 @@ async fn steps(
         format!("{} (hvm, {})", registered.image_id, reg.architecture),
     );
     if !drivers.ena {
-        findings.push(format!(
-            "EnaSupport not set: no ena driver for kernel {}",
-            kernel_version.as_deref().unwrap_or("(none found)")
-        ));
+        findings.push("EnaSupport not set: the kernel has no ena driver".into());
     }
     Ok((image_id, registered.image_id, findings, changes))
+}
+
+/// What the helper is told to do, planned from the source read in place.
+struct Plan {
+    insp: crate::image::inspect::Inspection,
+    /// core.img's configuration: the hand-over to the guest's own file.
+    cfg: String,
+    /// Files to write into the copy, each with its `fixed:` finding (a --fix-guest fix).
+    fixes: Vec<(guestfix::GuestFix, Option<String>)>,
+    blocks_read: u64,
+}
+
+/// Inspect `snapshot` where it lies (GetSnapshotBlock) and plan the copy;
+/// refuse what no method can migrate and what the helper's one-filesystem
+/// copy cannot (several partitions).
+async fn inspect_in_place(
+    aws: &AwsBackend,
+    region: &str,
+    image: &crate::model::Image,
+    snapshot: &str,
+    fix_guest: bool,
+) -> Result<Plan> {
+    use crate::image::guest::Guest;
+    use crate::image::inspect;
+    let flavor = aws.flavor_of(region, image.kernel_id.as_deref()).await;
+    let src = crate::backend::aws::blocks::SnapshotSource::open(aws.ebs(region), region, snapshot)
+        .await?;
+    let disk: crate::image::source::Disk = std::sync::Arc::new(src);
+    let image_id = image.image_id.clone();
+    let d = disk.clone();
+    let (insp, extra) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let insp = inspect::inspect_in(&d, flavor)
+            .map_err(|e| Error::InvalidInput(format!("{image_id}: {e}")))?;
+        let extra = match (&insp.root_uuid, fix_guest) {
+            (Some(root), true) => {
+                let g = Guest::open_in(&d, &insp.mounts)
+                    .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
+                guestfix::plan(&g, root)
+            }
+            _ => vec![],
+        };
+        Ok((insp, extra))
+    })
+    .await
+    .map_err(|e| Error::InvalidInput(format!("inspect: {e}")))??;
+    if let Some(why) = pipeline::refusal(&image.image_id, &insp) {
+        return Err(Error::InvalidInput(why));
+    }
+    if insp.partitions.len() > 1 {
+        return Err(Error::InvalidInput(format!(
+            "{} has {} partitions (a separate /boot or an LVM2 root): the helper method copies one filesystem; use --method direct",
+            image.image_id,
+            insp.partitions.len()
+        )));
+    }
+    let cfg = pipeline::plan_config(&insp)?;
+    let mut fixes: Vec<(guestfix::GuestFix, Option<String>)> = insp
+        .boot
+        .as_ref()
+        .map(|b| {
+            b.edits
+                .iter()
+                .map(|e| (guestfix::GuestFix::from_edit(e), None))
+                .collect()
+        })
+        .unwrap_or_default();
+    // fix_fstab's text includes the root entry's rewrite, so it replaces that edit.
+    for fix in extra {
+        fixes.retain(|(f, _)| f.path != fix.path);
+        let note = Some(format!("fixed: {}", fix.description));
+        fixes.push((fix, note));
+    }
+    Ok(Plan {
+        blocks_read: disk.blocks_read().unwrap_or(0),
+        insp,
+        cfg,
+        fixes,
+    })
 }

@@ -1,0 +1,206 @@
+//! An EBS snapshot read where it lies, as a [`BlockSource`]: the block
+//! tokens from ListSnapshotBlocks (only blocks that hold data; the others
+//! read as zeros), each 512 KiB block fetched with GetSnapshotBlock on first
+//! use, its SHA-256 checked, a bounded cache of recent blocks and a short
+//! read-ahead over the next data blocks. Reads block the calling thread: use
+//! it from a blocking thread (`spawn_blocking`), never on the runtime's own.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::backend::aws::transfer::BLOCK;
+use crate::error::{Error, Result};
+use crate::image::source::BlockSource;
+
+/// Blocks kept in memory (32 MiB).
+const CACHE_BLOCKS: usize = 64;
+/// Data blocks fetched together after a miss (sequential files: kernels, initramfs).
+const READ_AHEAD: usize = 4;
+
+pub struct SnapshotSource {
+    ebs: aws_sdk_ebs::Client,
+    handle: tokio::runtime::Handle,
+    region: String,
+    snapshot_id: String,
+    len: u64,
+    tokens: HashMap<i32, String>,
+    cache: Mutex<VecDeque<(i32, Arc<Vec<u8>>)>>,
+    fetched: AtomicU64,
+}
+
+impl SnapshotSource {
+    /// The snapshot's size and data blocks (ListSnapshotBlocks, paginated).
+    pub async fn open(ebs: aws_sdk_ebs::Client, region: &str, snapshot_id: &str) -> Result<Self> {
+        let mut pages = ebs
+            .list_snapshot_blocks()
+            .snapshot_id(snapshot_id)
+            .into_paginator()
+            .send();
+        let mut tokens = HashMap::new();
+        let mut len = 0u64;
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| super::error::convert("ListSnapshotBlocks", region, None, e))?;
+            if let Some(size) = page.block_size().filter(|s| *s as u64 != BLOCK) {
+                return Err(Error::Transfer {
+                    action: "read the snapshot",
+                    region: region.into(),
+                    message: format!("{snapshot_id} has {size}-byte blocks, not {BLOCK}"),
+                });
+            }
+            if let Some(gib) = page.volume_size() {
+                len = (gib.max(0) as u64).saturating_mul(1 << 30);
+            }
+            for b in page.blocks() {
+                if let (Some(i), Some(t)) = (b.block_index(), b.block_token()) {
+                    tokens.insert(i, t.to_string());
+                }
+            }
+        }
+        Ok(SnapshotSource {
+            ebs,
+            handle: tokio::runtime::Handle::current(),
+            region: region.into(),
+            snapshot_id: snapshot_id.into(),
+            len,
+            tokens,
+            cache: Mutex::new(VecDeque::new()),
+            fetched: AtomicU64::new(0),
+        })
+    }
+
+    /// The blocks that hold data.
+    pub fn data_blocks(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn cached(&self, index: i32) -> Option<Arc<Vec<u8>>> {
+        let cache = self.cache.lock().expect("cache lock");
+        cache
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn keep(&self, index: i32, block: Arc<Vec<u8>>) {
+        let mut cache = self.cache.lock().expect("cache lock");
+        cache.retain(|(i, _)| *i != index);
+        if cache.len() >= CACHE_BLOCKS {
+            cache.pop_front();
+        }
+        cache.push_back((index, block));
+    }
+
+    async fn fetch(&self, index: i32) -> std::io::Result<Vec<u8>> {
+        let io = |m: String| std::io::Error::other(m);
+        let token = &self.tokens[&index];
+        let out = self
+            .ebs
+            .get_snapshot_block()
+            .snapshot_id(&self.snapshot_id)
+            .block_index(index)
+            .block_token(token)
+            .send()
+            .await
+            .map_err(|e| {
+                io(format!(
+                    "GetSnapshotBlock {} block {index} in {}: {}",
+                    self.snapshot_id,
+                    self.region,
+                    crate::error::chain(&e)
+                ))
+            })?;
+        let want = out.checksum().map(String::from);
+        let data = out
+            .block_data
+            .collect()
+            .await
+            .map_err(|e| io(format!("block {index} of {}: {e}", self.snapshot_id)))?
+            .into_bytes()
+            .to_vec();
+        if let Some(want) = want {
+            let got = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
+            if got != want {
+                return Err(io(format!(
+                    "block {index} of {} does not match its SHA-256",
+                    self.snapshot_id
+                )));
+            }
+        }
+        if data.len() as u64 != BLOCK {
+            return Err(io(format!(
+                "block {index} of {} holds {} bytes, not {BLOCK}",
+                self.snapshot_id,
+                data.len()
+            )));
+        }
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    /// Block `index`, from the cache or EBS (with the next data blocks).
+    fn block(&self, index: i32) -> std::io::Result<Option<Arc<Vec<u8>>>> {
+        if !self.tokens.contains_key(&index) {
+            return Ok(None);
+        }
+        if let Some(b) = self.cached(index) {
+            return Ok(Some(b));
+        }
+        let run: Vec<i32> = (index..index.saturating_add(READ_AHEAD as i32))
+            .take_while(|i| {
+                self.tokens.contains_key(i) && (*i == index || self.cached(*i).is_none())
+            })
+            .collect();
+        let fetched = self.handle.block_on(futures::future::join_all(
+            run.iter().map(|i| self.fetch(*i)),
+        ));
+        let mut first = None;
+        for (i, b) in run.iter().zip(fetched) {
+            let b = Arc::new(b?);
+            if *i == index {
+                first = Some(b.clone());
+            }
+            self.keep(*i, b);
+        }
+        Ok(first)
+    }
+}
+
+impl BlockSource for SnapshotSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|e| *e <= self.len)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        let mut at = offset;
+        while at < end {
+            let index = (at / BLOCK) as i32;
+            let within = (at % BLOCK) as usize;
+            let n = ((BLOCK as usize) - within).min((end - at) as usize);
+            let dst = &mut buf[(at - offset) as usize..(at - offset) as usize + n];
+            match self.block(index)? {
+                Some(b) => dst.copy_from_slice(&b[within..within + n]),
+                None => dst.fill(0),
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> PathBuf {
+        PathBuf::from(&self.snapshot_id)
+    }
+
+    fn blocks_read(&self) -> Option<u64> {
+        Some(self.fetched.load(Ordering::Relaxed))
+    }
+}

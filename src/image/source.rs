@@ -1,0 +1,79 @@
+//! Where a guest disk's bytes come from: a local file, or an EBS snapshot
+//! read block by block where it lies (`backend::aws::blocks`). Every reader
+//! of disk images (MBR, LVM2, ext superblock and files) reads through this.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A disk image readable at any offset.
+pub trait BlockSource: Send + Sync {
+    /// Its size in bytes.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fill `buf` from `offset`; an error past the end.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    /// A name for messages: the file's path, the snapshot's id.
+    fn name(&self) -> PathBuf;
+    /// How many blocks were fetched from where the disk lies (a remote source).
+    fn blocks_read(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A shared handle to a disk.
+pub type Disk = Arc<dyn BlockSource>;
+
+/// A local disk image file.
+pub struct FileSource {
+    file: File,
+    len: u64,
+    path: PathBuf,
+}
+
+impl BlockSource for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn name(&self) -> PathBuf {
+        self.path.clone()
+    }
+}
+
+/// The disk image at `path`.
+pub fn open_file(path: &Path) -> std::io::Result<Disk> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    Ok(Arc::new(FileSource {
+        file,
+        len,
+        path: path.to_path_buf(),
+    }))
+}
+
+/// Bytes in memory, for tests and small images.
+pub struct Bytes(pub Vec<u8>, pub &'static str);
+
+impl BlockSource for Bytes {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.checked_add(buf.len()).filter(|e| *e <= self.0.len());
+        let Some(end) = end else {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        };
+        buf.copy_from_slice(&self.0[start..end]);
+        Ok(())
+    }
+    fn name(&self) -> PathBuf {
+        PathBuf::from(self.1)
+    }
+}
