@@ -795,13 +795,113 @@ fn separate_boot_and_lvm_roots_are_found_and_every_partition_kept() {
         let src = std::fs::read(fixtures().0.join(fx["file"].as_str().unwrap())).unwrap();
         // Both partitions were at 1 MiB and after: they stay where they were,
         // byte for byte but for the listed edits' blocks; the table keeps types.
-        assert_eq!(disk[446 + 16 + 4], src[446 + 16 + 4], "{name}: partition 2's type");
-        assert_eq!(&disk[446 + 8..446 + 16], &src[446 + 8..446 + 16], "{name}: partition 1");
-        assert_eq!(&disk[462 + 8..462 + 16], &src[462 + 8..462 + 16], "{name}: partition 2");
+        assert_eq!(
+            disk[446 + 16 + 4],
+            src[446 + 16 + 4],
+            "{name}: partition 2's type"
+        );
+        assert_eq!(
+            &disk[446 + 8..446 + 16],
+            &src[446 + 8..446 + 16],
+            "{name}: partition 1"
+        );
+        assert_eq!(
+            &disk[462 + 8..462 + 16],
+            &src[462 + 8..462 + 16],
+            "{name}: partition 2"
+        );
         if name == "amigen6-lvm" {
             // The physical volume's label and metadata area are copied as they are.
             let p2 = 100352 * 512;
-            assert_eq!(&disk[p2..p2 + (1 << 20)], &src[p2..p2 + (1 << 20)], "{name}: LVM metadata");
+            assert_eq!(
+                &disk[p2..p2 + (1 << 20)],
+                &src[p2..p2 + (1 << 20)],
+                "{name}: LVM metadata"
+            );
         }
     }
+}
+
+/// Every file of the state directory with its size and modification time.
+fn state_snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push((p, m.len(), m.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `--dry-run` on the local backend reads the sources where they lie and
+/// prints one plan per item; the state directory is not touched at all.
+#[test]
+fn a_dry_run_plans_every_item_and_touches_nothing() {
+    let host = Host::new();
+    let good = host.import(&fixture("amigen6-lvm"));
+    let bad = host.import(&fixture("missing-kernel"));
+    let before = state_snapshot(host.state.path());
+    let one = host.json(&[
+        "migrate",
+        "--dry-run",
+        "--ami",
+        &good,
+        "--name",
+        "rehearsal",
+    ]);
+    assert_eq!(one["refused"], Value::Null, "{one}");
+    assert_eq!(one["name"], "rehearsal");
+    assert_eq!(one["boot"]["grub_path"], "/grub/grub.conf", "{one}");
+    assert_eq!(one["layout"]["partitions"].as_array().unwrap().len(), 2);
+    assert!(!one["changes"].as_array().unwrap().is_empty());
+    let out = host.run(&[
+        "migrate",
+        "--dry-run",
+        "--ami",
+        &good,
+        "--ami",
+        &bad,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "one item would be refused");
+    let plans: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plans = plans.as_array().unwrap();
+    assert_eq!(plans.len(), 2);
+    assert_eq!(plans[0]["source_image_id"], good.as_str());
+    assert!(
+        plans[1]["refused"]
+            .as_str()
+            .unwrap()
+            .contains("vmlinuz-6.1.0-99-amd64"),
+        "{}",
+        plans[1]
+    );
+    let text = host.run(&["migrate", "--dry-run", "--ami", &good]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("would change: /boot/grub/grub.conf line 5"),
+        "{text}"
+    );
+    assert_eq!(
+        state_snapshot(host.state.path()),
+        before,
+        "a dry run wrote to the state directory"
+    );
+    let listed = host.json(&["list"]);
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["virtualization_type"] == "hvm"),
+        "{listed}"
+    );
 }

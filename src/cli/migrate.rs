@@ -131,12 +131,7 @@ async fn run_helper(ctx: &Context, a: &MigrateArgs, source: Option<Source>) -> R
     }
     ids::check_instance_type(&a.helper_type)?;
     let helper = helper_options(a);
-    let opts = Options {
-        name: a.name.clone(),
-        keep_temp: a.keep_temp,
-        fix_guest: a.fix_guest,
-        volume_type: a.volume_type.clone(),
-    };
+    let opts = options(a);
     let journal = match (source, &a.resume) {
         (Some(source), _) => {
             let region = ctx.one_region("migrate").await?;
@@ -237,33 +232,120 @@ fn helper_options(a: &MigrateArgs) -> HelperOptions {
     }
 }
 
-async fn dry_run(ctx: &Context, a: &MigrateArgs, source: &Source) -> Result<u8> {
-    let aws = ctx.backend.as_aws().ok_or_else(|| {
-        Error::InvalidInput("--dry-run asks AWS; the local backend is itself the rehearsal".into())
-    })?;
+fn options(a: &MigrateArgs) -> Options {
+    Options {
+        name: a.name.clone(),
+        keep_temp: a.keep_temp,
+        fix_guest: a.fix_guest,
+        volume_type: a.volume_type.clone(),
+    }
+}
+
+/// What one dry run found: the plan from the disk read in place (local), or
+/// EC2's answers to DryRun=true calls (AWS).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum DryRun {
+    Preview(migrate::Preview),
+    Aws(crate::backend::aws::dryrun::Plan),
+}
+
+/// `--dry-run`: one plan per source; nothing is created, deleted or written.
+async fn dry_run(ctx: &Context, a: &MigrateArgs, sources: &[Source]) -> Result<u8> {
     let region = ctx.one_region("migrate").await?;
-    let helper = (a.method == Method::Helper).then(|| helper_options(a));
-    let plan = crate::backend::aws::dryrun::plan(aws, &region, source, helper.as_ref()).await?;
+    let mut plans = vec![];
+    for source in sources {
+        let preview = match (a.method, ctx.backend.migration_host()) {
+            (Method::Direct, Some(host)) => {
+                migrate::preview(host, &region, source, &options(a)).await?
+            }
+            _ => None,
+        };
+        let plan = match preview {
+            Some(p) => DryRun::Preview(p),
+            None => {
+                let aws = ctx.backend.as_aws().ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "the {} backend cannot plan this migration",
+                        ctx.backend.name()
+                    ))
+                })?;
+                let helper = (a.method == Method::Helper).then(|| helper_options(a));
+                DryRun::Aws(
+                    crate::backend::aws::dryrun::plan(aws, &region, source, helper.as_ref())
+                        .await?,
+                )
+            }
+        };
+        plans.push(plan);
+    }
+    let refused = plans
+        .iter()
+        .any(|p| matches!(p, DryRun::Preview(p) if p.refused.is_some()));
     match ctx.format() {
-        Format::Json => output::emit(&output::json(&plan)),
+        Format::Json if plans.len() == 1 => output::emit(&output::json(&plans[0])),
+        Format::Json => output::emit(&output::json(&plans)),
         Format::Table => {
-            output::emit(&format!(
-                "dry run: migrate {} in {} with the {} method",
-                plan.source_image_id, plan.region, plan.method
-            ));
-            output::emit(&format!("steps: {}", plan.steps.join(", ")));
-            for r in &plan.resources {
-                output::emit(&format!("would make: {r}"));
-            }
-            if !plan.checks.is_empty() {
-                output::emit(&output::table(&plan.checks));
-            }
-            if let Some(s) = &plan.script {
-                output::emit(&format!("the helper's first script (inspect):\n{s}"));
+            for plan in &plans {
+                match plan {
+                    DryRun::Preview(p) => print_preview(p),
+                    DryRun::Aws(plan) => print_aws_plan(plan),
+                }
             }
         }
     }
-    Ok(0)
+    Ok(if refused { 1 } else { 0 })
+}
+
+fn print_preview(p: &migrate::Preview) {
+    output::emit(&format!(
+        "dry run: migrate {} in {} (nothing is made)",
+        p.source_image_id, p.region
+    ));
+    if let Some(why) = &p.refused {
+        output::emit(&format!("would refuse: {why}"));
+        return;
+    }
+    output::emit(&format!("steps: {}", p.steps.join(", ")));
+    output::emit(&format!("would register: {} (hvm)", p.name));
+    if let Some(l) = &p.layout {
+        for part in &l.partitions {
+            output::emit(&format!(
+                "partition {}: sector {}, {} sectors, type {:#04x}",
+                part.number, part.start_lba, part.sectors, part.kind
+            ));
+        }
+        output::emit(&format!("disk: {} bytes", l.disk_size));
+    }
+    if let Some(b) = &p.boot {
+        output::emit(&format!("boot: GRUB would read {} ({})", b.path, b.rule));
+    }
+    for c in &p.changes {
+        output::emit(&format!(
+            "would change: {} line {}: {:?} -> {:?}",
+            c.file, c.line, c.before, c.after
+        ));
+    }
+    for f in &p.findings {
+        output::emit(&format!("finding: {f}"));
+    }
+}
+
+fn print_aws_plan(plan: &crate::backend::aws::dryrun::Plan) {
+    output::emit(&format!(
+        "dry run: migrate {} in {} with the {} method",
+        plan.source_image_id, plan.region, plan.method
+    ));
+    output::emit(&format!("steps: {}", plan.steps.join(", ")));
+    for r in &plan.resources {
+        output::emit(&format!("would make: {r}"));
+    }
+    if !plan.checks.is_empty() {
+        output::emit(&output::table(&plan.checks));
+    }
+    if let Some(s) = &plan.script {
+        output::emit(&format!("the helper's first script (inspect):\n{s}"));
+    }
 }
 
 pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
@@ -307,12 +389,7 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
     }
     let mut sources = sources(&a)?;
     if a.dry_run {
-        let [source] = sources.as_slice() else {
-            return Err(Error::InvalidInput(
-                "--dry-run takes one --ami or --instance".into(),
-            ));
-        };
-        return dry_run(ctx, &a, source).await;
+        return dry_run(ctx, &a, &sources).await;
     }
     if sources.len() > 1 {
         return fleet(ctx, &a, sources).await;
@@ -365,13 +442,7 @@ async fn migrate_one(ctx: &Context, a: &MigrateArgs, source: Source) -> Result<M
         run_helper(ctx, a, Some(source)).await?
     } else {
         let region = ctx.one_region("migrate").await?;
-        let opts = Options {
-            name: a.name.clone(),
-            keep_temp: a.keep_temp,
-            fix_guest: a.fix_guest,
-            volume_type: a.volume_type.clone(),
-        };
-        migrate::run(host(ctx)?, &region, &source, &opts).await?
+        migrate::run(host(ctx)?, &region, &source, &options(a)).await?
     };
     if a.verify {
         verify(ctx, a, &mut m).await?;

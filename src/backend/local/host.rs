@@ -93,6 +93,28 @@ impl MigrationHost for LocalBackend {
         })
     }
 
+    async fn source_in_place(&self, region: &str, source: &Source) -> Result<Option<SourceDisk>> {
+        let (image_id, path) = match source {
+            Source::Image(id) => (id.clone(), self.root_disk(region, id)?.1),
+            Source::Instance(id) => {
+                let inst = self.instance_record(region, id)?;
+                (
+                    inst.image_id.clone(),
+                    self.volume_path(region, &inst.root_volume_id)?,
+                )
+            }
+        };
+        let rec = self.image_record(region, &image_id)?;
+        Ok(Some(SourceDisk {
+            flavor: Self::kernel_flavor(region, &rec.image),
+            image: rec.image,
+            description: rec.description,
+            tags: rec.tags,
+            path,
+            volume_type: None,
+        }))
+    }
+
     async fn store_disk(
         &self,
         region: &str,
