@@ -309,6 +309,7 @@ async fn helper_migrates_a_pv_ami_that_then_boots() {
         [
             "snapshot",
             "inspect",
+            "boot area",
             "helper",
             "volumes",
             "convert",
@@ -496,6 +497,7 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     for step in [
         "snapshot",
         "inspect",
+        "boot area",
         "helper",
         "volumes",
         "convert",

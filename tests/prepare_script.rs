@@ -97,24 +97,18 @@ fn params(mode: Mode, src: Device, dst: Device) -> Params {
         target: dst,
         fs_offset: 0,
         fs_size,
-        grub_cfg: None,
         fixes: vec![],
     }
 }
 
 #[test]
-fn inspect_convert_on_loop_devices_then_boot() {
+fn planned_in_rust_converted_on_loop_devices_then_boots() {
     let name = "menulst-noroot";
     let s = setup(name);
     let before = sha256(&s.src);
-    let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
-    let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
-
-    let (code, check) = run(&params(Mode::Check, src.clone(), dst.clone()), s.dir.path());
-    assert_eq!((code, check.ok), (0, true), "{check:?}");
-
     // amitool plans in Rust from the source read where it lies (on AWS the
-    // snapshot through GetSnapshotBlock); the script only converts.
+    // snapshot through GetSnapshotBlock) and builds the boot area; on AWS the
+    // target volume is made from a snapshot of it: here it is written first.
     let insp = amitool::image::inspect::inspect(&s.src, None).unwrap();
     let plan = insp.boot.clone().expect("a boot plan");
     assert_eq!(plan.config.path, "/boot/grub/menu.lst");
@@ -124,10 +118,15 @@ fn inspect_convert_on_loop_devices_then_boot() {
         plan.edits
     );
     let cfg = bootcfg::handover(&insp.uuid, &plan.config);
+    write_boot_area(&s, &insp, &cfg);
+
+    let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
+    let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
+    let (code, check) = run(&params(Mode::Check, src.clone(), dst.clone()), s.dir.path());
+    assert_eq!((code, check.ok), (0, true), "{check:?}");
 
     let mut p = params(Mode::Convert, src, dst);
     p.fs_size = insp.fs_size;
-    p.grub_cfg = Some(cfg.clone());
     p.fixes = plan.edits.iter().map(GuestFix::from_edit).collect();
     let (code, done) = run(&p, s.dir.path());
     assert_eq!((code, done.ok), (0, true), "{done:?}");
@@ -167,6 +166,18 @@ fn inspect_convert_on_loop_devices_then_boot() {
     );
 }
 
+/// The HVM disk's first MiB as amitool builds it, written to the target (what
+/// the staging snapshot gives the helper's target volume on AWS).
+fn write_boot_area(s: &Setup, insp: &amitool::image::inspect::Inspection, cfg: &str) {
+    use std::os::unix::fs::FileExt;
+    let area = amitool::image::hvm::boot_area(&insp.hvm_layout(), cfg, s.dir.path()).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s.dst)
+        .unwrap();
+    f.write_all_at(&area, 0).unwrap();
+}
+
 /// The fixture migrated by the local backend's pipeline, exported.
 fn direct_disk(name: &str) -> Vec<u8> {
     let state = tempfile::tempdir().unwrap();
@@ -179,12 +190,7 @@ fn the_guard_refuses_any_other_device_and_writes_nothing() {
     let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
     let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
     let dst_before = sha256(&s.dst);
-    let cfg = Some("set default=0\n".to_string());
-    let convert = |src: Device, dst: Device| {
-        let mut p = params(Mode::Convert, src, dst);
-        p.grub_cfg = cfg.clone();
-        p
-    };
+    let convert = |src: Device, dst: Device| params(Mode::Convert, src, dst);
 
     // The target's size is not what amitool attached.
     let mut wrong = dst.clone();
@@ -202,6 +208,12 @@ fn the_guard_refuses_any_other_device_and_writes_nothing() {
     // Source given as target.
     let (code, r) = run(&convert(src.clone(), src.clone()), s.dir.path());
     assert_eq!((code, r.ok), (3, false));
+
+    // The right device, but it does not hold amitool's boot area (a target
+    // volume not made from the staging snapshot).
+    let (code, r) = run(&convert(src.clone(), dst.clone()), s.dir.path());
+    assert_eq!((code, r.ok), (3, false));
+    assert!(r.reason.unwrap().contains("boot area"));
 
     // A device that is not there.
     let mut gone = dst.clone();

@@ -344,7 +344,7 @@ fn print_aws_plan(plan: &crate::backend::aws::dryrun::Plan) {
         output::emit(&output::table(&plan.checks));
     }
     if let Some(s) = &plan.script {
-        output::emit(&format!("the helper's first script (inspect):\n{s}"));
+        output::emit(&format!("the helper's device check (check mode):\n{s}"));
     }
 }
 

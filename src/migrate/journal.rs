@@ -46,6 +46,10 @@ pub struct Journal {
     pub volume_type: Option<String>,
     /// The snapshot this migration made of an instance's root volume.
     pub temporary_snapshot: Option<String>,
+    /// The helper's staging snapshot: the HVM disk's first MiB (MBR, boot.img,
+    /// core.img) as amitool built it; the target volume is made from it.
+    #[serde(default)]
+    pub boot_snapshot: Option<String>,
     /// The KMS key of an encrypted source; the result is encrypted with it.
     #[serde(default)]
     pub kms_key: Option<String>,

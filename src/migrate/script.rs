@@ -8,7 +8,6 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::image::grub;
 use crate::image::guestfix::GuestFix;
 
 const TEMPLATE: &str = include_str!("../../templates/prepare.sh.j2");
@@ -41,8 +40,6 @@ pub struct Params {
     pub target: Device,
     pub fs_offset: u64,
     pub fs_size: u64,
-    /// The GRUB 2 configuration (convert).
-    pub grub_cfg: Option<String>,
     /// Guest fixes (convert with --fix-guest).
     pub fixes: Vec<GuestFix>,
 }
@@ -55,8 +52,6 @@ pub struct Report {
     pub ok: bool,
     #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
-    pub core_img_bytes: Option<u64>,
 }
 
 fn bad(what: &str, value: &str) -> Error {
@@ -131,11 +126,6 @@ pub fn render(p: &Params) -> Result<String> {
     for f in &p.fixes {
         check_guest_path(&f.path)?;
     }
-    if p.mode == Mode::Convert && p.grub_cfg.is_none() {
-        return Err(Error::InvalidInput(
-            "a convert script needs the GRUB configuration".into(),
-        ));
-    }
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let fixes: Vec<serde_json::Value> = p
         .fixes
@@ -161,14 +151,6 @@ pub fn render(p: &Params) -> Result<String> {
         target => p.target,
         fs_offset => p.fs_offset,
         fs_size => p.fs_size,
-        grub_memdisk_b64 => match p.grub_cfg.as_deref() {
-            Some(cfg) => base64::engine::general_purpose::STANDARD.encode(
-                grub::memdisk_tar(cfg)
-                    .map_err(|e| Error::InvalidInput(format!("build the memdisk: {e}")))?,
-            ),
-            None => String::new(),
-        },
-        grub_modules => grub::MODULES.join(" "),
         fixes => fixes,
     };
     env.get_template("prepare.sh")
@@ -210,7 +192,6 @@ mod tests {
             },
             fs_offset: 0,
             fs_size: 8 << 30,
-            grub_cfg: Some("set default=0\nmenuentry 'it''s' {\n}\n".into()),
             fixes: vec![GuestFix {
                 path: "/etc/fstab".into(),
                 content: "UUID=x / ext4 defaults 0 1\n".into(),
@@ -230,10 +211,12 @@ mod tests {
         assert!(s.contains("DST_ID='vol-0fedcba9876543210'\n"));
         assert!(s.contains("FIX_0_PATH='/etc/fstab'\n"));
         assert!(s.contains("FIX_COUNT=1\n"));
-        assert!(s.contains(&format!("GRUB_MODULES='{}'", grub::MODULES.join(" "))));
         assert!(s.contains("FIX_0_MODE=100644\nFIX_0_OWNER='0 0'\n"), "{s}");
-        // The configuration travels as base64: no quote of it reaches the shell.
-        assert!(!s.contains("it''s"));
+        // The boot area is amitool's: the script builds no MBR and no core.img.
+        assert!(
+            !s.contains("grub-mkimage") && !s.contains("boot.img"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct Plan {
     pub steps: Vec<&'static str>,
     pub resources: Vec<String>,
     pub checks: Vec<Check>,
-    /// The helper's first script (inspect); the convert script is rendered from its report.
+    /// The helper's device check (the script in check mode); the convert script is rendered from the plan.
     pub script: Option<String>,
 }
 
@@ -125,9 +125,10 @@ pub async fn plan(
         Some(h) => {
             p.steps = vec![
                 "snapshot",
+                "inspect",
+                "boot area",
                 "helper",
                 "volumes",
-                "inspect",
                 "convert",
                 "snapshot target",
                 "register",
@@ -176,7 +177,10 @@ pub async fn plan(
                     }
                 }
             }
-            p.resources.push(format!("a {size} GiB volume from {snapshot} and an empty {} GiB volume (deleted at the end)", size + 1));
+            p.resources.push(format!(
+                "a snapshot of the HVM disk's first MiB (MBR and core.img, written with the EBS direct APIs), a {size} GiB volume from {snapshot} and a {} GiB volume from that first snapshot (all deleted at the end)",
+                size + 1
+            ));
             p.resources.push(
                 "a snapshot of the second volume and an HVM image registered from it (the result)"
                     .into(),
@@ -209,7 +213,6 @@ pub async fn plan(
                 },
                 fs_offset: 0,
                 fs_size: size << 30,
-                grub_cfg: None,
                 fixes: vec![],
             };
             p.script = Some(script::render(&params)?);

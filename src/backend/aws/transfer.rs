@@ -160,6 +160,67 @@ fn test_pause(journaled: usize) {
     }
 }
 
+/// A new snapshot of `volume_size_gib` GiB holding `data` from byte 0 (its
+/// all-zero blocks omitted), completed; idempotent on `client_token`.
+pub async fn upload_bytes(
+    ebs: &aws_sdk_ebs::Client,
+    region: &str,
+    volume_size_gib: u64,
+    data: &[u8],
+    description: &str,
+    tags: &[(String, String)],
+    client_token: &str,
+) -> Result<String> {
+    let mut req = ebs
+        .start_snapshot()
+        .volume_size(volume_size_gib as i64)
+        .description(description)
+        .client_token(client_token)
+        .timeout(60);
+    for (k, v) in tags {
+        req = req.tags(EbsTag::builder().key(k).value(v).build());
+    }
+    let out = req
+        .send()
+        .await
+        .map_err(|e| super::error::convert("StartSnapshot", region, None, e))?;
+    let snapshot_id = out
+        .snapshot_id()
+        .ok_or_else(|| Error::Transfer {
+            action: "StartSnapshot",
+            region: region.into(),
+            message: "no snapshot id in the answer".into(),
+        })?
+        .to_string();
+    let mut written = 0;
+    for (index, chunk) in data.chunks(BLOCK as usize).enumerate() {
+        if chunk.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let mut block = chunk.to_vec();
+        block.resize(BLOCK as usize, 0);
+        let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&block));
+        ebs.put_snapshot_block()
+            .snapshot_id(&snapshot_id)
+            .block_index(index as i32)
+            .data_length(BLOCK as i32)
+            .checksum(checksum)
+            .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+            .block_data(ByteStream::from(block))
+            .send()
+            .await
+            .map_err(|e| super::error::convert("PutSnapshotBlock", region, None, e))?;
+        written += 1;
+    }
+    ebs.complete_snapshot()
+        .snapshot_id(&snapshot_id)
+        .changed_blocks_count(written)
+        .send()
+        .await
+        .map_err(|e| super::error::convert("CompleteSnapshot", region, None, e))?;
+    Ok(snapshot_id)
+}
+
 /// Upload the data blocks of `path` into a new snapshot (or the one the
 /// journal started), journaling each batch; complete it and return its id.
 #[allow(clippy::too_many_arguments)]

@@ -228,6 +228,39 @@ async fn steps(
             plan.blocks_read
         ),
     );
+    // The HVM disk's first MiB (MBR, boot.img, core.img), built here as for
+    // every method and staged as a snapshot the target volume is made from:
+    // the helper's script writes no boot code.
+    if journal.boot_snapshot.is_none() {
+        let layout = plan.insp.hvm_layout();
+        let work = tempfile::tempdir()
+            .map_err(|e| Error::io("create a work directory in", std::env::temp_dir(), e))?;
+        let area = crate::image::hvm::boot_area(&layout, &plan.cfg, work.path())
+            .map_err(|e| Error::InvalidInput(format!("build the boot area: {e}")))?;
+        let mid = journal.migration_id.clone();
+        let tags = [
+            (MIGRATION_TAG.to_string(), mid.clone()),
+            (resources::ROLE_TAG.to_string(), "boot".to_string()),
+        ];
+        let snap = crate::backend::aws::transfer::upload_bytes(
+            &aws.ebs(&region),
+            &region,
+            size_gib + 1,
+            &area,
+            &format!("amitool {mid}: the HVM disk's boot area"),
+            &tags,
+            &format!("{mid}-boot"),
+        )
+        .await?;
+        journal.boot_snapshot = Some(snap.clone());
+        journal.save()?;
+        aws.wait_snapshot(&region, &snap).await?;
+    }
+    let boot_snapshot = journal.boot_snapshot.clone().expect("set above");
+    rec.done(
+        "boot area",
+        format!("{boot_snapshot}: the MBR and core.img, staged for the target volume"),
+    );
     let (instance, zone) = aws.helper(&region, helper, journal).await?;
     rec.done(
         "helper",
@@ -259,7 +292,7 @@ async fn steps(
             aws.volume(
                 &region,
                 &zone,
-                ("target", None),
+                ("target", Some(&boot_snapshot)),
                 size_gib + 1,
                 &target_type,
                 journal,
@@ -299,7 +332,6 @@ async fn steps(
         target: dst_dev,
         fs_offset: insp.fs_offset,
         fs_size: insp.fs_size,
-        grub_cfg: Some(cfg.clone()),
         fixes: fixes.iter().map(|(f, _)| f.clone()).collect(),
     };
     let mut findings = insp.findings.clone();
@@ -319,7 +351,10 @@ async fn steps(
     }
     rec.done(
         "convert",
-        format!("core.img {} bytes", done.core_img_bytes.unwrap_or(0)),
+        format!(
+            "the filesystem at 1 MiB of {dst_vol}, {} file(s) rewritten",
+            params.fixes.len()
+        ),
     );
 
     for vol in [&src_vol, &dst_vol] {

@@ -339,10 +339,13 @@ impl AwsBackend {
                 *slot = None;
             }
         }
-        if let Some(snap) = journal.temporary_snapshot.clone().filter(|_| !keep_temp) {
+        for slot in [&mut journal.temporary_snapshot, &mut journal.boot_snapshot] {
+            let Some(snap) = slot.clone().filter(|_| !keep_temp) else {
+                continue;
+            };
             if self.delete_snapshot_quietly(&region, &snap).await.is_ok() {
                 removed.push(snap);
-                journal.temporary_snapshot = None;
+                *slot = None;
             }
         }
         let _ = journal.save();
