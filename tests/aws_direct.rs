@@ -613,22 +613,7 @@ fn inspect_reads_the_snapshot_in_place_like_the_local_backend() {
     let ami = env.import(name);
     let remote = env.json(&["inspect", &ami]);
     let state = tempfile::tempdir().unwrap();
-    let local = |args: &[&str]| -> Value {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
-            .args([
-                "--backend",
-                "local",
-                "--no-progress",
-                "--region",
-                "us-east-1",
-            ])
-            .args(["--output", "json", "--state-dir"])
-            .arg(state.path())
-            .args(args)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let local = |args: &[&str]| common::local_json(state.path(), args);
     let file = fixture(name);
     let img = local(&[
         "import",

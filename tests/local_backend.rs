@@ -258,8 +258,22 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
             assert!(ok.contains(&"t2.micro"), "{name}: {ok:?}");
             for t in ["m5.large", "t3.micro", "t2.large", "c5.large"] {
                 assert!(!ok.contains(&t), "{name}: {t} runs no i386: {ok:?}");
-                let c = host.json(&["compat", "--ami", &hvm, "--instance-type", t]);
+                let out = host.run(&[
+                    "compat",
+                    "--ami",
+                    &hvm,
+                    "--instance-type",
+                    t,
+                    "--output",
+                    "json",
+                ]);
+                assert_eq!(out.status.code(), Some(1), "{name} on {t}");
+                let c: Value = serde_json::from_slice(&out.stdout).unwrap();
                 assert_eq!(c["compatible"], false, "{name} on {t}: {c}");
+                assert!(
+                    c["reasons"][0].as_str().unwrap().contains("i386"),
+                    "{name} on {t}: {c}"
+                );
             }
         }
         // On NVMe, as a Nitro type attaches the root volume.

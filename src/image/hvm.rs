@@ -37,17 +37,8 @@ pub struct Range {
     pub dst: u64,
 }
 
-/// One partition of the HVM disk's MBR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct PartEntry {
-    /// 1 to 4, the slot it had in the source.
-    pub number: u8,
-    pub start_lba: u64,
-    pub sectors: u64,
-    #[serde(rename = "type")]
-    pub kind: u8,
-    pub bootable: bool,
-}
+/// One partition of the HVM disk's MBR: the same facts as a source's.
+pub use crate::image::parts::Partition as PartEntry;
 
 /// Where the source's bytes go on the HVM disk, and how large it is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

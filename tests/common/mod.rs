@@ -294,32 +294,36 @@ pub fn import_pv(mut base: std::process::Command, name: &str, unique: &str) -> S
     img["image_id"].as_str().unwrap().to_string()
 }
 
+/// `amitool --backend local ... --output json ARGS` on the state in
+/// `state` (debugfs's clock fixed), its output; the command must succeed.
+pub fn local_json(state: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
+        .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
+        .args([
+            "--backend",
+            "local",
+            "--no-progress",
+            "--region",
+            "us-east-1",
+        ])
+        .args(["--output", "json", "--state-dir"])
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+}
+
 /// A fixture imported into the local backend (state in `state`) as a PV
 /// AMI, migrated by its pipeline and exported: the bytes of the HVM disk,
 /// with debugfs's clock fixed ([`FAKE_TIME`]) so two runs compare.
 pub fn local_migration(state: &std::path::Path, name: &str) -> Vec<u8> {
-    let local = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
-            .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
-            .args([
-                "--backend",
-                "local",
-                "--no-progress",
-                "--region",
-                "us-east-1",
-            ])
-            .args(["--output", "json", "--state-dir"])
-            .arg(state)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
-    };
+    let local = |args: &[&str]| local_json(state, args);
     let aki = local(&["kernels", "--flavor", "hd0", "--arch", "x86_64"])[0]["kernel_id"]
         .as_str()
         .unwrap()

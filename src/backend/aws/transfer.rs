@@ -160,6 +160,28 @@ fn test_pause(journaled: usize) {
     }
 }
 
+/// PutSnapshotBlock of one whole block, its SHA-256 sent for EBS to check.
+async fn put_block(
+    ebs: &aws_sdk_ebs::Client,
+    region: &str,
+    snapshot_id: &str,
+    index: i32,
+    data: Vec<u8>,
+) -> Result<()> {
+    let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
+    ebs.put_snapshot_block()
+        .snapshot_id(snapshot_id)
+        .block_index(index)
+        .data_length(BLOCK as i32)
+        .checksum(checksum)
+        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+        .block_data(ByteStream::from(data))
+        .send()
+        .await
+        .map_err(|e| super::error::convert("PutSnapshotBlock", region, None, e))?;
+    Ok(())
+}
+
 /// A new snapshot of `volume_size_gib` GiB holding `data` from byte 0 (its
 /// all-zero blocks omitted), completed; idempotent on `client_token`.
 pub async fn upload_bytes(
@@ -199,17 +221,7 @@ pub async fn upload_bytes(
         }
         let mut block = chunk.to_vec();
         block.resize(BLOCK as usize, 0);
-        let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&block));
-        ebs.put_snapshot_block()
-            .snapshot_id(&snapshot_id)
-            .block_index(index as i32)
-            .data_length(BLOCK as i32)
-            .checksum(checksum)
-            .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-            .block_data(ByteStream::from(block))
-            .send()
-            .await
-            .map_err(|e| super::error::convert("PutSnapshotBlock", region, None, e))?;
+        put_block(ebs, region, &snapshot_id, index as i32, block).await?;
         written += 1;
     }
     ebs.complete_snapshot()
@@ -298,18 +310,7 @@ pub async fn upload_journaled(
                     if data.iter().all(|&b| b == 0) {
                         return Ok(None);
                     }
-                    let checksum =
-                        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
-                    ebs.put_snapshot_block()
-                        .snapshot_id(snapshot_id)
-                        .block_index(index)
-                        .data_length(BLOCK as i32)
-                        .checksum(checksum)
-                        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-                        .block_data(ByteStream::from(data))
-                        .send()
-                        .await
-                        .map_err(|e| super::error::convert("PutSnapshotBlock", region, None, e))?;
+                    put_block(ebs, region, snapshot_id, index, data).await?;
                     Ok(Some(index))
                 }
             })
