@@ -58,6 +58,35 @@ pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
 }
 
 /// `m3.medium`, `c6gn.16xlarge`, `u-6tb1.metal`: lowercase family, a dot, a size.
+/// EC2's rules for an image name: 3 to 128 characters of letters, digits,
+/// spaces and ( ) [ ] . / - ' @ _ (RegisterImage, CreateImage).
+pub fn check_image_name(name: Option<&str>) -> Result<()> {
+    let Some(name) = name else { return Ok(()) };
+    let n = name.chars().count();
+    let bad = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || " ()[]./-'@_".contains(*c)));
+    let shown: String = name
+        .chars()
+        .take(40)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    let more = if n > 40 { "…" } else { "" };
+    if !(3..=128).contains(&n) {
+        return Err(Error::InvalidInput(format!(
+            "image name \"{shown}{more}\" is {n} characters: EC2 takes 3 to 128"
+        )));
+    }
+    if let Some(c) = bad {
+        return Err(Error::InvalidInput(format!(
+            "image name \"{shown}{more}\" holds {:?}: EC2 takes letters, digits, spaces and ( ) [ ] . / - ' @ _",
+            c
+        )));
+    }
+    Ok(())
+}
+
 pub fn check_instance_type(t: &str) -> Result<()> {
     let ok = t.split_once('.').is_some_and(|(family, size)| {
         let part = |s: &str| {

@@ -377,6 +377,29 @@ fn broken_fixtures_are_refused_with_a_reason() {
     assert!(broken.len() >= 4, "too few broken fixtures");
     for fx in broken {
         let name = fx["name"].as_str().unwrap();
+        // What is no disk image at all (random bytes, a truncated
+        // filesystem) is refused at import, as the AWS backend refuses it.
+        if ["not-a-filesystem", "truncated"].contains(&name) {
+            let file = fixtures().0.join(fx["file"].as_str().unwrap());
+            let out = host.run(&[
+                "import",
+                file.to_str().unwrap(),
+                "--virtualization",
+                "pv",
+                "--kernel",
+                &kernel_for(host.region, "hd0", "x86_64"),
+            ]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
+            let why = if name == "truncated" {
+                "truncated: it spans 67108864 bytes but the image holds only 33554432"
+            } else {
+                "no ext2/3/4 filesystem"
+            };
+            assert!(err.contains(why), "{name}: {err}");
+            continue;
+        }
         let ami = host.import(&fx);
         let out = host.run(&["migrate", "--ami", &ami]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -918,4 +941,95 @@ fn a_dry_run_plans_every_item_and_touches_nothing() {
             .any(|i| i["virtualization_type"] == "hvm"),
         "{listed}"
     );
+}
+
+/// The local backend refuses what EC2 refuses (and what nothing would boot),
+/// so a rehearsal shows the real failures: tiny disks, an HVM disk without
+/// an MBR, names EC2 would not take or already in use; a second migration of
+/// the same image names the first result; --resume of a finished migration
+/// makes nothing, and --cleanup leaves it able to report its image.
+#[test]
+fn rehearsals_refuse_what_ec2_refuses_and_reruns_make_nothing() {
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = kernel_for(host.region, "hd0", "x86_64");
+    let file = fixtures().0.join("ext3-uuid.img");
+    let import = |path: &Path, extra: &[&str]| {
+        let mut a = vec!["import", path.to_str().unwrap()];
+        a.extend(extra);
+        host.run(&a)
+    };
+    let pv = ["--virtualization", "pv", "--kernel", kernel.as_str()];
+    let refused = |out: Output, why: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{why}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(why), "{why}: {err}");
+    };
+    for (bytes, name) in [(0usize, "zero.img"), (1, "one.img")] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, vec![0u8; bytes]).unwrap();
+        refused(import(&p, &pv), &format!("is {bytes} bytes"));
+    }
+    refused(import(&file, &["--virtualization", "hvm"]), "no MBR");
+    let mut with = pv.to_vec();
+    with.extend(["--name", "a\nb"]);
+    refused(import(&file, &with), "holds '\\n'");
+    let long = "x".repeat(129);
+    let mut with = pv.to_vec();
+    with.extend(["--name", &long]);
+    refused(import(&file, &with), "is 129 characters");
+    let mut with = pv.to_vec();
+    with.extend(["--name", "dup"]);
+    let first = import(&file, &with);
+    assert!(first.status.success());
+    refused(import(&file, &with), "already in use by ami-");
+    let ami: String = host
+        .json(&["list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "dup")
+        .unwrap()["image_id"]
+        .as_str()
+        .unwrap()
+        .into();
+
+    let m = host.json(&["migrate", "--ami", &ami]);
+    let (mid, hvm) = (
+        m["migration_id"].as_str().unwrap(),
+        m["image_id"].as_str().unwrap(),
+    );
+    let snapshots = || {
+        std::fs::read_dir(host.state.path().join("us-east-1/snapshots"))
+            .unwrap()
+            .count()
+    };
+    let before = snapshots();
+    refused(
+        host.run(&["migrate", "--ami", &ami]),
+        &format!("was already migrated: {hvm} (dup-hvm); pass --name"),
+    );
+    let again = host.json(&["migrate", "--resume", mid]);
+    assert_eq!(again["image_id"], hvm);
+    assert!(again["findings"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("already finished: {hvm}")));
+    assert_eq!(
+        snapshots(),
+        before,
+        "a finished migration's --resume made a snapshot"
+    );
+    host.json(&["migrate", "--cleanup", mid]);
+    assert_eq!(host.json(&["migrate", "--resume", mid])["image_id"], hvm);
+    // Another copy is asked for by name; a name already used is refused before any data moves.
+    let other = host.json(&["migrate", "--ami", &ami, "--name", "dup-second"]);
+    assert_ne!(other["image_id"], hvm);
+    let before = snapshots();
+    refused(
+        host.run(&["migrate", "--ami", &ami, "--name", "dup"]),
+        "already in use by ami-",
+    );
+    assert_eq!(snapshots(), before, "a refused name made a snapshot");
 }

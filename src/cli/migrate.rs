@@ -144,7 +144,14 @@ async fn run_helper(ctx: &Context, a: &MigrateArgs, source: Option<Source>) -> R
                 &opts,
             )?
         }
-        (None, Some(id)) => Journal::load(&migrate::journal::journal_dir(), id)?,
+        (None, Some(id)) => {
+            let mut j = Journal::load(&migrate::journal::journal_dir(), id)?;
+            if let Some(done) = migrate::finished(&j) {
+                return Ok(done);
+            }
+            migrate::rename(&mut j, a.name.as_deref())?;
+            j
+        }
         (None, None) => unreachable!("a source or --resume"),
     };
     helper::run(aws, journal, &opts, &helper).await
@@ -380,7 +387,7 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         return Ok(0);
     }
     if let Some(id) = &a.resume {
-        let mut m = migrate::resume(host, id, a.keep_temp).await?;
+        let mut m = migrate::resume(host, id, a.keep_temp, a.name.as_deref()).await?;
         if a.verify {
             verify(ctx, &a, &mut m).await?;
         }

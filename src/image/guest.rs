@@ -106,7 +106,12 @@ pub fn discover_in(disk: &Disk, flavor: Option<Flavor>) -> Result<Discovery, FsE
     match flavor {
         Some(Flavor::Hd0) => whole(),
         Some(Flavor::Hd00) => partitioned(disk),
-        None => whole().or_else(|_| partitioned(disk)),
+        // A whole-disk superblock that fails to open (truncated, damaged) is
+        // that filesystem's error, not a missing partition table.
+        None => whole().or_else(|e| match superblock_in(&**disk, 0) {
+            Ok(_) => Err(e),
+            Err(_) => partitioned(disk),
+        }),
     }
 }
 
@@ -371,4 +376,38 @@ mod tests {
         assert_eq!(route(pts.into_iter(), "/bootx"), Some((0, "/bootx".into())));
         assert_eq!(route(["/boot"].into_iter(), "/etc/fstab"), None);
     }
+}
+
+/// Why the disk at `path` cannot be imported as `virt` (EC2 would register
+/// it, and nothing would boot it): empty or tiny files, a PV disk without a
+/// whole filesystem where PV-GRUB looks (a truncated one included), an HVM
+/// disk without an MBR or with partitions past its end.
+pub fn check_importable(path: &Path, virt: crate::model::Virtualization) -> Result<(), String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a file"));
+    }
+    if meta.len() < 4096 {
+        return Err(format!(
+            "{shown} is {} bytes: too small to hold a disk image",
+            meta.len()
+        ));
+    }
+    let reason = match virt {
+        crate::model::Virtualization::Paravirtual => match discover(path, None) {
+            Ok(_) => return Ok(()),
+            Err(e) => e.to_string(),
+        },
+        crate::model::Virtualization::Hvm => match parts::read(path) {
+            Ok(_) => return Ok(()),
+            Err(parts::PartError::NoMbr) => {
+                "no MBR: sector 0 lacks the 55AA signature, so the BIOS would not boot it".into()
+            }
+            Err(e) => e.to_string(),
+        },
+    };
+    Err(format!(
+        "{shown} is not a disk image amitool can import as {virt}: {reason}"
+    ))
 }

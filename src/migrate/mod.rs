@@ -81,6 +81,8 @@ pub trait MigrationHost: Send + Sync {
     async fn source_in_place(&self, _region: &str, _source: &Source) -> Result<Option<SourceDisk>> {
         Ok(None)
     }
+    /// The image of this account named `name` in `region`, if one is.
+    async fn image_named(&self, region: &str, name: &str) -> Result<Option<String>>;
     /// Store a built disk as a new snapshot, recording progress in the journal.
     async fn store_disk(
         &self,
@@ -220,6 +222,10 @@ pub async fn preview(
         }
     };
     p.refused = refusal(&disk.image.image_id, &insp);
+    if p.refused.is_none() {
+        let named = check_name(host, region, &disk.image, opts.name.as_deref(), None).await;
+        p.refused = named.err().map(|e| e.to_string());
+    }
     p.findings = insp.findings.clone();
     if p.refused.is_none() {
         p.steps = vec![
@@ -240,6 +246,33 @@ pub async fn preview(
         p.changes = insp.boot_changes.clone();
     }
     Ok(Some(p))
+}
+
+/// Refuse a name EC2 would refuse, or one in use: an image migrated before
+/// under the default name is named as the earlier result. A resumed
+/// migration whose own image has the name is not refused.
+pub(crate) async fn check_name(
+    host: &dyn MigrationHost,
+    region: &str,
+    source: &Image,
+    asked: Option<&str>,
+    own_image: Option<&str>,
+) -> Result<()> {
+    let name = asked
+        .map(String::from)
+        .unwrap_or_else(|| default_name(source));
+    crate::ids::check_image_name(Some(&name))?;
+    match host.image_named(region, &name).await? {
+        Some(id) if Some(id.as_str()) == own_image => Ok(()),
+        Some(id) if asked.is_none() => Err(Error::InvalidInput(format!(
+            "{} was already migrated: {id} ({name}); pass --name for another copy",
+            source.image_id
+        ))),
+        Some(id) => Err(Error::InvalidInput(format!(
+            "image name {name:?} is already in use by {id} in {region}; pass another --name"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `NAME-hvm`, or `AMI-hvm` for an image without a name.
@@ -327,8 +360,13 @@ pub async fn resume(
     host: &dyn MigrationHost,
     migration_id: &str,
     keep_temp: bool,
+    name: Option<&str>,
 ) -> Result<Migration> {
-    let journal = Journal::load(&host.journal_dir(), migration_id)?;
+    let mut journal = Journal::load(&host.journal_dir(), migration_id)?;
+    if let Some(done) = finished(&journal) {
+        return Ok(done);
+    }
+    rename(&mut journal, name)?;
     if journal.backend != host.host_name() {
         return Err(Error::InvalidInput(format!(
             "{migration_id} ran on the {} backend; resume it there",
@@ -343,12 +381,54 @@ pub async fn resume(
     execute(host, journal, keep_temp).await
 }
 
+/// A migration that already finished, as `--resume` reports it: nothing is made.
+pub fn finished(journal: &Journal) -> Option<Migration> {
+    let image = journal
+        .image_id
+        .clone()
+        .filter(|_| journal.state == "done")?;
+    let said = format!("already finished: {image}");
+    Some(Migration {
+        migration_id: journal.migration_id.clone(),
+        region: journal.region.clone(),
+        source_image_id: journal.source_id.clone(),
+        image_id: image,
+        steps: vec![Step {
+            name: "resume",
+            seconds: 0.0,
+            detail: said.clone(),
+        }],
+        findings: vec![format!("{said}; nothing was made")],
+        changes: vec![],
+        inspection: None,
+    })
+}
+
+/// `--resume --name N`: the new image's name, when the first one was refused.
+pub fn rename(journal: &mut Journal, name: Option<&str>) -> Result<()> {
+    if let Some(n) = name {
+        crate::ids::check_image_name(Some(n))?;
+        if journal.image_id.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "{} already registered its image; --name cannot rename it",
+                journal.migration_id
+            )));
+        }
+        journal.name = Some(n.to_string());
+        journal.save()?;
+    }
+    Ok(())
+}
+
 /// Remove what a migration made (but a registered image), from its journal.
 pub async fn cleanup(host: &dyn MigrationHost, migration_id: &str) -> Result<Vec<String>> {
     let mut journal = Journal::load(&host.journal_dir(), migration_id)?;
     let removed = host.cleanup(&journal).await?;
     let _ = std::fs::remove_dir_all(host.work_dir(migration_id));
-    journal.state = "cleaned".into();
+    // A finished migration stays finished: --resume still reports its image.
+    if journal.state != "done" {
+        journal.state = "cleaned".into();
+    }
     journal.save()?;
     Ok(removed)
 }
@@ -481,6 +561,15 @@ async fn pipeline(
     if let Some(why) = refusal(&disk.image.image_id, &insp) {
         return Err(Error::InvalidInput(why));
     }
+    // The new image's name, checked before any data moves.
+    check_name(
+        host,
+        &region,
+        &disk.image,
+        journal.name.as_deref(),
+        journal.image_id.as_deref(),
+    )
+    .await?;
     rec.done(
         "inspect",
         format!(

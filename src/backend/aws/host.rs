@@ -154,6 +154,21 @@ impl AwsBackend {
 
 #[async_trait]
 impl MigrationHost for AwsBackend {
+    async fn image_named(&self, region: &str, name: &str) -> Result<Option<String>> {
+        use crate::backend::Backend;
+        let f = crate::model::ImageFilter {
+            owner: Some("self".into()),
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        Ok(self
+            .describe_images(region, &f)
+            .await?
+            .into_iter()
+            .find(|i| i.name.as_deref() == Some(name))
+            .map(|i| i.image_id))
+    }
+
     async fn source_disk(
         &self,
         region: &str,

@@ -13,44 +13,10 @@ use crate::backend::aws::transfer::{self, transfer_err};
 use crate::backend::aws::AwsBackend;
 use crate::backend::ImportRequest;
 use crate::error::{Error, Result};
-use crate::image::inspect;
 use crate::model::{Image, ImageFilter, Virtualization};
 
 /// How long to wait for a snapshot to complete.
 pub const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// A usage error unless `path` looks like a disk image of the given kind.
-pub fn check_disk_image(path: &Path, virt: Virtualization) -> Result<()> {
-    if !path.is_file() {
-        return Err(Error::InvalidInput(format!(
-            "{} is not a file",
-            path.display()
-        )));
-    }
-    let ok = match virt {
-        Virtualization::Paravirtual => inspect::locate(path, None).is_ok(),
-        Virtualization::Hvm => {
-            let mut head = [0u8; 512];
-            std::fs::File::open(path)
-                .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0))
-                .is_ok()
-                && head[510..] == [0x55, 0xAA]
-        }
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput(format!(
-            "{} is not a disk image amitool can import as {virt}: {}",
-            path.display(),
-            if virt == Virtualization::Hvm {
-                "no MBR"
-            } else {
-                "no ext2/3/4 filesystem, whole-disk or in partition 1"
-            }
-        )))
-    }
-}
 
 impl AwsBackend {
     pub fn ebs(&self, region: &str) -> aws_sdk_ebs::Client {
@@ -144,7 +110,9 @@ impl AwsBackend {
     }
 
     pub async fn import(&self, region: &str, req: &ImportRequest) -> Result<Image> {
-        check_disk_image(&req.file, req.virtualization)?;
+        crate::image::guest::check_importable(&req.file, req.virtualization)
+            .map_err(Error::InvalidInput)?;
+        crate::ids::check_image_name(req.name.as_deref())?;
         let pv = req.virtualization == Virtualization::Paravirtual;
         match (&req.kernel_id, pv) {
             (None, true) => {

@@ -93,6 +93,18 @@ impl MigrationHost for LocalBackend {
         })
     }
 
+    async fn image_named(&self, region: &str, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .store
+            .all::<crate::backend::local::store::ImageRecord>(
+                region,
+                crate::backend::local::store::Kind::Image,
+            )?
+            .into_iter()
+            .find(|r| r.image.name.as_deref() == Some(name))
+            .map(|r| r.image.image_id))
+    }
+
     async fn source_in_place(&self, region: &str, source: &Source) -> Result<Option<SourceDisk>> {
         let (image_id, path) = match source {
             Source::Image(id) => (id.clone(), self.root_disk(region, id)?.1),

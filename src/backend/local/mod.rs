@@ -169,6 +169,21 @@ impl LocalBackend {
 
     /// RegisterImage: a new image over an existing snapshot.
     pub fn register(&self, region: &str, mut rec: ImageRecord) -> Result<Image> {
+        // EC2: InvalidAMIName.Duplicate.
+        if let Some(name) = rec.image.name.as_deref() {
+            crate::ids::check_image_name(Some(name))?;
+            let taken = self
+                .store
+                .all::<ImageRecord>(region, Kind::Image)?
+                .into_iter()
+                .find(|r| r.image.name.as_deref() == Some(name));
+            if let Some(r) = taken {
+                return Err(Error::InvalidInput(format!(
+                    "image name {name:?} is already in use by {} in {region}",
+                    r.image.image_id
+                )));
+            }
+        }
         let id = self.store.new_id(region, Kind::Image)?;
         rec.image.image_id = id.clone();
         rec.image.region = region.to_string();
@@ -183,12 +198,10 @@ impl LocalBackend {
 
     /// Register a local raw disk as an AMI: snapshot it, then RegisterImage.
     pub fn import(&self, region: &str, req: &ImportRequest) -> Result<Image> {
-        if !req.file.is_file() {
-            return Err(Error::InvalidInput(format!(
-                "{} is not a file",
-                req.file.display()
-            )));
-        }
+        // What EC2 refuses, and what it registers but nothing boots.
+        crate::image::guest::check_importable(&req.file, req.virtualization)
+            .map_err(Error::InvalidInput)?;
+        crate::ids::check_image_name(req.name.as_deref())?;
         if let Some(k) = &req.kernel_id {
             let kernel = Self::kernels(region)
                 .into_iter()

@@ -217,6 +217,14 @@ async fn steps(
     // inspection, plan and refusals as the other methods; the helper only
     // moves bytes.
     let plan = inspect_in_place(aws, &region, &image, &snapshot, journal.fix_guest).await?;
+    pipeline::check_name(
+        aws,
+        &region,
+        &image,
+        journal.name.as_deref(),
+        journal.image_id.as_deref(),
+    )
+    .await?;
     rec.done(
         "inspect",
         format!(
