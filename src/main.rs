@@ -23,7 +23,13 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     match cli::run(cli).await {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => match amitool::output::write_failure() {
+            Some(why) => {
+                eprintln!("amitool: cannot write the output to stdout: {why}");
+                ExitCode::from(1)
+            }
+            None => ExitCode::from(code),
+        },
         Err(e) => {
             eprintln!("amitool: {}", amitool::error::chain(&e));
             ExitCode::from(e.exit_code() as u8)

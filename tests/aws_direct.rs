@@ -426,12 +426,42 @@ async fn register_failing_after_the_upload_keeps_the_journal_for_resume() {
         "taken-{}",
         env.dir.path().file_name().unwrap().to_string_lossy()
     );
-    // Another image already has the name: RegisterImage fails after the upload.
+    // A name already in use is refused before any data moves.
     let other = env.import("menulst-noroot");
     let first = env.json(&["migrate", "--ami", &other, "--name", &unique]);
     let out = env.run(&["migrate", "--ami", &ami, "--name", &unique]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("already in use by ami-"), "{err}");
+    let ec2 = ec2().await;
+    ec2.deregister_image()
+        .image_id(first["image_id"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // The name is taken while the migration uploads: RegisterImage fails after the upload.
+    let go = env.path("go");
+    let child = env
+        .cmd(&["migrate", "--ami", &ami, "--name", &unique])
+        .env("AMITOOL_TEST_PAUSE_IN", "register")
+        .env("AMITOOL_TEST_CONTINUE_FILE", &go)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    loop {
+        let line = lines.next().expect("stderr ended before register").unwrap();
+        if line.contains("paused in register") {
+            break;
+        }
+    }
+    let taken = env.json(&["migrate", "--ami", &other, "--name", &unique]);
+    std::fs::write(&go, b"").unwrap();
+    let err = lines.map_while(|l| l.ok()).collect::<Vec<_>>().join("\n");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("RegisterImage") && err.contains("--resume mig-"),
         "{err}"
@@ -446,14 +476,21 @@ async fn register_failing_after_the_upload_keeps_the_journal_for_resume() {
         .to_string();
     // The uploaded snapshot is kept for the resume; nothing else was made.
     assert_eq!(tagged_snapshots(&mid).await.len(), 1);
-    // Free the name, then resume: the same snapshot is registered.
-    let ec2 = ec2().await;
-    ec2.deregister_image()
-        .image_id(first["image_id"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let m = env.json(&["migrate", "--resume", &mid]);
+    // Resume refuses the taken name before registering; --name fixes it and
+    // the same snapshot is registered.
+    let again = env.run(&["migrate", "--resume", &mid]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{said}");
+    assert!(said.contains("already in use by ami-"), "{said}");
+    assert_eq!(tagged_snapshots(&mid).await.len(), 1, "the upload is kept");
+    assert_ne!(taken["image_id"], Value::Null);
+    let m = env.json(&[
+        "migrate",
+        "--resume",
+        &mid,
+        "--name",
+        &format!("{unique}-2"),
+    ]);
     let snap = root_snapshot(m["image_id"].as_str().unwrap()).await;
     assert_eq!(tagged_snapshots(&mid).await, vec![snap]);
 }

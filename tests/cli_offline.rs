@@ -291,3 +291,65 @@ fn help_of_every_subcommand() {
     }
     assert!(ok(&["--version"]).stdout.starts_with("amitool "));
 }
+
+/// A failed write to stdout (`> /dev/full`) is an error, not a silent success.
+#[test]
+fn a_failed_write_to_stdout_is_exit_1() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
+        .env("AWS_ENDPOINT_URL", NOWHERE)
+        .args(["kernels", "--offline", "--region", "eu-central-1"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let r = Run {
+        code: out.status.code(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_one_line_error(&r, 1, "kernels > /dev/full");
+    assert!(
+        r.stderr
+            .contains("cannot write the output to stdout: No space left on device"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// EC2's own words are taken: `paravirtual`, any case, and `amd64` for x86_64.
+#[test]
+fn ec2_words_for_virtualization_and_architecture() {
+    let pv = ok(&with_json(&[
+        "compat",
+        "--offline",
+        "--virtualization",
+        "pv",
+    ]))
+    .stdout;
+    for v in ["paravirtual", "PV", "Paravirtual"] {
+        let same = ok(&with_json(&["compat", "--offline", "--virtualization", v])).stdout;
+        assert_eq!(same, pv, "{v}");
+    }
+    let x86 = ok(&with_json(&[
+        "compat",
+        "--offline",
+        "--virtualization",
+        "hvm",
+        "--arch",
+        "x86_64",
+    ]))
+    .stdout;
+    let amd64 = ok(&with_json(&[
+        "compat",
+        "--offline",
+        "--virtualization",
+        "HVM",
+        "--arch",
+        "amd64",
+    ]))
+    .stdout;
+    assert_eq!(amd64, x86);
+}

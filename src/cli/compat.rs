@@ -21,10 +21,10 @@ pub struct CompatArgs {
     #[arg(long, num_args = 1.., value_name = "TYPE")]
     pub instance_type: Vec<String>,
     /// List the instance types that accept such an image, smallest first.
-    #[arg(long, value_enum, conflicts_with = "ami")]
+    #[arg(long, value_enum, ignore_case = true, conflicts_with = "ami")]
     pub virtualization: Option<VirtArg>,
     /// With --virtualization: only types of this architecture.
-    #[arg(long, value_enum, requires = "virtualization")]
+    #[arg(long, value_enum, ignore_case = true, requires = "virtualization")]
     pub arch: Option<ArchArg>,
     /// Check this image against --instance-type.
     #[arg(long, value_name = "AMI", requires = "instance_type")]

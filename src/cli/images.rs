@@ -34,12 +34,12 @@ pub fn local<'a>(ctx: &'a Context, command: &str) -> Result<&'a LocalBackend> {
 pub struct ImportArgs {
     /// A raw disk image (PV: a filesystem, or an MBR disk for hd00 kernels).
     pub file: PathBuf,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     pub virtualization: VirtArg,
     /// The PV-GRUB kernel (aki-...) of the region; required for pv.
     #[arg(long, value_name = "AKI")]
     pub kernel: Option<String>,
-    #[arg(long, value_enum, default_value = "x86_64")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "x86_64")]
     pub arch: ArchArg,
     #[arg(long)]
     pub name: Option<String>,

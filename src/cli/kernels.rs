@@ -34,7 +34,7 @@ impl From<FlavorArg> for Flavor {
 pub struct KernelsArgs {
     #[command(subcommand)]
     pub action: Option<KernelsAction>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     pub arch: Option<ArchArg>,
     /// hd0: unpartitioned root filesystem; hd00: first partition.
     #[arg(long, value_enum)]

@@ -11,6 +11,8 @@ use crate::regions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum VirtArg {
+    /// Paravirtual (EC2's word `paravirtual` is taken too).
+    #[value(alias = "paravirtual")]
     Pv,
     Hvm,
 }
@@ -26,7 +28,8 @@ impl From<VirtArg> for Virtualization {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ArchArg {
-    #[value(name = "x86_64")]
+    /// 64-bit x86 (`amd64` is taken too, as Debian names it).
+    #[value(name = "x86_64", alias = "amd64")]
     X86_64,
     I386,
     Arm64,
@@ -52,12 +55,12 @@ pub enum ImageTypeArg {
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Only paravirtual (pv) or hvm images.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     pub virtualization: Option<VirtArg>,
     /// self, amazon, aws-marketplace, or a 12-digit account id.
     #[arg(long)]
     pub owner: Option<String>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     pub arch: Option<ArchArg>,
     /// A name pattern with * and ?.
     #[arg(long, value_name = "GLOB")]

@@ -694,6 +694,7 @@ async fn pipeline(
             .clone()
             .or_else(|| disk.volume_type.clone()),
     };
+    crate::backend::aws::transfer::test_pause_in("register").await;
     let image = host
         .register_hvm(&region, &reg, &journal.migration_id)
         .await?;

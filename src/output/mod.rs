@@ -75,5 +75,15 @@ pub fn cell<T: ToString>(v: Option<T>) -> String {
 pub fn emit(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
+    if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
+        let _ = WRITE_FAILED.set(e.to_string());
+    }
+}
+
+static WRITE_FAILED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why writing the output failed (a full disk behind `>`, a closed pipe), if it did:
+/// the command then fails (exit 1) instead of succeeding silently.
+pub fn write_failure() -> Option<&'static str> {
+    WRITE_FAILED.get().map(String::as_str)
 }
