@@ -1033,3 +1033,78 @@ fn rehearsals_refuse_what_ec2_refuses_and_reruns_make_nothing() {
     );
     assert_eq!(snapshots(), before, "a refused name made a snapshot");
 }
+
+/// On an 80-column terminal (a pty made by script(1)), tables fit: no line
+/// is wider, and no id or name is split across lines.
+#[test]
+fn tables_fit_an_80_column_terminal_without_splitting_ids() {
+    let host = Host::new();
+    let mut names = vec![];
+    for (i, fx) in [
+        "ext3-uuid",
+        "no-ena",
+        "missing-kernel",
+        "no-menulst",
+        "multi-default1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("fleet-{i}-a-long-descriptive-image-name-from-the-builder-{fx}");
+        let kernel = kernel_for(host.region, "hd0", "x86_64");
+        let file = fixtures().0.join(format!("{fx}.img"));
+        let img = host.json(&[
+            "import",
+            file.to_str().unwrap(),
+            "--virtualization",
+            "pv",
+            "--kernel",
+            &kernel,
+            "--name",
+            &name,
+        ]);
+        names.push((img["image_id"].as_str().unwrap().to_string(), name));
+    }
+    let in_pty = |args: &str| {
+        let cmd = format!(
+            "stty cols 80 rows 50; {} --backend local --no-progress --region us-east-1 --state-dir {} {args}",
+            bin(),
+            host.state.path().display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    };
+    let list = in_pty("list");
+    for l in list.lines() {
+        assert!(
+            l.chars().count() <= 80,
+            "{} columns: {l}\n{list}",
+            l.chars().count()
+        );
+    }
+    for (id, name) in &names {
+        assert!(list.contains(id.as_str()), "{id} split\n{list}");
+        assert!(list.contains(name.as_str()), "{name} split\n{list}");
+    }
+    let insp = in_pty(&format!("inspect {}", names[2].0));
+    for l in insp.lines().filter(|l| {
+        !l.starts_with("runs on")
+            && !l.starts_with("change:")
+            && !l.starts_with("finding:")
+            && !l.starts_with("boot:")
+    }) {
+        assert!(
+            l.chars().count() <= 80,
+            "{} columns: {l}\n{insp}",
+            l.chars().count()
+        );
+    }
+    assert!(insp.contains("/boot/vmlinuz-6.1.0-99-amd64"), "{insp}");
+    // A pipe gets one record a line, never wrapped.
+    let piped = host.run(&["list"]);
+    let piped = String::from_utf8_lossy(&piped.stdout);
+    assert_eq!(piped.lines().count(), 1 + names.len() + 6, "{piped}");
+}
