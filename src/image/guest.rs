@@ -357,27 +357,6 @@ impl GuestFiles for Guest {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_to_the_longest_mount_point() {
-        let pts = ["/", "/boot"];
-        assert_eq!(
-            route(pts.into_iter(), "/etc/fstab"),
-            Some((0, "/etc/fstab".into()))
-        );
-        assert_eq!(
-            route(pts.into_iter(), "/boot/grub/grub.conf"),
-            Some((1, "/grub/grub.conf".into()))
-        );
-        assert_eq!(route(pts.into_iter(), "/boot"), Some((1, "/".into())));
-        assert_eq!(route(pts.into_iter(), "/bootx"), Some((0, "/bootx".into())));
-        assert_eq!(route(["/boot"].into_iter(), "/etc/fstab"), None);
-    }
-}
-
 /// Why the disk at `path` cannot be imported as `virt` (EC2 would register
 /// it, and nothing would boot it): empty or tiny files, a PV disk without a
 /// whole filesystem where PV-GRUB looks (a truncated one included), an HVM
@@ -410,4 +389,25 @@ pub fn check_importable(path: &Path, virt: crate::model::Virtualization) -> Resu
     Err(format!(
         "{shown} is not a disk image amitool can import as {virt}: {reason}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_to_the_longest_mount_point() {
+        let pts = ["/", "/boot"];
+        assert_eq!(
+            route(pts.into_iter(), "/etc/fstab"),
+            Some((0, "/etc/fstab".into()))
+        );
+        assert_eq!(
+            route(pts.into_iter(), "/boot/grub/grub.conf"),
+            Some((1, "/grub/grub.conf".into()))
+        );
+        assert_eq!(route(pts.into_iter(), "/boot"), Some((1, "/".into())));
+        assert_eq!(route(pts.into_iter(), "/bootx"), Some((0, "/bootx".into())));
+        assert_eq!(route(["/boot"].into_iter(), "/etc/fstab"), None);
+    }
 }

@@ -137,49 +137,6 @@ fn blocks(headers: &[&str], rows: &[Vec<String>], wrap: Option<usize>, width: us
     out.join("\n\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Row(&'static str, &'static str, &'static str);
-    impl Tabular for Row {
-        fn headers() -> Vec<&'static str> {
-            vec!["IMAGE", "NAME", "PROBLEMS"]
-        }
-        fn row(&self) -> Vec<String> {
-            vec![self.0.into(), self.1.into(), self.2.into()]
-        }
-        fn wrapping_column() -> Option<usize> {
-            Some(2)
-        }
-    }
-
-    const LONG: &str =
-        "the default entry boots /boot/vmlinuz-6.1.0-99-amd64, which is not in the filesystem";
-
-    #[test]
-    fn a_pipe_never_wraps() {
-        let out = table_for(&[Row("ami-0123456789abcdef0", "a-name", LONG)], None);
-        assert_eq!(out.lines().count(), 2, "{out}");
-    }
-
-    #[test]
-    fn only_the_free_text_wraps_and_ids_stay_whole() {
-        let out = table_for(&[Row("ami-0123456789abcdef0", "a-name", LONG)], Some(80));
-        assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
-        assert!(out.contains("ami-0123456789abcdef0"), "{out}");
-        assert!(out.lines().count() > 2, "{out}");
-    }
-
-    #[test]
-    fn too_narrow_becomes_blocks() {
-        let name = "a-very-long-image-name-that-takes-most-of-the-line-by-itself-0001";
-        let out = table_for(&[Row("ami-0123456789abcdef0", name, LONG)], Some(80));
-        assert!(out.contains(&format!("    NAME: {name}")), "{out}");
-        assert!(out.contains("   IMAGE: ami-0123456789abcdef0"), "{out}");
-    }
-}
-
 pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("amitool's output types serialize")
 }
@@ -221,4 +178,47 @@ static WRITE_FAILED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// the command then fails (exit 1) instead of succeeding silently.
 pub fn write_failure() -> Option<&'static str> {
     WRITE_FAILED.get().map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Row(&'static str, &'static str, &'static str);
+    impl Tabular for Row {
+        fn headers() -> Vec<&'static str> {
+            vec!["IMAGE", "NAME", "PROBLEMS"]
+        }
+        fn row(&self) -> Vec<String> {
+            vec![self.0.into(), self.1.into(), self.2.into()]
+        }
+        fn wrapping_column() -> Option<usize> {
+            Some(2)
+        }
+    }
+
+    const LONG: &str =
+        "the default entry boots /boot/vmlinuz-6.1.0-99-amd64, which is not in the filesystem";
+
+    #[test]
+    fn a_pipe_never_wraps() {
+        let out = table_for(&[Row("ami-0123456789abcdef0", "a-name", LONG)], None);
+        assert_eq!(out.lines().count(), 2, "{out}");
+    }
+
+    #[test]
+    fn only_the_free_text_wraps_and_ids_stay_whole() {
+        let out = table_for(&[Row("ami-0123456789abcdef0", "a-name", LONG)], Some(80));
+        assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+        assert!(out.contains("ami-0123456789abcdef0"), "{out}");
+        assert!(out.lines().count() > 2, "{out}");
+    }
+
+    #[test]
+    fn too_narrow_becomes_blocks() {
+        let name = "a-very-long-image-name-that-takes-most-of-the-line-by-itself-0001";
+        let out = table_for(&[Row("ami-0123456789abcdef0", name, LONG)], Some(80));
+        assert!(out.contains(&format!("    NAME: {name}")), "{out}");
+        assert!(out.contains("   IMAGE: ami-0123456789abcdef0"), "{out}");
+    }
 }
