@@ -353,3 +353,26 @@ fn ec2_words_for_virtualization_and_architecture() {
     .stdout;
     assert_eq!(amd64, x86);
 }
+
+/// Shell completions and a manual page, from the command line's own
+/// definition; global flags under their own heading in every --help.
+#[test]
+fn completions_man_and_global_options() {
+    for shell in ["bash", "zsh", "fish"] {
+        let r = ok(&["completions", shell]);
+        assert!(r.stdout.contains("migrate"), "{shell}: {}", r.stdout);
+        assert!(r.stdout.contains("dry-run"), "{shell}");
+    }
+    let man = ok(&["man"]).stdout;
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH amitool 1"),
+        "{man}"
+    );
+    assert!(man.contains("migrations"), "{man}");
+    for sub in ["list", "migrate", "inspect", "migrations"] {
+        let help = ok(&[sub, "--help"]).stdout;
+        assert!(help.contains("Global options:"), "{sub}: {help}");
+    }
+    let bad = offline(&["completions", "tcsh"]);
+    assert_eq!(bad.code, Some(2));
+}

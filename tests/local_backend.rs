@@ -1108,3 +1108,25 @@ fn tables_fit_an_80_column_terminal_without_splitting_ids() {
     let piped = String::from_utf8_lossy(&piped.stdout);
     assert_eq!(piped.lines().count(), 1 + names.len() + 6, "{piped}");
 }
+
+/// `migrations` lists the journals; `migrations rm` removes a finished one
+/// only.
+#[test]
+fn migrations_lists_journals_and_removes_only_finished_ones() {
+    let host = Host::new();
+    let good = host.import(&fixture("ext3-uuid"));
+    let bad = host.import(&fixture("missing-kernel"));
+    let m = host.json(&["migrate", "--ami", &good]);
+    let _ = host.run(&["migrate", "--ami", &bad]);
+    let list = host.json(&["migrations"]);
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{list}");
+    let done = rows.iter().find(|r| r["state"] == "done").unwrap();
+    let failed = rows.iter().find(|r| r["state"] == "failed").unwrap();
+    assert_eq!(done["image_id"], m["image_id"]);
+    assert_eq!(failed["source"], bad.as_str());
+    let refused = host.run(&["migrations", "rm", failed["migration_id"].as_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    host.json(&["migrations", "rm", done["migration_id"].as_str().unwrap()]);
+    assert_eq!(host.json(&["migrations"]).as_array().unwrap().len(), 1);
+}

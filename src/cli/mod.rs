@@ -14,6 +14,7 @@ pub mod images;
 pub mod kernels;
 pub mod list;
 pub mod migrate;
+pub mod state;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,7 @@ pub enum BackendKind {
 
 /// Flags every subcommand takes, before or after its name.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Where images live: AWS, or the local Xen host model.
     #[arg(long, global = true, value_enum, default_value_t = BackendKind::Aws)]
@@ -83,12 +85,21 @@ pub enum Command {
     Import(images::ImportArgs),
     /// Write an image's root disk to a raw file (AWS: read with the EBS direct API).
     Export(images::ExportArgs),
-    /// The preflight: filesystem, boot menu, kernel drivers, findings (local backend).
+    /// The preflight: filesystem, boot menu, kernel drivers, findings (the disk read where it lies).
     Inspect(images::InspectArgs),
     /// Start an instance the way Xen would and say whether it boots (local backend).
     Launch(images::LaunchArgs),
     /// A PV image or instance to a registered HVM image.
     Migrate(Box<migrate::MigrateArgs>),
+    /// The migrations' journals (id, state, source, image, age); `rm ID` removes a finished one.
+    Migrations(state::MigrationsArgs),
+    /// A shell completion script on stdout.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on stdout.
+    Man,
 }
 
 /// What a command runs with.
@@ -149,6 +160,12 @@ async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
 /// Run a parsed command line; the exit status on success (a command such as
 /// `compat --ami` exits 1 for a negative verdict).
 pub async fn run(cli: Cli) -> Result<u8> {
+    // What needs no backend.
+    match cli.command {
+        Command::Completions { shell } => return state::completions(shell),
+        Command::Man => return state::man(),
+        _ => {}
+    }
     let progress = ProgressPolicy::new(cli.global.no_progress, cli.global.output == Format::Json);
     crate::progress::show_steps(progress);
     let backend = build_backend(&cli.global).await?;
@@ -166,5 +183,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Inspect(a) => images::inspect_image(&ctx, a).await,
         Command::Launch(a) => images::launch(&ctx, a).await,
         Command::Migrate(a) => migrate::run(&ctx, *a).await,
+        Command::Migrations(a) => state::migrations(&ctx, a).await,
+        Command::Completions { .. } | Command::Man => unreachable!("answered above"),
     }
 }
