@@ -20,7 +20,32 @@ fn init_logging(verbose: u8) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors in one line (clap's own say more over several); help and
+    // --version as clap prints them.
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // The message is the first paragraph (a list of missing
+            // arguments after its colon included), on one line.
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = first.trim_start_matches("error: ");
+            let hint = match e.kind() {
+                clap::error::ErrorKind::InvalidSubcommand
+                | clap::error::ErrorKind::UnknownArgument => " (see --help)",
+                _ => "",
+            };
+            eprintln!("amitool: {first}{hint}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(cli.global.verbose);
     match cli::run(cli).await {
         Ok(code) => match amitool::output::write_failure() {

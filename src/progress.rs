@@ -36,6 +36,17 @@ impl ProgressPolicy {
 }
 
 static STEPS_SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static NOTES_SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether plain progress notes (a migration's id and journal as it starts)
+/// go to stderr: always, but with `--no-progress`.
+pub fn show_notes(shown: bool) {
+    NOTES_SHOWN.store(shown, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn notes_shown() -> bool {
+    NOTES_SHOWN.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Decide once, for the whole run, whether long pipelines show their steps.
 pub fn show_steps(policy: ProgressPolicy) {

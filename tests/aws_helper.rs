@@ -656,15 +656,37 @@ async fn register_failing_keeps_the_converted_snapshot_for_resume() {
     let env = Env::new();
     let ami = env.import("menulst-noroot");
     let taken = format!("taken-{}", env.unique());
-    // Another image already has the name: RegisterImage fails after the
+    // The name is taken while the helper converts (a name already in use is
+    // refused before anything is launched): RegisterImage fails after the
     // target was converted and snapshotted.
     let other = env.import("ext3-uuid");
-    let first = env.json(&[
-        "migrate", "--method", "helper", "--ami", &other, "--name", &taken,
-    ]);
-    let out = env.run(&[
-        "migrate", "--method", "helper", "--ami", &ami, "--name", &taken,
-    ]);
+    let go = env.path("go");
+    let mut child = env
+        .cmd(&[
+            "migrate", "--method", "helper", "--ami", &ami, "--name", &taken,
+        ])
+        .env("AMITOOL_TEST_PAUSE_IN", "register")
+        .env("AMITOOL_TEST_CONTINUE_FILE", &go)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    loop {
+        let line = lines.next().expect("stderr ended before register").unwrap();
+        if line.contains("paused in register") {
+            break;
+        }
+    }
+    let first = env.json(&["migrate", "--ami", &other, "--name", &taken]);
+    std::fs::write(&go, b"").unwrap();
+    let said: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let status = child.wait().unwrap();
+    let out = std::process::Output {
+        status,
+        stdout: vec![],
+        stderr: said.join("\n").into_bytes(),
+    };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");

@@ -455,6 +455,23 @@ fn migrating_an_instance_leaves_no_temporary_snapshot() {
     let before = snaps(&host);
     let m = host.json(&["migrate", "--instance", &inst]);
     assert_eq!(m["source_image_id"], ami.as_str());
+    // The instance is reported and tagged as what was migrated.
+    assert_eq!(m["source_instance_id"], inst.as_str());
+    let hvm = m["image_id"].as_str().unwrap();
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            host.state
+                .path()
+                .join(format!("us-east-1/images/{hvm}.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["tags"]["amitool:source-instance"],
+        inst.as_str(),
+        "{record}"
+    );
     // One new snapshot: the HVM image's root; the instance's snapshot is gone.
     assert_eq!(
         snaps(&host),
@@ -747,6 +764,8 @@ fn migrate_verify_boots_the_result_under_qemu() {
         "migrate",
         "--ami",
         &ami,
+        "--name",
+        "grubconf-symlink-second",
         "--verify",
         "--verify-expect",
         "NEVER-PRINTED",

@@ -21,7 +21,7 @@ pub struct CompatArgs {
     #[arg(long, num_args = 1.., value_name = "TYPE")]
     pub instance_type: Vec<String>,
     /// List the instance types that accept such an image, smallest first.
-    #[arg(long, value_enum, ignore_case = true, conflicts_with = "ami")]
+    #[arg(long, value_enum, ignore_case = true, conflicts_with_all = ["ami", "instance_type"])]
     pub virtualization: Option<VirtArg>,
     /// With --virtualization: only types of this architecture.
     #[arg(long, value_enum, ignore_case = true, requires = "virtualization")]

@@ -356,6 +356,18 @@ fn print_aws_plan(plan: &crate::backend::aws::dryrun::Plan) {
 }
 
 pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
+    // Flags that make no sense together, refused before anything is asked.
+    if a.method != Method::Helper {
+        let given = [
+            ("--helper-instance", a.helper_instance.is_some()),
+            ("--helper-subnet", a.helper_subnet.is_some()),
+            ("--helper-profile", a.helper_profile.is_some()),
+            ("--helper-type", a.helper_type != "t3.micro"),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(Error::InvalidInput(format!("{flag} needs --method helper")));
+        }
+    }
     if !a.dry_run {
         // Ctrl-C stops the migrations, which clean up and keep their journals.
         crate::interrupt::install();

@@ -141,6 +141,13 @@ impl Context {
 async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
     match global.backend {
         BackendKind::Aws => {
+            // --state-dir on the command line (not the environment) is the local host's.
+            let from_env = std::env::var_os("AMITOOL_STATE_DIR").map(std::path::PathBuf::from);
+            if global.state_dir.is_some() && global.state_dir != from_env {
+                return Err(crate::error::Error::InvalidInput(
+                    "--state-dir is the local backend's: add --backend local".into(),
+                ));
+            }
             let opts = ClientOptions {
                 profile: global.profile.clone(),
                 endpoint_url: global.endpoint_url.clone(),
@@ -168,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     }
     let progress = ProgressPolicy::new(cli.global.no_progress, cli.global.output == Format::Json);
     crate::progress::show_steps(progress);
+    crate::progress::show_notes(!cli.global.no_progress);
     let backend = build_backend(&cli.global).await?;
     let ctx = Context {
         global: cli.global,

@@ -124,6 +124,8 @@ pub struct Migration {
     pub migration_id: String,
     pub region: String,
     pub source_image_id: String,
+    /// The instance migrated, when the source was one (`--instance`).
+    pub source_instance_id: Option<String>,
     pub image_id: String,
     pub steps: Vec<Step>,
     pub findings: Vec<String>,
@@ -156,6 +158,19 @@ pub fn new_migration_id() -> String {
         "mig-{:012x}",
         (nanos ^ ((std::process::id() as u128) << 40)) & 0xffff_ffff_ffff
     )
+}
+
+/// `migration mig-… started (journal: PATH)` on stderr, before the first step.
+pub fn started(journal: &Journal) {
+    if !crate::progress::notes_shown() {
+        return;
+    }
+    eprintln!(
+        "amitool: migration {} of {} started (journal: {})",
+        journal.migration_id,
+        journal.source_id,
+        journal.path().display()
+    );
 }
 
 /// Why the inspected source cannot be migrated; `None` when it can.
@@ -392,6 +407,7 @@ pub fn finished(journal: &Journal) -> Option<Migration> {
         migration_id: journal.migration_id.clone(),
         region: journal.region.clone(),
         source_image_id: journal.source_id.clone(),
+        source_instance_id: (journal.source_kind == "instance").then(|| journal.source_id.clone()),
         image_id: image,
         steps: vec![Step {
             name: "resume",
@@ -449,6 +465,7 @@ async fn execute(
     let region = journal.region.clone();
     let work = host.work_dir(&journal.migration_id);
     std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    started(&journal);
     let mut rec = Recorder::new();
     let result =
         crate::interrupt::or_interrupted(pipeline(host, &mut journal, &work, &mut rec)).await;
@@ -522,6 +539,7 @@ async fn execute(
         migration_id: journal.migration_id.clone(),
         region,
         source_image_id: disk.image.image_id.clone(),
+        source_instance_id: (journal.source_kind == "instance").then(|| journal.source_id.clone()),
         image_id: image.image_id,
         steps: std::mem::take(&mut rec.steps),
         findings,
@@ -655,6 +673,9 @@ async fn pipeline(
     let mut tags = disk.tags.clone();
     tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
     tags.insert("amitool:source-image".into(), disk.image.image_id.clone());
+    if journal.source_kind == "instance" {
+        tags.insert("amitool:source-instance".into(), journal.source_id.clone());
+    }
     tags.insert(inspect::DRIVERS_TAG.into(), insp.drivers.to_tag());
     let snapshot_id = host.store_disk(&region, &out, &tags, journal).await?;
     let _ = std::fs::remove_file(&out);

@@ -125,6 +125,7 @@ pub async fn run(
     opts: &Options,
     helper: &HelperOptions,
 ) -> Result<Migration> {
+    pipeline::started(&journal);
     let mut rec = pipeline::Recorder::new();
     let result = crate::interrupt::or_interrupted(steps(aws, &mut journal, helper, &mut rec)).await;
     journal.state = match &result {
@@ -151,6 +152,7 @@ pub async fn run(
         migration_id: journal.migration_id.clone(),
         region: journal.region.clone(),
         source_image_id,
+        source_instance_id: (journal.source_kind == "instance").then(|| journal.source_id.clone()),
         image_id,
         steps: std::mem::take(&mut rec.steps),
         findings,
@@ -395,6 +397,9 @@ async fn steps(
         .collect();
     tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
     tags.insert("amitool:source-image".into(), image_id.clone());
+    if journal.source_kind == "instance" {
+        tags.insert("amitool:source-instance".into(), journal.source_id.clone());
+    }
     tags.insert(crate::image::inspect::DRIVERS_TAG.into(), drivers.to_tag());
     let reg = HvmRegistration {
         name: journal.name.clone().unwrap_or_else(|| {
@@ -420,6 +425,7 @@ async fn steps(
         drivers: drivers.clone(),
         volume_type: Some(target_type.as_str().to_string()),
     };
+    crate::backend::aws::transfer::test_pause_in("register").await;
     let registered = aws
         .register_hvm(&region, &reg, &journal.migration_id)
         .await?;
