@@ -991,6 +991,59 @@ fn rehearsals_refuse_what_ec2_refuses_and_reruns_make_nothing() {
         refused(import(&p, &pv), &format!("is {bytes} bytes"));
     }
     refused(import(&file, &["--virtualization", "hvm"]), "no MBR");
+    // A menu with a NUL byte (GRUB stops reading there) imports, as EC2
+    // would, but is refused for migration with the line named.
+    let nul = dir.path().join("nul.img");
+    std::fs::copy(&file, &nul).unwrap();
+    let text = {
+        let out = Command::new("debugfs")
+            .args(["-R", "cat /boot/grub/menu.lst"])
+            .arg(&nul)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).replacen("default", "def\0ault", 1)
+    };
+    let local = dir.path().join("menu.lst");
+    std::fs::write(&local, &text).unwrap();
+    let cmds = dir.path().join("cmds");
+    std::fs::write(
+        &cmds,
+        format!(
+            "cd /boot/grub\nrm menu.lst\nwrite {} menu.lst\n",
+            local.display()
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(&nul)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let mut with = pv.to_vec();
+    with.extend(["--name", "with-a-nul"]);
+    assert!(import(&nul, &with).status.success());
+    let id: String = host
+        .json(&["list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "with-a-nul")
+        .unwrap()["image_id"]
+        .as_str()
+        .unwrap()
+        .into();
+    refused(
+        host.run(&["migrate", "--ami", &id]),
+        "/boot/grub/menu.lst line ",
+    );
+    refused(
+        host.run(&["migrate", "--ami", &id]),
+        "a NUL byte, where GRUB stops reading",
+    );
     let mut with = pv.to_vec();
     with.extend(["--name", "a\nb"]);
     refused(import(&file, &with), "holds '\\n'");
@@ -1148,4 +1201,33 @@ fn migrations_lists_journals_and_removes_only_finished_ones() {
     assert_eq!(refused.status.code(), Some(2));
     host.json(&["migrations", "rm", done["migration_id"].as_str().unwrap()]);
     assert_eq!(host.json(&["migrations"]).as_array().unwrap().len(), 1);
+}
+
+/// Without a terminal (cron, CI) and without --no-progress, a migration says
+/// it started (its id and journal) and prints one plain line per step.
+#[test]
+fn a_log_gets_the_migration_id_first_and_a_line_per_step() {
+    let host = Host::new();
+    let ami = host.import(&fixture("ext3-uuid"));
+    let out = Command::new(bin())
+        .args(["--backend", "local", "--region", host.region, "--state-dir"])
+        .arg(host.state.path())
+        .args(["migrate", "--ami", &ami])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with("amitool: migration mig-") && lines[0].contains("started (journal: "),
+        "{err}"
+    );
+    for step in ["snapshot", "inspect", "build", "boot-config", "register"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("amitool: {step} done in "))),
+            "{step}: {err}"
+        );
+    }
 }

@@ -176,10 +176,17 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
         .iter()
         .map(|p| fs.guest_path(p))
         .find(|p| fs.is_file(p));
-    let menu = found
-        .as_ref()
-        .and_then(|p| fs.read_text(p))
-        .map(|t| MenuLst::parse(&t));
+    let menu_text = found.as_ref().and_then(|p| fs.read_text(p));
+    // GRUB stops reading a menu at a NUL byte: what follows would not boot.
+    if let (Some(p), Some(t)) = (&found, &menu_text) {
+        if let Some(n) = t.lines().position(|l| l.contains('\0')) {
+            problems.push(format!(
+                "{p} line {}: a NUL byte, where GRUB stops reading the menu",
+                n + 1
+            ));
+        }
+    }
+    let menu = menu_text.as_deref().map(MenuLst::parse);
     let entry = menu.as_ref().and_then(|m| m.default_entry()).cloned();
     match (&found, &menu, &entry) {
         (None, _, _) => problems.push(format!(

@@ -36,10 +36,21 @@ impl Recorder {
             detail: detail.into(),
         });
         let step = self.steps.last().expect("just pushed");
-        self.spinner.println(format!(
-            "{:<16} {:>7.1}s  {}",
-            step.name, step.seconds, step.detail
-        ));
+        if self.spinner.is_hidden() {
+            // No terminal (cron, CI): one plain line per finished step, so a
+            // log is not empty for minutes; none with --no-progress.
+            if crate::progress::notes_shown() {
+                eprintln!(
+                    "amitool: {} done in {:.1}s: {}",
+                    step.name, step.seconds, step.detail
+                );
+            }
+        } else {
+            self.spinner.println(format!(
+                "{:<16} {:>7.1}s  {}",
+                step.name, step.seconds, step.detail
+            ));
+        }
         self.started = now;
         pause_for_tests(name);
     }
