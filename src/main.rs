@@ -42,6 +42,11 @@ async fn main() -> ExitCode {
                 | clap::error::ErrorKind::UnknownArgument => " (see --help)",
                 _ => "",
             };
+            let first: String = if first.chars().count() > 500 {
+                first.chars().take(500).collect::<String>() + "…"
+            } else {
+                first.to_string()
+            };
             eprintln!("amitool: {first}{hint}");
             return ExitCode::from(2);
         }
@@ -56,7 +61,12 @@ async fn main() -> ExitCode {
             None => ExitCode::from(code),
         },
         Err(e) => {
-            eprintln!("amitool: {}", amitool::error::chain(&e));
+            // A message echoes what it was given: never 100,000 characters of it.
+            let mut said = amitool::error::chain(&e);
+            if said.chars().count() > 2000 {
+                said = said.chars().take(2000).collect::<String>() + "…";
+            }
+            eprintln!("amitool: {said}");
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -410,3 +410,42 @@ fn completions_man_and_global_options() {
     let bad = offline(&["completions", "tcsh"]);
     assert_eq!(bad.code, Some(2));
 }
+
+/// A --profile that does not exist is named, even with credentials in the
+/// environment; a 100,000-character argument is not echoed back whole.
+#[test]
+fn a_missing_profile_and_a_huge_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(&config, "[profile other]\nregion = us-east-1\n").unwrap();
+    let r = run(common::amitool()
+        .env("AWS_ENDPOINT_URL", NOWHERE)
+        .env("AWS_CONFIG_FILE", &config)
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.path().join("credentials"),
+        )
+        .args(["--profile", "nosuch", "list", "--region", "us-east-1"]));
+    assert_one_line_error(&r, 2, "--profile nosuch");
+    assert!(
+        r.stderr.contains("profile nosuch not found in"),
+        "{}",
+        r.stderr
+    );
+    let huge = format!("ami-{}", "f".repeat(100_000));
+    for args in [
+        vec![
+            "compat",
+            "--offline",
+            "--ami",
+            huge.as_str(),
+            "--instance-type",
+            "m3.medium",
+        ],
+        vec!["list", "--output", huge.as_str()],
+    ] {
+        let r = offline(&args);
+        assert_eq!(r.code, Some(2), "{}", &r.stderr[..200.min(r.stderr.len())]);
+        assert!(r.stderr.len() < 3000, "{} bytes echoed", r.stderr.len());
+    }
+}

@@ -148,6 +148,12 @@ async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
                     "--state-dir is the local backend's: add --backend local".into(),
                 ));
             }
+            // A named profile that does not exist is an error, even with
+            // credentials in the environment (the SDK would quietly use those).
+            if let Some(p) = &global.profile {
+                crate::backend::aws::client::check_profile(p)
+                    .map_err(crate::error::Error::InvalidInput)?;
+            }
             let opts = ClientOptions {
                 profile: global.profile.clone(),
                 endpoint_url: global.endpoint_url.clone(),

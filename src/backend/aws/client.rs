@@ -33,6 +33,39 @@ pub async fn load_sdk_config(opts: &ClientOptions) -> SdkConfig {
     loader.load().await
 }
 
+/// Whether `profile` is in the shared config or credentials file (where the
+/// AWS CLI looks: AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, else ~/.aws);
+/// `Err` names the files looked in, in the AWS CLI's words.
+pub fn check_profile(profile: &str) -> Result<(), String> {
+    let home = dirs::home_dir().unwrap_or_default();
+    let config = std::env::var_os("AWS_CONFIG_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| home.join(".aws/config"));
+    let creds = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| home.join(".aws/credentials"));
+    let has = |path: &std::path::Path, names: &[String]| {
+        std::fs::read_to_string(path).is_ok_and(|t| {
+            t.lines().any(|l| {
+                let l = l.trim();
+                l.strip_prefix('[')
+                    .and_then(|l| l.strip_suffix(']'))
+                    .is_some_and(|n| names.iter().any(|w| w == n.trim()))
+            })
+        })
+    };
+    let in_config = [format!("profile {profile}"), profile.to_string()];
+    if has(&config, &in_config) || has(&creds, &[profile.to_string()]) {
+        return Ok(());
+    }
+    let shown: String = profile.chars().take(64).collect();
+    Err(format!(
+        "profile {shown} not found in {} or {}",
+        config.display(),
+        creds.display()
+    ))
+}
+
 pub fn ec2_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
     let conf = aws_sdk_ec2::config::Builder::from(sdk)
         .region(Region::new(region.to_string()))
