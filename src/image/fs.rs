@@ -64,7 +64,8 @@ impl Ext4Read for OffsetReader {
     }
 }
 
-fn open_disk(path: &Path) -> Result<Disk, FsError> {
+/// The disk image at `path`, or why it cannot be opened.
+pub fn open_disk(path: &Path) -> Result<Disk, FsError> {
     source::open_file(path).map_err(|source| FsError::Open {
         path: path.into(),
         source,

@@ -11,10 +11,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::image::fs::{superblock_in, FsError, FsType, GuestFiles, GuestFs};
+use crate::image::fs::{open_disk, superblock_in, FsError, FsType, GuestFiles, GuestFs};
 use crate::image::lvm;
 use crate::image::parts::{self, Partition, TYPE_LVM};
-use crate::image::source::{self, Disk};
+use crate::image::source::Disk;
 use crate::kernels::Flavor;
 
 /// One filesystem of the guest and where it lies in the disk.
@@ -81,14 +81,7 @@ fn mount_of(
 /// (either, when `None`): the whole disk, or partition 1 and, when that is a
 /// separate /boot, the partition or logical volume that holds /etc/fstab.
 pub fn discover(path: &Path, flavor: Option<Flavor>) -> Result<Discovery, FsError> {
-    discover_in(&open(path)?, flavor)
-}
-
-fn open(path: &Path) -> Result<Disk, FsError> {
-    source::open_file(path).map_err(|source| FsError::Open {
-        path: path.into(),
-        source,
-    })
+    discover_in(&open_disk(path)?, flavor)
 }
 
 /// [`discover`] on any disk.
@@ -219,7 +212,7 @@ pub struct Guest {
 impl Guest {
     /// Open each of `mounts` in the disk at `path`.
     pub fn open(path: &Path, mounts: &[Mount]) -> Result<Self, FsError> {
-        Self::open_in(&open(path)?, mounts)
+        Self::open_in(&open_disk(path)?, mounts)
     }
 
     /// Open each of `mounts` in `disk`.

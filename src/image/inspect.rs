@@ -155,10 +155,7 @@ fn console_findings(fs: &Guest) -> Vec<String> {
 
 /// Read the PV disk at `path` as PV-GRUB of `flavor` would (either, when `None`).
 pub fn inspect(path: &Path, flavor: Option<Flavor>) -> Result<Inspection, FsError> {
-    let src = crate::image::source::open_file(path).map_err(|source| FsError::Open {
-        path: path.into(),
-        source,
-    })?;
+    let src = crate::image::fs::open_disk(path)?;
     inspect_in(&src, flavor)
 }
 

@@ -12,7 +12,7 @@ pub mod script;
 mod steps;
 
 pub(crate) use steps::Recorder;
-pub use steps::Step;
+pub use steps::{test_pause_in, Step};
 
 pub use journal::Journal;
 use serde::Serialize;
@@ -715,7 +715,7 @@ async fn pipeline(
             .clone()
             .or_else(|| disk.volume_type.clone()),
     };
-    crate::backend::aws::transfer::test_pause_in("register").await;
+    test_pause_in("register").await;
     let image = host
         .register_hvm(&region, &reg, &journal.migration_id)
         .await?;

@@ -83,3 +83,20 @@ fn pause_for_tests(step: &str) {
         _ => wait(),
     }
 }
+
+/// Wait at `step` when `AMITOOL_TEST_PAUSE_IN` names it: a test hook, for
+/// Ctrl-C (forever) or, until the file `AMITOOL_TEST_CONTINUE_FILE` exists,
+/// for a test to change the world in between (a name taken mid-way).
+pub async fn test_pause_in(step: &str) {
+    if std::env::var("AMITOOL_TEST_PAUSE_IN").is_ok_and(|s| s == step) {
+        eprintln!("amitool: test hook: paused in {step}");
+        match std::env::var_os("AMITOOL_TEST_CONTINUE_FILE") {
+            Some(f) => {
+                while !std::path::Path::new(&f).exists() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}

@@ -60,7 +60,7 @@ pub async fn download(
         let _busy = busy;
         handle.block_on(async move {
             let work = async {
-                test_pause_in("download").await;
+                crate::migrate::test_pause_in("download").await;
                 coldsnap::SnapshotDownloader::new(ebs)
                     .download_to_file(&snap, &dest, None, Some(checkpoint), None)
                     .await
@@ -134,23 +134,6 @@ fn read_block(file: &File, index: i32, file_len: u64) -> std::io::Result<Vec<u8>
 pub struct UploadStats {
     pub blocks_written: usize,
     pub bytes_sent: u64,
-}
-
-/// Wait at `step` when `AMITOOL_TEST_PAUSE_IN` names it: a test hook, for
-/// Ctrl-C (forever) or, until the file `AMITOOL_TEST_CONTINUE_FILE` exists,
-/// for a test to change the world in between (a name taken mid-way).
-pub(crate) async fn test_pause_in(step: &str) {
-    if std::env::var("AMITOOL_TEST_PAUSE_IN").is_ok_and(|s| s == step) {
-        eprintln!("amitool: test hook: paused in {step}");
-        match std::env::var_os("AMITOOL_TEST_CONTINUE_FILE") {
-            Some(f) => {
-                while !std::path::Path::new(&f).exists() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
-    }
 }
 
 /// Pause forever once `n` blocks are journaled: a test hook for kill -9.

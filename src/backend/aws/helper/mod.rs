@@ -425,7 +425,7 @@ async fn steps(
         drivers: drivers.clone(),
         volume_type: Some(target_type.as_str().to_string()),
     };
-    crate::backend::aws::transfer::test_pause_in("register").await;
+    pipeline::test_pause_in("register").await;
     let registered = aws
         .register_hvm(&region, &reg, &journal.migration_id)
         .await?;
