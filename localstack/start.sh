@@ -195,7 +195,8 @@ main() {
             DISABLE_EVENTS=1 \
             AMITOOL_DATA_DIR="$data_dir" \
             AMITOOL_SEED_DIR="$seed_dir" \
-            AMITOOL_SEED_SUMMARY="$summary_file"
+            AMITOOL_SEED_SUMMARY="$summary_file" \
+            AMITOOL_AGENT_FAKE_TIME="${AMITOOL_AGENT_FAKE_TIME:-1700000000}"
         # A session of its own, so it outlives the shell that started it;
         # the inner shell records its pid and then becomes LocalStack.  It
         # must not inherit the start lock (fd 9).

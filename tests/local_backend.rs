@@ -179,11 +179,12 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
                 "snapshot",
                 "inspect",
                 "plan",
-                "build",
                 "boot-config",
+                "build",
                 "upload",
                 "register",
-                "verify"
+                "verify",
+                "cleanup"
             ],
             "{name}"
         );

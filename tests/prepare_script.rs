@@ -9,8 +9,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use amitool::image::boot;
-use amitool::image::bootcfg;
-use amitool::image::guestfix::GuestFix;
 use amitool::migrate::script::{self, Device, Mode, Params, Report};
 
 mod common;
@@ -89,55 +87,61 @@ fn device(l: &Loop, file: &Path) -> Device {
 }
 
 fn params(mode: Mode, src: Device, dst: Device) -> Params {
-    let fs_size = src.size;
+    let len = src.size;
     Params {
         mode,
         migration_id: "mig-00000000abcd".into(),
         source: src,
         target: dst,
-        fs_offset: 0,
-        fs_size,
+        ranges: vec![amitool::image::hvm::Range {
+            src: 0,
+            len,
+            dst: 1 << 20,
+        }],
+        filesystems: vec![0],
         fixes: vec![],
     }
 }
 
 #[test]
 fn planned_in_rust_converted_on_loop_devices_then_boots() {
-    let name = "menulst-noroot";
+    // One filesystem on the whole disk, and AMIgen6's separate /boot with an LVM2 root.
+    for name in ["menulst-noroot", "amigen6-lvm"] {
+        converted_on_loop_devices_then_boots(name);
+    }
+}
+
+fn converted_on_loop_devices_then_boots(name: &str) {
     let s = setup(name);
     let before = sha256(&s.src);
     // amitool plans in Rust from the source read where it lies (on AWS the
     // snapshot through GetSnapshotBlock) and builds the boot area; on AWS the
     // target volume is made from a snapshot of it: here it is written first.
-    let insp = amitool::image::inspect::inspect(&s.src, None).unwrap();
-    let plan = insp.boot.clone().expect("a boot plan");
-    assert_eq!(plan.config.path, "/boot/grub/menu.lst");
-    assert!(
-        plan.edits.iter().any(|e| e.path == "/etc/fstab"),
-        "{:?}",
-        plan.edits
-    );
-    let cfg = bootcfg::handover(&insp.uuid, &plan.config);
-    write_boot_area(&s, &insp, &cfg);
+    let disk = amitool::image::source::open_file(&s.src).unwrap();
+    let insp = amitool::image::inspect::inspect_in(&disk, None).unwrap();
+    let boot_plan = insp.boot.clone().expect("a boot plan");
+    assert!(!boot_plan.edits.is_empty(), "{name}: nothing to rewrite");
+    let plan = amitool::migrate::Plan::new(&disk, &insp, false).unwrap();
+    write_boot_area(&s, &plan);
 
     let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
     let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
-    let (code, check) = run(&params(Mode::Check, src.clone(), dst.clone()), s.dir.path());
-    assert_eq!((code, check.ok), (0, true), "{check:?}");
+    let mut p = params(Mode::Check, src.clone(), dst.clone());
+    p.filesystems = insp.mounts.iter().map(|m| m.offset).collect();
+    let (code, check) = run(&p, s.dir.path());
+    assert_eq!((code, check.ok), (0, true), "{name}: {check:?}");
 
-    let mut p = params(Mode::Convert, src, dst);
-    p.fs_size = insp.fs_size;
-    p.fixes = plan.edits.iter().map(GuestFix::from_edit).collect();
+    p.mode = Mode::Convert;
+    p.ranges = plan.layout.ranges.clone();
+    p.fixes = plan.placed_files().unwrap();
+    assert_eq!(p.ranges.len(), insp.partitions.len().max(1), "{name}");
     let (code, done) = run(&p, s.dir.path());
-    assert_eq!((code, done.ok), (0, true), "{done:?}");
+    assert_eq!((code, done.ok), (0, true), "{name}: {done:?}");
     drop((src_loop, dst_loop));
-    assert_eq!(sha256(&s.src), before, "the source changed");
+    assert_eq!(sha256(&s.src), before, "{name}: the source changed");
 
-    assert!(
-        boot::hvm_problems(&s.dst, Some(&cfg)).is_empty(),
-        "{:?}",
-        boot::hvm_problems(&s.dst, Some(&cfg))
-    );
+    let problems = boot::hvm_problems(&s.dst, Some(&plan.cfg));
+    assert!(problems.is_empty(), "{name}: {problems:?}");
     let marker = format!("AMITOOL-ROOT-OK {name}");
     let q = boot::qemu_boot(
         &s.dst,
@@ -148,29 +152,33 @@ fn planned_in_rust_converted_on_loop_devices_then_boots() {
     )
     .unwrap();
     let log = std::fs::read_to_string(&q.serial_log).unwrap_or_default();
-    assert!(q.reached, "{log}");
-    assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
+    assert!(q.reached, "{name}: {log}");
+    assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{name}: {log}");
     assert!(
         log.contains("console=ttyS0,115200"),
-        "the rewritten menu was booted\n{log}"
+        "{name}: the rewritten menu was booted\n{log}"
     );
 
     // The direct method (the local backend's pipeline) builds the same disk, first MiB included.
     let direct = direct_disk(name);
     let helper = std::fs::read(&s.dst).unwrap();
-    assert_eq!(&helper[..512], &direct[..512], "MBR");
+    assert_eq!(&helper[..512], &direct[..512], "{name}: MBR");
     let first_diff = helper.iter().zip(&direct).position(|(a, b)| a != b);
     assert_eq!(
         first_diff, None,
-        "the helper's disk differs from the direct method's"
+        "{name}: the helper's disk differs from the direct method's"
+    );
+    assert!(
+        helper[direct.len()..].iter().all(|&b| b == 0),
+        "{name}: the helper wrote past the direct method's disk"
     );
 }
 
 /// The HVM disk's first MiB as amitool builds it, written to the target (what
 /// the staging snapshot gives the helper's target volume on AWS).
-fn write_boot_area(s: &Setup, insp: &amitool::image::inspect::Inspection, cfg: &str) {
+fn write_boot_area(s: &Setup, plan: &amitool::migrate::Plan) {
     use std::os::unix::fs::FileExt;
-    let area = amitool::image::hvm::boot_area(&insp.hvm_layout(), cfg, s.dir.path()).unwrap();
+    let area = amitool::image::hvm::boot_area(&plan.layout, &plan.cfg, s.dir.path()).unwrap();
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&s.dst)

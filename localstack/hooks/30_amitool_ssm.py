@@ -62,10 +62,17 @@ def _run_amitool_script(command, account_id, region, instance_id):
         script = os.path.join(devices, "script.sh")
         with open(script, "w") as f:
             f.write(body)
+        env = {"AMITOOL_VOLUME_DIR": devices, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        # debugfs stamps what it writes with the clock; the tests fix it for
+        # amitool's own debugfs runs (E2FSPROGS_FAKE_TIME), and this stand-in
+        # agent fixes it the same way, so the helper's disk and the direct
+        # method's compare byte for byte.
+        if os.environ.get("AMITOOL_AGENT_FAKE_TIME"):
+            env["E2FSPROGS_FAKE_TIME"] = os.environ["AMITOOL_AGENT_FAKE_TIME"]
         try:
             done = subprocess.run(
                 ["bash", script],
-                env={"AMITOOL_VOLUME_DIR": devices, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                env=env,
                 capture_output=True,
                 text=True,
                 timeout=600,

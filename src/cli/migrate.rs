@@ -2,11 +2,11 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::backend::aws::helper::{self, HelperOptions};
+use crate::backend::aws::helper::HelperOptions;
 use crate::cli::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
-use crate::migrate::{self, Journal, Migration, MigrationHost, Options, Source};
+use crate::migrate::{self, Migration, MigrationHost, Options, Source};
 use crate::output::{self, cell, Format, Tabular};
 use futures::StreamExt;
 use serde::Serialize;
@@ -118,43 +118,21 @@ fn print(ctx: &Context, m: &Migration) {
     }
 }
 
-/// `--method helper` on AWS.
-async fn run_helper(ctx: &Context, a: &MigrateArgs, source: Option<Source>) -> Result<Migration> {
-    let aws = ctx.backend.as_aws().ok_or_else(|| {
-        Error::InvalidInput(
+/// `--method helper` runs on the AWS backend only; its ids checked.
+fn check_helper(ctx: &Context, a: &MigrateArgs) -> Result<()> {
+    if a.method != Method::Helper {
+        return Ok(());
+    }
+    if ctx.backend.migration_host().is_none() || ctx.backend.name() != "aws" {
+        return Err(Error::InvalidInput(
             "--method helper runs on the AWS backend; the local host converts files directly"
                 .into(),
-        )
-    })?;
+        ));
+    }
     if let Some(i) = &a.helper_instance {
         ids::check_id(IdKind::Instance, i)?;
     }
-    ids::check_instance_type(&a.helper_type)?;
-    let helper = helper_options(a);
-    let opts = options(a);
-    let journal = match (source, &a.resume) {
-        (Some(source), _) => {
-            let region = ctx.one_region("migrate").await?;
-            migrate::new_journal(
-                &migrate::journal::journal_dir(),
-                "aws",
-                "helper",
-                &region,
-                &source,
-                &opts,
-            )?
-        }
-        (None, Some(id)) => {
-            let mut j = Journal::load(&migrate::journal::journal_dir(), id)?;
-            if let Some(done) = migrate::finished(&j) {
-                return Ok(done);
-            }
-            migrate::rename(&mut j, a.name.as_deref())?;
-            j
-        }
-        (None, None) => unreachable!("a source or --resume"),
-    };
-    helper::run(aws, journal, &opts, &helper).await
+    ids::check_instance_type(&a.helper_type)
 }
 
 /// `--verify`: boot the result and wait for userspace; a step, or an error.
@@ -245,6 +223,12 @@ fn options(a: &MigrateArgs) -> Options {
         keep_temp: a.keep_temp,
         fix_guest: a.fix_guest,
         volume_type: a.volume_type.clone(),
+        method: match a.method {
+            Method::Direct => "direct",
+            Method::Helper => "helper",
+        }
+        .into(),
+        helper: helper_options(a),
     }
 }
 
@@ -372,14 +356,6 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         // Ctrl-C stops the migrations, which clean up and keep their journals.
         crate::interrupt::install();
     }
-    if let Some(id) = a.resume.as_ref().filter(|_| ctx.backend.as_aws().is_some()) {
-        let j = Journal::load(&migrate::journal::journal_dir(), id)?;
-        if j.method == "helper" {
-            let m = run_helper(ctx, &a, None).await?;
-            print(ctx, &m);
-            return Ok(0);
-        }
-    }
     let host = host(ctx)?;
     if let Some(id) = &a.cleanup {
         let removed = migrate::cleanup(host, id).await?;
@@ -399,7 +375,7 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         return Ok(0);
     }
     if let Some(id) = &a.resume {
-        let mut m = migrate::resume(host, id, a.keep_temp, a.name.as_deref()).await?;
+        let mut m = migrate::resume(host, id, &options(&a)).await?;
         if a.verify {
             verify(ctx, &a, &mut m).await?;
         }
@@ -457,12 +433,9 @@ fn sources(a: &MigrateArgs) -> Result<Vec<Source>> {
 
 /// One migration, by the chosen method, verified when asked.
 async fn migrate_one(ctx: &Context, a: &MigrateArgs, source: Source) -> Result<Migration> {
-    let mut m = if a.method == Method::Helper {
-        run_helper(ctx, a, Some(source)).await?
-    } else {
-        let region = ctx.one_region("migrate").await?;
-        migrate::run(host(ctx)?, &region, &source, &options(a)).await?
-    };
+    check_helper(ctx, a)?;
+    let region = ctx.one_region("migrate").await?;
+    let mut m = migrate::run(host(ctx)?, &region, &source, &options(a)).await?;
     if a.verify {
         verify(ctx, a, &mut m).await?;
     }

@@ -8,22 +8,23 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 pub mod journal;
+pub mod method;
+mod run;
 pub mod script;
 mod steps;
 
-pub(crate) use steps::Recorder;
+pub use steps::Recorder;
 pub use steps::{test_pause_in, Step};
 
 pub use journal::Journal;
+pub use method::{HelperOptions, Plan};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::image::boot;
 use crate::image::bootcfg;
-use crate::image::guest::{self, Guest, Mount};
-use crate::image::guestfix::{self, GuestFix};
 use crate::image::hvm;
 use crate::image::inspect::{self, Inspection};
+use crate::image::source::Disk;
 use crate::kernels::Flavor;
 use crate::model::Image;
 
@@ -34,17 +35,28 @@ pub enum Source {
     Instance(String),
 }
 
-/// The source's root disk, readable as a local file.
-#[derive(Debug, Clone)]
+/// The source, resolved: its image and its root disk, read where it lies.
+#[derive(Clone)]
 pub struct SourceDisk {
     pub image: Image,
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
-    pub path: PathBuf,
+    /// The root disk where it lies: the local host's file, an EBS snapshot block by block.
+    pub disk: Disk,
+    /// The EBS snapshot that holds it (AWS).
+    pub snapshot_id: Option<String>,
     /// Where PV-GRUB looks, from the kernel's name; `None` to detect.
     pub flavor: Option<Flavor>,
     /// The source root volume's EBS type (AWS).
     pub volume_type: Option<String>,
+}
+
+/// The source's root disk as a local file.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    /// Whether it was downloaded (and `journal.source_blocks` says how much).
+    pub downloaded: bool,
 }
 
 /// What the pipeline registers.
@@ -66,7 +78,7 @@ pub struct HvmRegistration {
 
 #[async_trait]
 pub trait MigrationHost: Send + Sync {
-    /// Resolve the source and give its root disk as a local file (for an
+    /// Resolve the source and give its root disk where it lies (for an
     /// instance, snapshotting its root volume first and recording that
     /// snapshot in the journal); the source itself is never written.
     async fn source_disk(
@@ -74,12 +86,31 @@ pub trait MigrationHost: Send + Sync {
         region: &str,
         source: &Source,
         journal: &mut Journal,
-        work: &Path,
     ) -> Result<SourceDisk>;
+    /// The source's root disk as a local file: the local host's own file,
+    /// or an EBS snapshot downloaded into `work` (checkpointed in the journal).
+    async fn source_file(
+        &self,
+        region: &str,
+        source: &SourceDisk,
+        journal: &mut Journal,
+        work: &Path,
+    ) -> Result<SourceFile>;
     /// The source's root disk where it lies, read-only, when this host can
-    /// read it without copying (the local backend's files); `None` otherwise.
+    /// read it without making anything (the local backend's files); `None` otherwise.
     async fn source_in_place(&self, _region: &str, _source: &Source) -> Result<Option<SourceDisk>> {
         Ok(None)
+    }
+    /// A method this host offers beyond `direct` (AWS: `helper`).
+    fn method<'a>(
+        &'a self,
+        name: &str,
+        _helper: &HelperOptions,
+    ) -> Result<Box<dyn method::Method + 'a>> {
+        Err(Error::InvalidInput(format!(
+            "the {} backend has no {name} method",
+            self.host_name()
+        )))
     }
     /// The image of this account named `name` in `region`, if one is.
     async fn image_named(&self, region: &str, name: &str) -> Result<Option<String>>;
@@ -146,6 +177,9 @@ pub struct Options {
     pub fix_guest: bool,
     /// The new root volume's type; `None` keeps the source's.
     pub volume_type: Option<String>,
+    /// `direct` (also when empty) or a method of the host (`helper`).
+    pub method: String,
+    pub helper: HelperOptions,
 }
 
 /// A new migration id: `mig-` and 12 hex digits from the clock and pid.
@@ -229,7 +263,7 @@ pub async fn preview(
         changes: vec![],
         findings: vec![],
     };
-    let insp = match inspect::inspect(&disk.path, disk.flavor) {
+    let insp = match inspect::inspect_in(&disk.disk, disk.flavor) {
         Ok(i) => i,
         Err(e) => {
             p.refused = Some(format!("{}: {e}", disk.image.image_id));
@@ -291,7 +325,7 @@ pub(crate) async fn check_name(
 }
 
 /// `NAME-hvm`, or `AMI-hvm` for an image without a name.
-fn default_name(image: &Image) -> String {
+pub(crate) fn default_name(image: &Image) -> String {
     format!(
         "{}-hvm",
         image.name.clone().unwrap_or_else(|| image.image_id.clone())
@@ -362,26 +396,29 @@ pub async fn run(
     let journal = new_journal(
         &host.journal_dir(),
         host.host_name(),
-        "direct",
+        if opts.method.is_empty() {
+            "direct"
+        } else {
+            &opts.method
+        },
         region,
         source,
         opts,
     )?;
-    execute(host, journal, opts.keep_temp).await
+    run::execute(host, journal, opts).await
 }
 
 /// Finish a migration from its journal.
 pub async fn resume(
     host: &dyn MigrationHost,
     migration_id: &str,
-    keep_temp: bool,
-    name: Option<&str>,
+    opts: &Options,
 ) -> Result<Migration> {
     let mut journal = Journal::load(&host.journal_dir(), migration_id)?;
     if let Some(done) = finished(&journal) {
         return Ok(done);
     }
-    rename(&mut journal, name)?;
+    rename(&mut journal, opts.name.as_deref())?;
     if journal.backend != host.host_name() {
         return Err(Error::InvalidInput(format!(
             "{migration_id} ran on the {} backend; resume it there",
@@ -393,7 +430,7 @@ pub async fn resume(
             "{migration_id} was cleaned up; start a new migration"
         )));
     }
-    execute(host, journal, keep_temp).await
+    run::execute(host, journal, opts).await
 }
 
 /// A migration that already finished, as `--resume` reports it: nothing is made.
@@ -455,326 +492,4 @@ pub(crate) fn source_of(journal: &Journal) -> Source {
     } else {
         Source::Image(journal.source_id.clone())
     }
-}
-
-async fn execute(
-    host: &dyn MigrationHost,
-    mut journal: Journal,
-    keep_temp: bool,
-) -> Result<Migration> {
-    let region = journal.region.clone();
-    let work = host.work_dir(&journal.migration_id);
-    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
-    started(&journal);
-    let mut rec = Recorder::new();
-    let result =
-        crate::interrupt::or_interrupted(pipeline(host, &mut journal, &work, &mut rec)).await;
-    let interrupted = result.is_err() && crate::interrupt::is_interrupted();
-    if interrupted {
-        // A transfer on a blocking thread stops too before its files go.
-        crate::interrupt::settled().await;
-    }
-    let upload_started = journal.upload.is_some();
-    journal.state = match (&result, interrupted) {
-        (Ok(_), _) => "done",
-        (Err(_), true) => "interrupted",
-        (Err(_), false) => "failed",
-    }
-    .into();
-    // A finished migration, or one that stopped before uploading anything,
-    // leaves nothing behind; a started upload stays for --resume or --cleanup.
-    let mut removed = vec![];
-    if result.is_ok() || !upload_started {
-        if let Some(snap) = journal.temporary_snapshot.clone().filter(|_| !keep_temp) {
-            host.delete_snapshot(&region, &snap).await?;
-            journal.temporary_snapshot = None;
-            removed.push(format!("the temporary snapshot {snap}"));
-        }
-        if std::fs::remove_dir_all(&work).is_ok() {
-            removed.push(format!("the work directory {}", work.display()));
-        }
-    }
-    journal.save()?;
-    let (disk, image, insp) = match result {
-        Ok(r) => r,
-        Err(e) if interrupted || upload_started => {
-            let mut kept = vec![];
-            if let Some(u) = &journal.upload {
-                kept.push(format!(
-                    "the upload snapshot {} ({} blocks written)",
-                    u.snapshot_id,
-                    u.blocks.len()
-                ));
-            }
-            if let Some(s) = &journal.temporary_snapshot {
-                kept.push(format!("the temporary snapshot {s}"));
-            }
-            kept.push(format!("its journal {}", journal.path().display()));
-            let cause = if interrupted {
-                "interrupted (Ctrl-C)".to_string()
-            } else {
-                format!("{} after its upload began", crate::error::chain(&e))
-            };
-            return Err(Error::MigrationInterrupted {
-                migration_id: journal.migration_id.clone(),
-                message: format!(
-                    "{cause}; removed {}; kept {}",
-                    if removed.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        removed.join(", ")
-                    },
-                    kept.join(", ")
-                ),
-                interrupted,
-            });
-        }
-        Err(e) => return Err(e),
-    };
-    let mut findings = insp.findings.clone();
-    if !insp.drivers.ena {
-        findings.push("EnaSupport not set: the kernel has no ena driver".into());
-    }
-    Ok(Migration {
-        migration_id: journal.migration_id.clone(),
-        region,
-        source_image_id: disk.image.image_id.clone(),
-        source_instance_id: (journal.source_kind == "instance").then(|| journal.source_id.clone()),
-        image_id: image.image_id,
-        steps: std::mem::take(&mut rec.steps),
-        findings,
-        changes: insp.boot_changes.clone(),
-        inspection: Some(insp),
-    })
-}
-
-async fn pipeline(
-    host: &dyn MigrationHost,
-    journal: &mut Journal,
-    work: &Path,
-    rec: &mut Recorder,
-) -> Result<(SourceDisk, Image, Inspection)> {
-    let region = journal.region.clone();
-    let disk = host
-        .source_disk(&region, &source_of(journal), journal, work)
-        .await?;
-    check_source(&disk.image)?;
-    rec.done(
-        "snapshot",
-        match journal.source_blocks {
-            Some(n) => format!(
-                "root disk of {}: {n} blocks read into {}",
-                disk.image.image_id,
-                disk.path.display()
-            ),
-            None => format!(
-                "root disk of {} ({})",
-                disk.image.image_id,
-                disk.path.display()
-            ),
-        },
-    );
-    let insp = inspect::inspect(&disk.path, disk.flavor)
-        .map_err(|e| Error::InvalidInput(format!("{}: {e}", disk.image.image_id)))?;
-    if let Some(why) = refusal(&disk.image.image_id, &insp) {
-        return Err(Error::InvalidInput(why));
-    }
-    // The new image's name, checked before any data moves.
-    check_name(
-        host,
-        &region,
-        &disk.image,
-        journal.name.as_deref(),
-        journal.image_id.as_deref(),
-    )
-    .await?;
-    rec.done(
-        "inspect",
-        format!(
-            "{} {} label={} uuid={}, boots {}",
-            insp.layout.as_str(),
-            insp.fs_type.as_str(),
-            insp.label.as_deref().unwrap_or("-"),
-            insp.uuid,
-            insp.kernel.as_deref().unwrap_or("-")
-        ),
-    );
-    let layout = insp.hvm_layout();
-    let cfg = plan_config(&insp)?;
-    rec.done(
-        "plan",
-        format!(
-            "{} of a {}-byte disk",
-            layout
-                .partitions
-                .iter()
-                .map(|p| format!(
-                    "partition {} at sector {} ({:#04x}, {} sectors)",
-                    p.number, p.start_lba, p.kind, p.sectors
-                ))
-                .collect::<Vec<_>>()
-                .join(", "),
-            layout.disk_size
-        ),
-    );
-    let out = work.join("hvm.raw");
-    let _ = std::fs::remove_file(&out);
-    let report = hvm::build(&disk.path, &layout, &cfg, &out)
-        .map_err(|e| Error::InvalidInput(format!("build the HVM disk: {e}")))?;
-    rec.done(
-        "build",
-        format!(
-            "{} bytes copied, core.img {} bytes",
-            report.bytes_copied, report.core_img_bytes
-        ),
-    );
-    let mut insp = insp;
-    // The boot configuration the guest maintains, rewritten for HVM in the copy.
-    let edits: Vec<GuestFix> = insp
-        .boot
-        .as_ref()
-        .map(|b| b.edits.iter().map(GuestFix::from_edit).collect())
-        .unwrap_or_default();
-    let mounts = insp.hvm_mounts(&layout);
-    write_files(&out, &mounts, &edits, work)
-        .map_err(|e| Error::InvalidInput(format!("rewrite the boot configuration: {e}")))?;
-    let boot = insp.boot.as_ref().map(|b| &b.config);
-    rec.done(
-        "boot-config",
-        format!(
-            "GRUB reads {} ({}: {}); {} line(s) changed in {} file(s)",
-            boot.map_or("-", |b| b.path.as_str()),
-            boot.map_or("-", |b| match b.kind {
-                bootcfg::ConfigKind::Legacy => "legacy_configfile",
-                bootcfg::ConfigKind::Grub2 => "configfile",
-            }),
-            boot.map_or("-", |b| b.rule.as_str()),
-            insp.boot_changes.len(),
-            edits.len()
-        ),
-    );
-    if journal.fix_guest {
-        let applied = fix_guest(&out, &mounts, work)?;
-        let detail = if applied.is_empty() {
-            "nothing to change".to_string()
-        } else {
-            applied.join("; ")
-        };
-        rec.done("fix-guest", detail);
-        insp.findings = applied.into_iter().map(|c| format!("fixed: {c}")).collect();
-    }
-    let problems = boot::hvm_problems(&out, Some(&cfg));
-    if !problems.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "the HVM disk would not boot: {}",
-            problems.join("; ")
-        )));
-    }
-    let mut tags = disk.tags.clone();
-    tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
-    tags.insert("amitool:source-image".into(), disk.image.image_id.clone());
-    if journal.source_kind == "instance" {
-        tags.insert("amitool:source-instance".into(), journal.source_id.clone());
-    }
-    tags.insert(inspect::DRIVERS_TAG.into(), insp.drivers.to_tag());
-    let snapshot_id = host.store_disk(&region, &out, &tags, journal).await?;
-    let _ = std::fs::remove_file(&out);
-    let written = journal.upload.as_ref().map(|u| u.blocks.len());
-    rec.done(
-        "upload",
-        match written {
-            Some(n) => format!(
-                "snapshot {snapshot_id}: {n} blocks written ({} bytes)",
-                n as u64 * 524_288
-            ),
-            None => format!("snapshot {snapshot_id}"),
-        },
-    );
-    let reg = HvmRegistration {
-        name: journal
-            .name
-            .clone()
-            .unwrap_or_else(|| default_name(&disk.image)),
-        description: disk
-            .description
-            .clone()
-            .unwrap_or_else(|| format!("HVM migration of {} by amitool", disk.image.image_id)),
-        architecture: disk
-            .image
-            .architecture
-            .clone()
-            .unwrap_or_else(|| "x86_64".into()),
-        snapshot_id: snapshot_id.clone(),
-        volume_size_gib: layout.disk_size.div_ceil(1 << 30),
-        ena_support: insp.drivers.ena,
-        tags,
-        grub_cfg: cfg,
-        drivers: insp.drivers.clone(),
-        volume_type: journal
-            .volume_type
-            .clone()
-            .or_else(|| disk.volume_type.clone()),
-    };
-    test_pause_in("register").await;
-    let image = host
-        .register_hvm(&region, &reg, &journal.migration_id)
-        .await?;
-    journal.image_id = Some(image.image_id.clone());
-    journal.save()?;
-    rec.done(
-        "register",
-        format!(
-            "{} (hvm, {}, snapshot {snapshot_id})",
-            image.image_id, reg.architecture
-        ),
-    );
-    let problems = host
-        .verify_registered(&region, &image.image_id, &reg)
-        .await?;
-    if !problems.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "the registered image {} is not what was asked: {}",
-            image.image_id,
-            problems.join("; ")
-        )));
-    }
-    rec.done("verify", "boot blocks, partition, configuration and kernel checked before upload; image attributes after");
-    Ok((disk, image, insp))
-}
-
-/// Write `files` (guest paths) into the HVM copy's filesystems, each into the mount it lies on.
-fn write_files(
-    disk: &Path,
-    mounts: &[Mount],
-    files: &[GuestFix],
-    work: &Path,
-) -> std::result::Result<(), guestfix::FixError> {
-    for f in files {
-        let Some((i, inner)) = guest::route(mounts.iter().map(|m| m.point.as_str()), &f.path)
-        else {
-            return Err(guestfix::FixError::Unmounted {
-                path: f.path.clone(),
-            });
-        };
-        let inside = GuestFix {
-            path: inner,
-            ..f.clone()
-        };
-        guestfix::apply(disk, mounts[i].offset, &[inside], work)?;
-    }
-    Ok(())
-}
-
-/// Plan and apply the guest fixes to the HVM copy's filesystems.
-fn fix_guest(disk: &Path, mounts: &[Mount], work: &Path) -> Result<Vec<String>> {
-    let Some(root) = mounts.iter().find(|m| m.point == "/") else {
-        return Ok(vec!["nothing: the root filesystem could not be read".into()]);
-    };
-    let fs =
-        Guest::open(disk, mounts).map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
-    let fixes = guestfix::plan(&fs, &root.uuid);
-    drop(fs);
-    write_files(disk, mounts, &fixes, work)
-        .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
-    Ok(fixes.into_iter().map(|f| f.description).collect())
 }

@@ -38,10 +38,13 @@ pub struct Params {
     pub migration_id: String,
     pub source: Device,
     pub target: Device,
-    pub fs_offset: u64,
-    pub fs_size: u64,
-    /// Guest fixes (convert with --fix-guest).
-    pub fixes: Vec<GuestFix>,
+    /// Source bytes copied to the target as they are.
+    pub ranges: Vec<crate::image::hvm::Range>,
+    /// Where the source's ext2/3/4 filesystems start (checked before anything is written).
+    pub filesystems: Vec<u64>,
+    /// Files written into the target: the byte offset on the target of the
+    /// filesystem each lies on, and the file (its path inside that filesystem).
+    pub fixes: Vec<(u64, GuestFix)>,
 }
 
 /// What the script's last line says.
@@ -123,15 +126,16 @@ pub fn render(p: &Params) -> Result<String> {
         check_device_path(&d.device)?;
         check_identity(&d.identity)?;
     }
-    for f in &p.fixes {
+    for (_, f) in &p.fixes {
         check_guest_path(&f.path)?;
     }
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let fixes: Vec<serde_json::Value> = p
         .fixes
         .iter()
-        .map(|f| {
+        .map(|(offset, f)| {
             serde_json::json!({
+                "offset": offset,
                 "path": f.path,
                 "content_b64": b64(&f.content),
                 "mode": format!("{:o}", 0o100000 | u32::from(f.mode.0 & 0o7777)),
@@ -149,8 +153,8 @@ pub fn render(p: &Params) -> Result<String> {
         migration_id => p.migration_id,
         source => p.source,
         target => p.target,
-        fs_offset => p.fs_offset,
-        fs_size => p.fs_size,
+        ranges => p.ranges,
+        filesystems => p.filesystems,
         fixes => fixes,
     };
     env.get_template("prepare.sh")
@@ -190,14 +194,21 @@ mod tests {
                 size: 9 << 30,
                 identity: "vol-0fedcba9876543210".into(),
             },
-            fs_offset: 0,
-            fs_size: 8 << 30,
-            fixes: vec![GuestFix {
-                path: "/etc/fstab".into(),
-                content: "UUID=x / ext4 defaults 0 1\n".into(),
-                description: "d".into(),
-                mode: (0o644, 0, 0),
+            ranges: vec![crate::image::hvm::Range {
+                src: 0,
+                len: 8 << 30,
+                dst: 1 << 20,
             }],
+            filesystems: vec![0],
+            fixes: vec![(
+                1 << 20,
+                GuestFix {
+                    path: "/etc/fstab".into(),
+                    content: "UUID=x / ext4 defaults 0 1\n".into(),
+                    description: "d".into(),
+                    mode: (0o644, 0, 0),
+                },
+            )],
         }
     }
 
@@ -210,6 +221,9 @@ mod tests {
         assert!(s.contains("SRC_SIZE=8589934592\n"));
         assert!(s.contains("DST_ID='vol-0fedcba9876543210'\n"));
         assert!(s.contains("FIX_0_PATH='/etc/fstab'\n"));
+        assert!(s.contains("FIX_0_OFFSET=1048576\n"), "{s}");
+        assert!(s.contains("RANGE_0='0 8589934592 1048576'\nRANGE_COUNT=1\n"), "{s}");
+        assert!(s.contains("FILESYSTEMS='0'\n"), "{s}");
         assert!(s.contains("FIX_COUNT=1\n"));
         assert!(s.contains("FIX_0_MODE=100644\nFIX_0_OWNER='0 0'\n"), "{s}");
         // The boot area is amitool's: the script builds no MBR and no core.img.
@@ -228,7 +242,7 @@ mod tests {
         p.target.identity = "/tmp/x'$(reboot)'".into();
         assert!(render(&p).is_err());
         let mut p = params(Mode::Convert);
-        p.fixes[0].path = "/etc/../root/x".into();
+        p.fixes[0].1.path = "/etc/../root/x".into();
         assert!(render(&p).is_err());
         let mut p = params(Mode::Check);
         p.migration_id = "mig-1; reboot".into();

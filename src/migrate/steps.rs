@@ -13,7 +13,7 @@ pub struct Step {
     pub detail: String,
 }
 
-pub(crate) struct Recorder {
+pub struct Recorder {
     pub(crate) steps: Vec<Step>,
     started: Instant,
     spinner: indicatif::ProgressBar,

@@ -324,7 +324,18 @@ pub fn local_json(state: &std::path::Path, args: &[&str]) -> serde_json::Value {
 /// with debugfs's clock fixed ([`FAKE_TIME`]) so two runs compare.
 pub fn local_migration(state: &std::path::Path, name: &str) -> Vec<u8> {
     let local = |args: &[&str]| local_json(state, args);
-    let aki = local(&["kernels", "--flavor", "hd0", "--arch", "x86_64"])[0]["kernel_id"]
+    // The PV-GRUB flavor the fixture was built for (hd00: a partitioned disk).
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir().join("manifest.json")).expect("the fixtures' manifest"),
+    )
+    .unwrap();
+    let flavor = manifest["images"]
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["name"] == name))
+        .and_then(|f| f["layout"].as_str())
+        .unwrap_or("hd0")
+        .to_string();
+    let aki = local(&["kernels", "--flavor", &flavor, "--arch", "x86_64"])[0]["kernel_id"]
         .as_str()
         .unwrap()
         .to_string();

@@ -211,8 +211,12 @@ pub async fn plan(
                     size: (size + 1) << 30,
                     identity: "vol-00000001".into(),
                 },
-                fs_offset: 0,
-                fs_size: size << 30,
+                ranges: vec![crate::image::hvm::Range {
+                    src: 0,
+                    len: size << 30,
+                    dst: 1 << 20,
+                }],
+                filesystems: vec![0],
                 fixes: vec![],
             };
             p.script = Some(script::render(&params)?);

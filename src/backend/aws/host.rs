@@ -18,7 +18,10 @@ use crate::backend::aws::transfer::{self, transfer_err};
 use crate::backend::aws::{filter, AwsBackend};
 use crate::error::{Error, Result};
 use crate::kernels::KernelName;
-use crate::migrate::{HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG};
+use crate::migrate::{
+    HelperOptions, HvmRegistration, Journal, MigrationHost, Source, SourceDisk, SourceFile,
+    MIGRATION_TAG,
+};
 use crate::model::{Image, ImageFilter};
 
 fn tag_filter(migration_id: &str) -> Filter {
@@ -174,7 +177,6 @@ impl MigrationHost for AwsBackend {
         region: &str,
         source: &Source,
         journal: &mut Journal,
-        work: &Path,
     ) -> Result<SourceDisk> {
         let (image_id, volume) = match source {
             Source::Image(id) => (id.clone(), None),
@@ -184,7 +186,7 @@ impl MigrationHost for AwsBackend {
             }
         };
         let raw = self.describe_raw(region, &image_id).await?;
-        // Refuse before anything is made or downloaded.
+        // Refuse before anything is made or read.
         let image = super::convert::migratable(region, &raw)?;
         let (ami_snapshot, volume_type) = Self::root_snapshot(&raw)?;
         let snapshot_id = match (volume, journal.temporary_snapshot.clone()) {
@@ -202,6 +204,36 @@ impl MigrationHost for AwsBackend {
         };
         journal.kms_key = self.snapshot_key(region, &snapshot_id).await?;
         journal.save()?;
+        let flavor = self.flavor_of(region, image.kernel_id.as_deref()).await;
+        let tags = raw
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+            .collect();
+        // Read where it lies, block by block (GetSnapshotBlock).
+        let disk =
+            super::blocks::SnapshotSource::open(self.ebs(region), region, &snapshot_id).await?;
+        Ok(SourceDisk {
+            description: raw.description().map(String::from),
+            tags,
+            disk: std::sync::Arc::new(disk),
+            snapshot_id: Some(snapshot_id),
+            flavor,
+            image,
+            volume_type: volume_type.map(|t| t.as_str().to_string()),
+        })
+    }
+
+    async fn source_file(
+        &self,
+        region: &str,
+        source: &SourceDisk,
+        journal: &mut Journal,
+        work: &Path,
+    ) -> Result<SourceFile> {
+        let snapshot_id = source.snapshot_id.clone().ok_or_else(|| {
+            Error::InvalidInput(format!("{} has no root snapshot", source.image.image_id))
+        })?;
         let path = work.join("source.raw");
         if journal.downloaded.as_deref() != Some(snapshot_id.as_str()) || !path.is_file() {
             let _ = std::fs::remove_file(&path);
@@ -211,20 +243,26 @@ impl MigrationHost for AwsBackend {
             journal.downloaded = Some(snapshot_id.clone());
             journal.save()?;
         }
-        let flavor = self.flavor_of(region, image.kernel_id.as_deref()).await;
-        let tags = raw
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-            .collect();
-        Ok(SourceDisk {
-            description: raw.description().map(String::from),
-            tags,
+        Ok(SourceFile {
             path,
-            flavor,
-            image,
-            volume_type: volume_type.map(|t| t.as_str().to_string()),
+            downloaded: true,
         })
+    }
+
+    fn method<'a>(
+        &'a self,
+        name: &str,
+        helper: &HelperOptions,
+    ) -> Result<Box<dyn crate::migrate::method::Method + 'a>> {
+        match name {
+            "helper" => Ok(Box::new(super::helper::Helper {
+                aws: self,
+                options: helper.clone(),
+            })),
+            other => Err(Error::InvalidInput(format!(
+                "the aws backend has no {other} method"
+            ))),
+        }
     }
 
     async fn store_disk(

@@ -10,7 +10,13 @@ use crate::backend::local::LocalBackend;
 use crate::error::Result;
 use crate::image::boot;
 use crate::kernels::KernelName;
-use crate::migrate::{HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG};
+use crate::migrate::{
+    HvmRegistration, Journal, MigrationHost, Source, SourceDisk, SourceFile, MIGRATION_TAG,
+};
+
+fn open_disk(path: &Path) -> Result<crate::image::source::Disk> {
+    crate::image::source::open_file(path).map_err(|e| crate::error::Error::io("open", path, e))
+}
 use crate::model::{Image, Virtualization};
 
 impl LocalBackend {
@@ -55,7 +61,6 @@ impl MigrationHost for LocalBackend {
         region: &str,
         source: &Source,
         journal: &mut Journal,
-        _work: &Path,
     ) -> Result<SourceDisk> {
         let (image_id, volume) = match source {
             Source::Image(id) => (id.clone(), None),
@@ -87,9 +92,24 @@ impl MigrationHost for LocalBackend {
             image: rec.image,
             description: rec.description,
             tags: rec.tags,
-            path,
+            disk: open_disk(&path)?,
+            snapshot_id: None,
             flavor,
             volume_type: None,
+        })
+    }
+
+    async fn source_file(
+        &self,
+        _region: &str,
+        source: &SourceDisk,
+        _journal: &mut Journal,
+        _work: &Path,
+    ) -> Result<SourceFile> {
+        // The state directory's own file, read where it lies.
+        Ok(SourceFile {
+            path: source.disk.name(),
+            downloaded: false,
         })
     }
 
@@ -122,7 +142,8 @@ impl MigrationHost for LocalBackend {
             image: rec.image,
             description: rec.description,
             tags: rec.tags,
-            path,
+            disk: open_disk(&path)?,
+            snapshot_id: None,
             volume_type: None,
         }))
     }

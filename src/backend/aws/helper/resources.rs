@@ -301,9 +301,28 @@ impl AwsBackend {
             .map_err(|e| transfer_err("wait for a detachment", region, e))
     }
 
-    /// Remove what a helper migration made, but the registered image and its
-    /// snapshot; with `keep_temp`, only the helper amitool launched (the
-    /// volumes and the snapshot stay, in the journal for `--cleanup`).
+    /// Tag a resource (the converted disk's snapshot gets the new image's tags).
+    pub(super) async fn tag_resource(
+        &self,
+        region: &str,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let mut req = self.ec2(region).create_tags().resources(id);
+        for (k, v) in tags.iter().filter(|(k, _)| !k.starts_with("aws:")) {
+            req = req.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(ec2_err(self, "CreateTags", region))
+    }
+
+    /// Remove what a helper migration made for the copy (the helper if
+    /// amitool launched it, the volumes and the boot area's snapshot), never
+    /// the source's temporary snapshot, the converted disk's snapshot or the
+    /// registered image; with `keep_temp`, only the helper (the volumes and
+    /// the snapshot stay, in the journal for `--cleanup`).
     pub async fn helper_cleanup(&self, journal: &mut Journal, keep_temp: bool) -> Vec<String> {
         let region = journal.region.clone();
         let mut removed = vec![];
@@ -339,13 +358,10 @@ impl AwsBackend {
                 *slot = None;
             }
         }
-        for slot in [&mut journal.temporary_snapshot, &mut journal.boot_snapshot] {
-            let Some(snap) = slot.clone().filter(|_| !keep_temp) else {
-                continue;
-            };
+        if let Some(snap) = journal.boot_snapshot.clone().filter(|_| !keep_temp) {
             if self.delete_snapshot_quietly(&region, &snap).await.is_ok() {
                 removed.push(snap);
-                *slot = None;
+                journal.boot_snapshot = None;
             }
         }
         let _ = journal.save();

@@ -1,0 +1,308 @@
+//! The migration pipeline, written once for every method: resolve the
+//! source, inspect it where it lies, plan, let the method make the HVM disk
+//! (it only moves bytes), register, verify, tidy up, with the journal's
+//! states and the findings the same whichever method ran.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::image::bootcfg;
+use crate::image::inspect::{self, Inspection};
+use crate::migrate::method::{Direct, Job, Method, Plan};
+use crate::migrate::{
+    check_name, check_source, default_name, refusal, source_of, started, test_pause_in,
+    HvmRegistration, Journal, Migration, MigrationHost, Options, Recorder, SourceDisk,
+    MIGRATION_TAG,
+};
+
+/// Run (or go on with) the migration of `journal` with its method.
+pub(crate) async fn execute(
+    host: &dyn MigrationHost,
+    mut journal: Journal,
+    opts: &Options,
+) -> Result<Migration> {
+    let region = journal.region.clone();
+    // The method is picked here, once; the pipeline below is the same for all.
+    let method: Box<dyn Method + '_> = match journal.method.as_str() {
+        "" | "direct" => Box::new(Direct(host)),
+        other => host.method(other, &opts.helper)?,
+    };
+    let work = host.work_dir(&journal.migration_id);
+    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    started(&journal);
+    let mut rec = Recorder::new();
+    let result = crate::interrupt::or_interrupted(pipeline(
+        host,
+        method.as_ref(),
+        &mut journal,
+        &work,
+        &mut rec,
+    ))
+    .await;
+    let interrupted = result.is_err() && crate::interrupt::is_interrupted();
+    if interrupted {
+        // A transfer on a blocking thread stops too before its files go.
+        crate::interrupt::settled().await;
+    }
+    journal.state = match (&result, interrupted) {
+        (Ok(_), _) => "done",
+        (Err(_), true) => "interrupted",
+        (Err(_), false) => "failed",
+    }
+    .into();
+    let finished = result.is_ok();
+    let mut removed = method.tidy(&mut journal, finished, opts.keep_temp).await;
+    // The source's temporary snapshot goes with a finished migration, and
+    // with one that stored nothing to resume from.
+    if finished || journal.upload.is_none() {
+        if let Some(snap) = journal.temporary_snapshot.clone().filter(|_| !opts.keep_temp) {
+            if host.delete_snapshot(&region, &snap).await.is_ok() {
+                journal.temporary_snapshot = None;
+                removed.push(format!("the temporary snapshot {snap}"));
+            }
+        }
+    }
+    // What is left of the work directory when the method needed none.
+    let _ = std::fs::remove_dir(&work);
+    journal.save()?;
+    let (image_id, disk, insp, fixed) = match result {
+        Ok(r) => r,
+        Err(e) => return Err(stopped(method.as_ref(), &journal, removed, e, interrupted)),
+    };
+    rec.done(
+        "cleanup",
+        if removed.is_empty() {
+            "nothing to remove".to_string()
+        } else {
+            format!("removed {}", removed.join(", "))
+        },
+    );
+    let mut findings = insp.findings.clone();
+    findings.extend(fixed.into_iter().map(|f| format!("fixed: {f}")));
+    if !insp.drivers.ena {
+        findings.push("EnaSupport not set: the kernel has no ena driver".into());
+    }
+    Ok(Migration {
+        migration_id: journal.migration_id.clone(),
+        region,
+        source_image_id: disk.image.image_id.clone(),
+        source_instance_id: (journal.source_kind == "instance").then(|| journal.source_id.clone()),
+        image_id,
+        steps: std::mem::take(&mut rec.steps),
+        findings,
+        changes: insp.boot_changes.clone(),
+        inspection: Some(insp),
+    })
+}
+
+/// A failed or interrupted migration's error: what was removed and what is
+/// kept for --resume or --cleanup, when anything is or it was Ctrl-C; a
+/// refusal that left nothing is returned as it is.
+fn stopped(
+    method: &dyn Method,
+    journal: &Journal,
+    removed: Vec<String>,
+    e: Error,
+    interrupted: bool,
+) -> Error {
+    let mut kept = method.kept(journal);
+    if let Some(s) = &journal.temporary_snapshot {
+        kept.push(format!("the temporary snapshot {s}"));
+    }
+    if kept.is_empty() && !interrupted {
+        return e;
+    }
+    kept.push(format!("its journal {}", journal.path().display()));
+    let cause = if interrupted {
+        "interrupted (Ctrl-C)".to_string()
+    } else {
+        crate::error::chain(&e)
+    };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "nothing".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    Error::MigrationInterrupted {
+        migration_id: journal.migration_id.clone(),
+        message: format!("{cause}; removed {}; kept {}", list(&removed), list(&kept)),
+        interrupted,
+    }
+}
+
+type Done = (String, SourceDisk, Inspection, Vec<String>);
+
+async fn pipeline(
+    host: &dyn MigrationHost,
+    method: &dyn Method,
+    journal: &mut Journal,
+    work: &Path,
+    rec: &mut Recorder,
+) -> Result<Done> {
+    let region = journal.region.clone();
+    let src = host
+        .source_disk(&region, &source_of(journal), journal)
+        .await?;
+    check_source(&src.image)?;
+    rec.done(
+        "snapshot",
+        format!(
+            "root disk of {}: {} ({} bytes)",
+            src.image.image_id,
+            src.disk.name().display(),
+            src.disk.len()
+        ),
+    );
+
+    // Inspected and planned where it lies, before any data moves.
+    let (disk, flavor, fix_guest) = (src.disk.clone(), src.flavor, journal.fix_guest);
+    let image_id = src.image.image_id.clone();
+    let (insp, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let insp = inspect::inspect_in(&disk, flavor)
+            .map_err(|e| Error::InvalidInput(format!("{image_id}: {e}")))?;
+        if let Some(why) = refusal(&image_id, &insp) {
+            return Err(Error::InvalidInput(why));
+        }
+        let plan = Plan::new(&disk, &insp, fix_guest)?;
+        Ok((insp, plan))
+    })
+    .await
+    .map_err(|e| Error::InvalidInput(format!("inspect: {e}")))??;
+    check_name(
+        host,
+        &region,
+        &src.image,
+        journal.name.as_deref(),
+        journal.image_id.as_deref(),
+    )
+    .await?;
+    rec.done(
+        "inspect",
+        format!(
+            "{} {} label={} uuid={}, boots {}{}",
+            insp.layout.as_str(),
+            insp.fs_type.as_str(),
+            insp.label.as_deref().unwrap_or("-"),
+            insp.uuid,
+            insp.kernel.as_deref().unwrap_or("-"),
+            src.disk
+                .blocks_read()
+                .map(|n| format!("; read in place: {n} blocks"))
+                .unwrap_or_default()
+        ),
+    );
+    rec.done(
+        "plan",
+        format!(
+            "{} of a {}-byte disk",
+            plan.layout
+                .partitions
+                .iter()
+                .map(|p| format!(
+                    "partition {} at sector {} ({:#04x}, {} sectors)",
+                    p.number, p.start_lba, p.kind, p.sectors
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            plan.layout.disk_size
+        ),
+    );
+    let boot = insp.boot.as_ref().map(|b| &b.config);
+    rec.done(
+        "boot-config",
+        format!(
+            "GRUB reads {} ({}: {}); {} line(s) to change in {} file(s)",
+            boot.map_or("-", |b| b.path.as_str()),
+            boot.map_or("-", |b| match b.kind {
+                bootcfg::ConfigKind::Legacy => "legacy_configfile",
+                bootcfg::ConfigKind::Grub2 => "configfile",
+            }),
+            boot.map_or("-", |b| b.rule.as_str()),
+            insp.boot_changes.len(),
+            insp.boot.as_ref().map_or(0, |b| b.edits.len())
+        ),
+    );
+    if journal.fix_guest {
+        rec.done(
+            "fix-guest",
+            if plan.fixed.is_empty() {
+                "nothing to change".to_string()
+            } else {
+                plan.fixed.join("; ")
+            },
+        );
+    }
+
+    let mut tags = src.tags.clone();
+    tags.retain(|k, _| !k.starts_with("aws:"));
+    tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
+    tags.insert("amitool:source-image".into(), src.image.image_id.clone());
+    if journal.source_kind == "instance" {
+        tags.insert("amitool:source-instance".into(), journal.source_id.clone());
+    }
+    tags.insert(inspect::DRIVERS_TAG.into(), insp.drivers.to_tag());
+    let job = Job {
+        source: &src,
+        plan: &plan,
+        tags: &tags,
+        work,
+    };
+    let snapshot_id = method.make_disk(&job, journal, rec).await?;
+
+    let reg = HvmRegistration {
+        name: journal
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&src.image)),
+        description: src
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("HVM migration of {} by amitool", src.image.image_id)),
+        architecture: src
+            .image
+            .architecture
+            .clone()
+            .unwrap_or_else(|| "x86_64".into()),
+        snapshot_id: snapshot_id.clone(),
+        volume_size_gib: plan.volume_gib(),
+        // Only with an ena driver: setting it on an image without one loses the network.
+        ena_support: insp.drivers.ena,
+        tags,
+        grub_cfg: plan.cfg.clone(),
+        drivers: insp.drivers.clone(),
+        volume_type: journal
+            .volume_type
+            .clone()
+            .or_else(|| src.volume_type.clone()),
+    };
+    test_pause_in("register").await;
+    let image = host
+        .register_hvm(&region, &reg, &journal.migration_id)
+        .await?;
+    journal.image_id = Some(image.image_id.clone());
+    journal.save()?;
+    rec.done(
+        "register",
+        format!(
+            "{} (hvm, {}, snapshot {snapshot_id})",
+            image.image_id, reg.architecture
+        ),
+    );
+    let problems = host
+        .verify_registered(&region, &image.image_id, &reg)
+        .await?;
+    if !problems.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "the registered image {} is not what was asked: {}",
+            image.image_id,
+            problems.join("; ")
+        )));
+    }
+    rec.done(
+        "verify",
+        "the image's attributes (hvm, architecture, root device and snapshot, no kernel, EnaSupport) as asked",
+    );
+    Ok((image.image_id, src, insp, plan.fixed))
+}
