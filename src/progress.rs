@@ -53,17 +53,155 @@ pub fn show_steps(policy: ProgressPolicy) {
     STEPS_SHOWN.store(policy.enabled, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Every bar of a run draws through one MultiProgress, so a transfer's bar
+/// and the steps' spinner share the terminal instead of overwriting each other.
+fn multi() -> &'static indicatif::MultiProgress {
+    static MULTI: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    MULTI.get_or_init(indicatif::MultiProgress::new)
+}
+
 /// A spinner that prints one line per finished step with its elapsed time;
 /// hidden when steps are not shown.
 pub fn step_spinner() -> ProgressBar {
     if !STEPS_SHOWN.load(std::sync::atomic::Ordering::Relaxed) {
         return ProgressBar::hidden();
     }
-    let pb = ProgressBar::new_spinner();
+    let pb = multi().add(ProgressBar::new_spinner());
     pb.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("static template"),
     );
     pb.set_message("working");
     pb.enable_steady_tick(Duration::from_millis(120));
     pb
+}
+
+/// The bytes in one EBS block: transfers count blocks.
+const BLOCK: u64 = 512 * 1024;
+/// How often a transfer says how far it got when stderr is not a terminal
+/// (every 5 s; AMITOOL_TEST_PROGRESS_EVERY_MS, a test hook, shortens it).
+fn plain_every() -> Duration {
+    std::env::var("AMITOOL_TEST_PROGRESS_EVERY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(5), Duration::from_millis)
+}
+
+/// A transfer's progress, counted in 512 KiB blocks: on a terminal a bar
+/// with the bytes and blocks done, the rate and the time left; without one
+/// (cron, CI) a plain line every few seconds; nothing with `--no-progress`.
+/// The bar is handed to whatever moves the blocks (coldsnap takes it as is).
+pub struct Transfer {
+    bar: ProgressBar,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    plain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Transfer {
+    /// `what` names the transfer ("download snap-…"); `blocks` is its length when known.
+    pub fn new(what: &str, blocks: Option<u64>) -> Transfer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shown = STEPS_SHOWN.load(std::sync::atomic::Ordering::Relaxed);
+        let bar =
+            if shown {
+                let pb = multi().add(ProgressBar::new(blocks.unwrap_or(0)));
+                pb.set_style(
+                ProgressStyle::with_template(
+                    "{msg} {done} of {total} ({pos}/{len} blocks) {rate} ETA {eta} [{wide_bar}]",
+                )
+                .expect("static template")
+                .with_key("done", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", indicatif::HumanBytes(s.pos() * BLOCK));
+                })
+                .with_key("total", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(
+                        w,
+                        "{}",
+                        indicatif::HumanBytes(s.len().unwrap_or(0) * BLOCK)
+                    );
+                })
+                .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(
+                        w,
+                        "{}/s",
+                        indicatif::HumanBytes((s.per_sec() * BLOCK as f64) as u64)
+                    );
+                })
+                .progress_chars("=> "),
+            );
+                pb.set_message(what.to_string());
+                pb.enable_steady_tick(Duration::from_millis(200));
+                pb
+            } else {
+                // Hidden, but it still counts: the plain lines read it.
+                let pb = ProgressBar::hidden();
+                pb.set_length(blocks.unwrap_or(0));
+                pb
+            };
+        let plain = (!shown && notes_shown()).then(|| {
+            let (bar, stop, what) = (bar.clone(), stop.clone(), what.to_string());
+            std::thread::spawn(move || {
+                let (mut last, every) = (std::time::Instant::now(), plain_every());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(every.min(Duration::from_millis(100)));
+                    if last.elapsed() >= every {
+                        last = std::time::Instant::now();
+                        eprintln!("amitool: {what}: {}", plain_line(&bar));
+                    }
+                }
+            })
+        });
+        Transfer { bar, stop, plain }
+    }
+
+    /// The bar to count on.
+    pub fn bar(&self) -> ProgressBar {
+        self.bar.clone()
+    }
+}
+
+/// `120 MiB of 1 GiB (240/2048 blocks), 12 MiB/s, ETA 1m 30s`.
+fn plain_line(bar: &ProgressBar) -> String {
+    let (pos, len) = (bar.position(), bar.length().unwrap_or(0));
+    let rate = bar.per_sec() * BLOCK as f64;
+    let eta = if rate > 0.0 && len > pos {
+        format!(
+            ", ETA {}",
+            indicatif::HumanDuration(Duration::from_secs_f64(
+                (len - pos) as f64 * BLOCK as f64 / rate
+            ))
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{} of {} ({pos}/{len} blocks), {}/s{eta}",
+        indicatif::HumanBytes(pos * BLOCK),
+        indicatif::HumanBytes(len * BLOCK),
+        indicatif::HumanBytes(rate as u64)
+    )
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.plain.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_line_says_bytes_blocks_and_what_is_left() {
+        let pb = ProgressBar::hidden();
+        pb.set_length(2048);
+        pb.set_position(240);
+        let line = plain_line(&pb);
+        assert!(line.contains(" MiB of 1"), "{line}");
+        assert!(line.contains("(240/2048 blocks), "), "{line}");
+    }
 }

@@ -686,3 +686,52 @@ fn inspect_reads_the_snapshot_in_place_like_the_local_backend() {
     assert!(read > 0 && read < data, "{read} blocks read of {data}");
     assert_eq!(here["blocks_read"], Value::Null);
 }
+
+/// Without a terminal (cron, CI) the download and the upload say how far they
+/// got in plain lines (every 5 s; the test hook makes it every few ms): bytes,
+/// blocks, rate; nothing of it with --no-progress.
+#[test]
+fn transfers_print_plain_progress_lines_when_not_on_a_terminal() {
+    let env = Env::new();
+    let ami = env.import("multi-default1");
+    let out = env
+        .with_progress(&[
+            "migrate",
+            "--ami",
+            &ami,
+            "--name",
+            &format!("progress-{}", env.unique()),
+        ])
+        .env("AMITOOL_TEST_PROGRESS_EVERY_MS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for what in ["download snap-", "upload snap-"] {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("amitool: {what}")))
+            .unwrap_or_else(|| panic!("no {what} progress line in\n{err}"));
+        assert!(
+            line.contains(" blocks), ") && line.contains("/s") && line.contains(" of "),
+            "{line}"
+        );
+    }
+    let quiet = env
+        .cmd(&[
+            "migrate",
+            "--ami",
+            &ami,
+            "--name",
+            &format!("quiet-{}", env.unique()),
+        ])
+        .env("AMITOOL_TEST_PROGRESS_EVERY_MS", "1")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}

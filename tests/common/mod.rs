@@ -424,6 +424,13 @@ impl Migrations {
     }
 
     pub fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = self.with_progress(&["--no-progress"]);
+        c.args(args);
+        c
+    }
+
+    /// The command as a person would run it, progress notes included.
+    pub fn with_progress(&self, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"));
         c.env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -432,7 +439,6 @@ impl Migrations {
             .env("AMITOOL_JOURNAL_DIR", self.path("journal"))
             .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
             .env("AMITOOL_WORK_DIR", self.path("work"))
-            .arg("--no-progress")
             .args(args);
         c
     }

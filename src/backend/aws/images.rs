@@ -150,13 +150,15 @@ impl AwsBackend {
             .key("amitool:import")
             .value(&name)
             .build()];
+        let progress =
+            crate::progress::Transfer::new(&format!("upload {}", req.file.display()), None);
         let snapshot_id = coldsnap::SnapshotUploader::new(self.ebs(region))
             .upload_from_file(
                 &req.file,
                 None,
                 Some(&description),
                 Some(tags),
-                None,
+                Some(progress.bar()),
                 Some(coldsnap::UploadZeroBlocks::Omit),
                 None,
                 None,
@@ -164,6 +166,7 @@ impl AwsBackend {
             )
             .await
             .map_err(|e| transfer_err("upload the image", region, e))?;
+        drop(progress);
         let registered = async {
             self.wait_snapshot(region, &snapshot_id).await?;
             let root = if pv { "/dev/sda1" } else { "/dev/xvda" };

@@ -56,13 +56,15 @@ pub async fn download(
     };
     // Counted before the thread starts, so a Ctrl-C cleanup waits for it to stop.
     let busy = crate::interrupt::Busy::start();
+    let progress = crate::progress::Transfer::new(&format!("download {snapshot_id}"), None);
+    let bar = progress.bar();
     let joined = tokio::task::spawn_blocking(move || {
         let _busy = busy;
         handle.block_on(async move {
             let work = async {
                 crate::migrate::test_pause_in("download").await;
                 coldsnap::SnapshotDownloader::new(ebs)
-                    .download_to_file(&snap, &dest, None, Some(checkpoint), None)
+                    .download_to_file(&snap, &dest, Some(bar), Some(checkpoint), None)
                     .await
                     .map_err(|e| crate::error::chain(&e))
             };
@@ -290,6 +292,11 @@ pub async fn upload_journaled(
         .filter(|b| !done.contains(b))
         .collect();
     let mut stats = UploadStats::default();
+    let progress = crate::progress::Transfer::new(
+        &format!("upload {snapshot_id}"),
+        Some((done.len() + todo.len()) as u64),
+    );
+    progress.bar().set_position(done.len() as u64);
     test_pause(done.len());
     for batch in todo.chunks(UPLOAD_CONCURRENCY) {
         let results: Vec<Result<Option<i32>>> = stream::iter(batch.iter().copied())
@@ -314,6 +321,7 @@ pub async fn upload_journaled(
         for r in results {
             match r {
                 Ok(Some(i)) => {
+                    progress.bar().inc(1);
                     upload.blocks.insert(i);
                     stats.blocks_written += 1;
                     stats.bytes_sent += BLOCK;
