@@ -699,7 +699,9 @@ async fn register_failing_keeps_the_converted_snapshot_for_resume() {
     assert!(
         err.contains("RegisterImage")
             && err.contains("removed i-")
-            && err.contains(&format!("kept the upload snapshot {kept} of the converted disk"))
+            && err.contains(&format!(
+                "kept the upload snapshot {kept} of the converted disk"
+            ))
             && err.contains(&format!("--resume {mid}")),
         "{err}"
     );

@@ -449,3 +449,33 @@ fn a_missing_profile_and_a_huge_argument() {
         assert!(r.stderr.len() < 3000, "{} bytes echoed", r.stderr.len());
     }
 }
+
+/// `--output text`: one record a line, tab-separated, no header, the same
+/// records as JSON, every line with every column (for grep, cut, awk).
+#[test]
+fn text_output_is_tab_separated_records_without_a_header() {
+    let args = [
+        "compat",
+        "--offline",
+        "--virtualization",
+        "pv",
+        "--region",
+        "us-east-1",
+    ];
+    let records = ok(&[&args[..], &["--output", "json"]].concat()).json();
+    let text = ok(&[&args[..], &["--output", "text"]].concat()).stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), records.as_array().unwrap().len(), "{text}");
+    let columns = lines[0].split('\t').count();
+    assert!(columns > 2, "{text}");
+    for l in &lines {
+        assert_eq!(l.split('\t').count(), columns, "{l:?}");
+        assert!(!l.contains("  "), "no padding: {l:?}");
+    }
+    let first = records[0]["instance_type"].as_str().unwrap();
+    assert!(
+        lines.iter().any(|l| l.split('\t').any(|c| c == first)),
+        "{first} in\n{text}"
+    );
+    assert!(!text.contains("INSTANCE"), "no header: {text}");
+}

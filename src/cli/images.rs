@@ -65,7 +65,7 @@ pub async fn import(ctx: &Context, a: ImportArgs) -> Result<u8> {
         .await?;
     match ctx.format() {
         Format::Json => output::emit(&output::json(&image)),
-        Format::Table => output::emit(&output::table(std::slice::from_ref(&image))),
+        f => output::emit(&output::rows(std::slice::from_ref(&image), f)),
     }
     Ok(0)
 }
@@ -219,31 +219,39 @@ pub async fn inspect_image(ctx: &Context, a: InspectArgs) -> Result<u8> {
     };
     match ctx.format() {
         Format::Json => output::emit(&output::json(&report)),
-        Format::Table => {
-            output::emit(&output::table(std::slice::from_ref(&report.inspection)));
+        f => {
+            let line =
+                |label: &str, value: String| output::emit(&output::labelled(f, label, &value));
+            output::emit(&output::rows(std::slice::from_ref(&report.inspection), f));
             if let Some(b) = &report.inspection.boot {
-                output::emit(&format!(
-                    "boot: GRUB will read {} ({}) because {}",
-                    b.config.path,
-                    match b.config.kind {
-                        crate::image::bootcfg::ConfigKind::Legacy => "legacy_configfile",
-                        crate::image::bootcfg::ConfigKind::Grub2 => "configfile",
-                    },
-                    b.config.rule
-                ));
+                line(
+                    "boot",
+                    format!(
+                        "GRUB will read {} ({}) because {}",
+                        b.config.path,
+                        match b.config.kind {
+                            crate::image::bootcfg::ConfigKind::Legacy => "legacy_configfile",
+                            crate::image::bootcfg::ConfigKind::Grub2 => "configfile",
+                        },
+                        b.config.rule
+                    ),
+                );
             }
             for c in &report.inspection.boot_changes {
-                output::emit(&format!(
-                    "change: {} line {}: {:?} -> {:?}",
-                    c.file, c.line, c.before, c.after
-                ));
+                line(
+                    "change",
+                    format!(
+                        "{} line {}: {:?} -> {:?}",
+                        c.file, c.line, c.before, c.after
+                    ),
+                );
             }
             for f in &report.inspection.findings {
-                output::emit(&format!("finding: {f}"));
+                line("finding", f.clone());
             }
-            output::emit(&format!("runs on (as HVM): {}", report.runs_on.join(", ")));
+            line("runs on (as HVM)", report.runs_on.join(", "));
             if let Some(n) = report.blocks_read {
-                output::emit(&format!("read in place: {n} blocks of 512 KiB"));
+                line("read in place", format!("{n} blocks of 512 KiB"));
             }
         }
     }

@@ -105,15 +105,22 @@ fn host(ctx: &Context) -> Result<&dyn MigrationHost> {
 fn print(ctx: &Context, m: &Migration) {
     match ctx.format() {
         Format::Json => output::emit(&output::json(m)),
-        Format::Table => {
-            output::emit(&output::table(&m.steps));
-            for f in &m.findings {
-                output::emit(&format!("finding: {f}"));
+        f => {
+            output::emit(&output::rows(&m.steps, f));
+            for finding in &m.findings {
+                output::emit(&output::labelled(f, "finding", finding));
             }
-            output::emit(&format!(
+            let result = format!(
                 "{} → {} ({}, {})",
                 m.source_image_id, m.image_id, m.region, m.migration_id
-            ));
+            );
+            match f {
+                Format::Text => output::emit(&format!(
+                    "migrated\t{}\t{}\t{}\t{}",
+                    m.source_image_id, m.image_id, m.region, m.migration_id
+                )),
+                _ => output::emit(&result),
+            }
         }
     }
 }
@@ -276,7 +283,7 @@ async fn dry_run(ctx: &Context, a: &MigrateArgs, sources: &[Source]) -> Result<u
     match ctx.format() {
         Format::Json if plans.len() == 1 => output::emit(&output::json(&plans[0])),
         Format::Json => output::emit(&output::json(&plans)),
-        Format::Table => {
+        Format::Table | Format::Text => {
             for plan in &plans {
                 match plan {
                     DryRun::Preview(p) => print_preview(p),
@@ -363,7 +370,7 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
             Format::Json => output::emit(&output::json(
                 &serde_json::json!({ "migration_id": id, "removed": removed }),
             )),
-            Format::Table => output::emit(&format!(
+            Format::Table | Format::Text => output::emit(&format!(
                 "{id}: removed {}",
                 if removed.is_empty() {
                     "nothing".into()

@@ -60,6 +60,7 @@ pub struct GlobalArgs {
     /// Send AWS requests here (LocalStack: http://127.0.0.1:4566). AWS_ENDPOINT_URL works too.
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
+    /// table (for people), json (for scripts), text (tab-separated, no header).
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
     /// No progress bars.

@@ -137,7 +137,9 @@ pub async fn migrations(ctx: &Context, a: MigrationsArgs) -> Result<u8> {
                 Format::Json => output::emit(&output::json(
                     &serde_json::json!({"removed": j.path().display().to_string()}),
                 )),
-                Format::Table => output::emit(&format!("removed {}", j.path().display())),
+                Format::Table | Format::Text => {
+                    output::emit(&format!("removed {}", j.path().display()))
+                }
             }
             Ok(0)
         }

@@ -95,10 +95,11 @@ impl Plan {
         self.files
             .iter()
             .map(|f| {
-                let (i, inner) = guest::route(self.mounts.iter().map(|m| m.point.as_str()), &f.path)
-                    .ok_or_else(|| guestfix::FixError::Unmounted {
-                        path: f.path.clone(),
-                    })?;
+                let (i, inner) =
+                    guest::route(self.mounts.iter().map(|m| m.point.as_str()), &f.path)
+                        .ok_or_else(|| guestfix::FixError::Unmounted {
+                            path: f.path.clone(),
+                        })?;
                 Ok((
                     self.mounts[i].offset,
                     GuestFix {

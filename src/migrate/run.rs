@@ -55,7 +55,11 @@ pub(crate) async fn execute(
     // The source's temporary snapshot goes with a finished migration, and
     // with one that stored nothing to resume from.
     if finished || journal.upload.is_none() {
-        if let Some(snap) = journal.temporary_snapshot.clone().filter(|_| !opts.keep_temp) {
+        if let Some(snap) = journal
+            .temporary_snapshot
+            .clone()
+            .filter(|_| !opts.keep_temp)
+        {
             if host.delete_snapshot(&region, &snap).await.is_ok() {
                 journal.temporary_snapshot = None;
                 removed.push(format!("the temporary snapshot {snap}"));

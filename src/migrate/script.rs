@@ -222,7 +222,10 @@ mod tests {
         assert!(s.contains("DST_ID='vol-0fedcba9876543210'\n"));
         assert!(s.contains("FIX_0_PATH='/etc/fstab'\n"));
         assert!(s.contains("FIX_0_OFFSET=1048576\n"), "{s}");
-        assert!(s.contains("RANGE_0='0 8589934592 1048576'\nRANGE_COUNT=1\n"), "{s}");
+        assert!(
+            s.contains("RANGE_0='0 8589934592 1048576'\nRANGE_COUNT=1\n"),
+            "{s}"
+        );
         assert!(s.contains("FILESYSTEMS='0'\n"), "{s}");
         assert!(s.contains("FIX_COUNT=1\n"));
         assert!(s.contains("FIX_0_MODE=100644\nFIX_0_OWNER='0 0'\n"), "{s}");

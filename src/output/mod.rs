@@ -5,9 +5,13 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
+    /// Columns for people (fitted to the terminal; never wrapped in a pipe).
     #[default]
     Table,
+    /// JSON, stable for scripts.
     Json,
+    /// Tab-separated, one record a line, no header (for grep, cut, awk).
+    Text,
 }
 
 /// A result that can be shown as rows of a table.
@@ -141,20 +145,66 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("amitool's output types serialize")
 }
 
+/// One record a line, its cells separated by tabs, no header, as the AWS
+/// CLI's text output: a tab or a line break inside a cell becomes a space,
+/// and an empty cell a dash, so every line has every column.
+pub fn text<T: Tabular>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| {
+            i.row()
+                .iter()
+                .map(|c| {
+                    let c: String = c
+                        .chars()
+                        .map(|ch| {
+                            if ch == '\t' || ch == '\n' || ch == '\r' {
+                                ' '
+                            } else {
+                                ch
+                            }
+                        })
+                        .collect();
+                    if c.trim().is_empty() {
+                        "-".to_string()
+                    } else {
+                        c
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One labelled line beside a table: `label: value`, or `label<TAB>value` as text.
+pub fn labelled(format: Format, label: &str, value: &str) -> String {
+    match format {
+        Format::Text => format!("{label}\t{}", value.replace(['\t', '\n'], " ")),
+        _ => format!("{label}: {value}"),
+    }
+}
+
+/// Rows for people (a table) or for scripts (text); JSON is rendered whole elsewhere.
+pub fn rows<T: Tabular>(items: &[T], format: Format) -> String {
+    match format {
+        Format::Text => text(items),
+        _ => table(items),
+    }
+}
+
 /// Render a list in the chosen format.
 pub fn render<T: Serialize + Tabular>(items: &[T], format: Format) -> String {
     match format {
         Format::Json => json(items),
-        Format::Table => table(items),
+        Format::Table | Format::Text => rows(items, format),
     }
 }
 
 /// Render one result (a verdict, a match) in the chosen format.
 pub fn render_one<T: Serialize + Tabular>(item: &T, format: Format) -> String {
-    match format {
-        Format::Json => json(item),
-        Format::Table => table(std::slice::from_ref(item)),
-    }
+    render(std::slice::from_ref(item), format)
 }
 
 /// `None` as a dash, for table cells.
@@ -199,6 +249,22 @@ mod tests {
 
     const LONG: &str =
         "the default entry boots /boot/vmlinuz-6.1.0-99-amd64, which is not in the filesystem";
+
+    #[test]
+    fn text_is_one_tab_separated_line_per_record() {
+        let out = text(&[
+            Row("ami-0123456789abcdef0", "a name", "two\nlines\tand a tab"),
+            Row("ami-0fedcba9876543210", "", LONG),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(
+            lines[0],
+            "ami-0123456789abcdef0\ta name\ttwo lines and a tab"
+        );
+        assert_eq!(lines[1].split('\t').collect::<Vec<_>>()[1], "-");
+        assert!(!out.contains("IMAGE"), "no header: {out}");
+    }
 
     #[test]
     fn a_pipe_never_wraps() {

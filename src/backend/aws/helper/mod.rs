@@ -112,7 +112,10 @@ impl Method for Helper<'_> {
         let region = journal.region.clone();
         let plan = job.plan;
         let snapshot = job.source.snapshot_id.clone().ok_or_else(|| {
-            Error::InvalidInput(format!("{} has no root snapshot", job.source.image.image_id))
+            Error::InvalidInput(format!(
+                "{} has no root snapshot",
+                job.source.image.image_id
+            ))
         })?;
         let (src_gib, dst_gib) = (job.source.disk.len().div_ceil(GIB), plan.volume_gib());
         let vtype = job
@@ -181,7 +184,9 @@ impl Method for Helper<'_> {
         aws.attach(&region, &dst_vol, &instance, "/dev/sdg").await?;
         rec.done(
             "volumes",
-            format!("{src_vol} (source) on /dev/sdf, {dst_vol} (target, {dst_gib} GiB) on /dev/sdg"),
+            format!(
+                "{src_vol} (source) on /dev/sdf, {dst_vol} (target, {dst_gib} GiB) on /dev/sdg"
+            ),
         );
 
         let layout = &plan.layout;
@@ -248,7 +253,8 @@ impl Method for Helper<'_> {
                 snap
             }
         };
-        aws.tag_resource(&region, &target_snapshot, job.tags).await?;
+        aws.tag_resource(&region, &target_snapshot, job.tags)
+            .await?;
         rec.done("snapshot target", target_snapshot.clone());
         Ok(target_snapshot)
     }
