@@ -42,10 +42,11 @@ fn strip_device(path: &str) -> (Option<&str>, &str) {
     (None, path)
 }
 
-/// `key value` or `key=value`, as GRUB legacy accepts both.
+/// `key value` or `key=value`, as GRUB legacy accepts both (its separators
+/// are ASCII: a space, a tab or `=`; other Unicode spaces are part of a word).
 fn split_command(line: &str) -> (&str, &str) {
     let line = line.trim();
-    match line.find(|c: char| c.is_whitespace() || c == '=') {
+    match line.find(|c: char| c.is_ascii_whitespace() || c == '=') {
         Some(i) => (&line[..i], line[i + 1..].trim()),
         None => (line, ""),
     }
