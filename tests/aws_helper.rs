@@ -15,6 +15,10 @@ use serde_json::Value;
 
 mod common;
 
+/// The instance profile LocalStack's stand-in agent hook seeds
+/// (localstack/hooks/30_amitool_ssm.py): amitool launches no helper without one.
+const HELPER_PROFILE: &str = "amitool-helper-ssm";
+
 /// The tests of this file count and create EC2 resources: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -295,7 +299,15 @@ async fn helper_migrates_a_pv_ami_that_then_boots() {
         .await
         .unwrap();
     let before = describe(&ami).await;
-    let m = env.json(&["migrate", "--method", "helper", "--ami", &ami]);
+    let m = env.json(&[
+        "migrate",
+        "--method",
+        "helper",
+        "--helper-profile",
+        HELPER_PROFILE,
+        "--ami",
+        &ami,
+    ]);
     let hvm = m["image_id"].as_str().unwrap().to_string();
     let mid = m["migration_id"].as_str().unwrap().to_string();
     let steps: Vec<&str> = m["steps"]
@@ -426,6 +438,8 @@ async fn helper_migrates_a_pv_instance_and_removes_its_root_snapshot() {
         "migrate",
         "--method",
         "helper",
+        "--helper-profile",
+        HELPER_PROFILE,
         "--instance",
         &source,
         "--volume-type",
@@ -469,7 +483,15 @@ async fn a_source_no_method_can_migrate_is_refused_before_the_helper_starts() {
     // Seeded by the LocalStack hook: a PV AMI whose snapshot holds no bytes.
     let ami = "ami-487d6534000000101";
     let before = describe(ami).await;
-    let out = env.run(&["migrate", "--method", "helper", "--ami", ami]);
+    let out = env.run(&[
+        "migrate",
+        "--method",
+        "helper",
+        "--helper-profile",
+        HELPER_PROFILE,
+        "--ami",
+        ami,
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     // Read where it lies before anything is launched: LocalStack's EBS does
     // not know this seeded snapshot (EC2 alone holds it), so the read fails
@@ -509,7 +531,15 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     ] {
         let name = format!("crash-{}-{}", step.replace(' ', "-"), env.unique());
         let mid = env.kill_after_step(
-            &["migrate", "--method", "helper", "--ami", &ami],
+            &[
+                "migrate",
+                "--method",
+                "helper",
+                "--helper-profile",
+                HELPER_PROFILE,
+                "--ami",
+                &ami,
+            ],
             &name,
             step,
         );
@@ -525,7 +555,15 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     // And --cleanup instead of --resume removes everything.
     let name = format!("crash-cleanup-{}", env.unique());
     let mid = env.kill_after_step(
-        &["migrate", "--method", "helper", "--ami", &ami],
+        &[
+            "migrate",
+            "--method",
+            "helper",
+            "--helper-profile",
+            HELPER_PROFILE,
+            "--ami",
+            &ami,
+        ],
         &name,
         "convert",
     );
@@ -554,6 +592,8 @@ fn helper_needs_the_aws_backend() {
         "migrate",
         "--method",
         "helper",
+        "--helper-profile",
+        HELPER_PROFILE,
         "--ami",
         "ami-0123456789abcdef0",
     ]);
@@ -589,6 +629,8 @@ async fn dry_run_plans_asks_ec2_and_creates_nothing() {
         "--dry-run",
         "--method",
         "helper",
+        "--helper-profile",
+        HELPER_PROFILE,
         "--ami",
         "ami-487d6534000000101",
         "--output",
@@ -629,7 +671,15 @@ async fn ctrl_c_cleans_up_what_the_run_made_and_resume_finishes() {
     let name = format!("ctrl-c-{}", env.unique());
     let (code, said) = env.ctrl_c_after_step(
         &[
-            "migrate", "--method", "helper", "--ami", &ami, "--name", &name,
+            "migrate",
+            "--method",
+            "helper",
+            "--helper-profile",
+            HELPER_PROFILE,
+            "--ami",
+            &ami,
+            "--name",
+            &name,
         ],
         "convert",
     );
@@ -666,7 +716,15 @@ async fn register_failing_keeps_the_converted_snapshot_for_resume() {
     let go = env.path("go");
     let mut child = env
         .cmd(&[
-            "migrate", "--method", "helper", "--ami", &ami, "--name", &taken,
+            "migrate",
+            "--method",
+            "helper",
+            "--helper-profile",
+            HELPER_PROFILE,
+            "--ami",
+            &ami,
+            "--name",
+            &taken,
         ])
         .env("AMITOOL_TEST_PAUSE_IN", "register")
         .env("AMITOOL_TEST_CONTINUE_FILE", &go)
@@ -752,15 +810,21 @@ async fn both_methods_migrate_a_separate_boot_and_lvm_root_to_the_local_bytes() 
         common::local_migration(state.path(), name)
     };
     for method in ["helper", "direct"] {
-        let m = env.json(&[
-            "migrate",
-            "--method",
-            method,
-            "--ami",
-            &ami,
-            "--name",
-            &format!("{name}-{method}-{}", env.unique()),
-        ]);
+        let profile: &[&str] = if method == "helper" {
+            &["--helper-profile", HELPER_PROFILE]
+        } else {
+            &[]
+        };
+        let named = format!("{name}-{method}-{}", env.unique());
+        let m = env.json(
+            &[
+                &[
+                    "migrate", "--method", method, "--ami", &ami, "--name", &named,
+                ][..],
+                profile,
+            ]
+            .concat(),
+        );
         let hvm = m["image_id"].as_str().unwrap().to_string();
         let disk = std::fs::read(export(&env, &hvm, &format!("{method}.img"))).unwrap();
         assert!(disk.len() >= local.len(), "{method}: {} bytes", disk.len());
@@ -775,6 +839,52 @@ async fn both_methods_migrate_a_separate_boot_and_lvm_root_to_the_local_bytes() 
         assert!(
             disk[local.len()..].iter().all(|&b| b == 0),
             "{method}: bytes past the local disk's end"
+        );
+    }
+}
+
+/// A helper to launch needs an instance profile (its SSM agent cannot
+/// register without one), and EC2 must accept the launch as asked: both are
+/// refused before anything is made, on one line, the profile or subnet named.
+#[tokio::test]
+async fn a_helper_that_could_not_register_is_refused_before_anything_is_made() {
+    let env = Env::new();
+    let ami = env.import("menulst-noroot");
+    for (extra, says) in [
+        (vec![], "needs --helper-profile"),
+        (
+            vec!["--helper-profile", "no-such-profile"],
+            "EC2 would not launch the helper",
+        ),
+        (
+            vec![
+                "--helper-profile",
+                HELPER_PROFILE,
+                "--helper-subnet",
+                "subnet-0123456789abcdef0",
+            ],
+            "no such subnet subnet-0123456789abcdef0",
+        ),
+    ] {
+        let args = [
+            &["migrate", "--method", "helper", "--ami", &ami][..],
+            &extra,
+        ]
+        .concat();
+        let out = env.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{extra:?}: {err}");
+    }
+    let journals = env.journals("source_id", &ami);
+    assert_eq!(journals.len(), 3);
+    for j in journals {
+        let mid = j["migration_id"].as_str().unwrap().to_string();
+        let (live, vols, snaps, helpers) = leftovers(&mid).await;
+        assert!(
+            live.is_empty() && vols.is_empty() && snaps.is_empty() && helpers.is_empty(),
+            "{mid}: {live:?} {vols:?} {snaps:?} {helpers:?}"
         );
     }
 }

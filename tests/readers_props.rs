@@ -174,7 +174,11 @@ fn menu_text() -> impl Strategy<Value = String> {
                 (0..n)
                     .map(|w| WORDS[r[l * 9 + 1 + w.min(7)] as usize % WORDS.len()])
                     .collect::<Vec<_>>()
-                    .join(if r[l * 9 + 1].is_multiple_of(3) { "\t" } else { " " })
+                    .join(if r[l * 9 + 1].is_multiple_of(3) {
+                        "\t"
+                    } else {
+                        " "
+                    })
             })
             .collect::<Vec<_>>()
             .join("\n")

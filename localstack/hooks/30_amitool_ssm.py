@@ -123,3 +123,22 @@ def _get_invocation(self, instance_id, plugin_name):
 
 ssm_models.Command.__init__ = _init
 ssm_models.Command.get_invocation = _get_invocation
+
+
+# The instance profile a launched helper needs (its SSM agent registers with
+# it on AWS): amitool refuses to launch a helper without one, and EC2 (moto
+# here) refuses a profile IAM does not have, so the tests' profile exists.
+HELPER_PROFILE = "amitool-helper-ssm"
+
+
+def _seed_helper_profile():
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends["000000000000"]["global"]
+    if not iam.instance_profiles.get(HELPER_PROFILE) and HELPER_PROFILE not in {
+        p.name for p in iam.instance_profiles.values()
+    }:
+        iam.create_instance_profile(HELPER_PROFILE, "/", [])
+
+
+_seed_helper_profile()

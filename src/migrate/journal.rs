@@ -34,6 +34,10 @@ pub struct Journal {
     pub helper_instance: Option<String>,
     #[serde(default)]
     pub helper_launched: bool,
+    /// The helper choices of the first run (--helper-instance, -subnet,
+    /// -profile, -type): a resume goes on with them.
+    #[serde(default)]
+    pub helper_options: Option<crate::migrate::HelperOptions>,
     /// Volumes this migration created in the helper's zone.
     #[serde(default)]
     pub source_volume: Option<String>,

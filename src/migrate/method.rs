@@ -22,7 +22,7 @@ use crate::migrate::journal::Journal;
 use crate::migrate::{plan_config, MigrationHost, Recorder, SourceDisk};
 
 /// `--method helper`'s choices (the AWS backend's helper instance).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HelperOptions {
     pub instance: Option<String>,
     pub subnet: Option<String>,
@@ -125,6 +125,11 @@ pub struct Job<'a> {
 /// A way of making the planned HVM disk: it only moves bytes.
 #[async_trait]
 pub trait Method: Send + Sync {
+    /// What this method can check before anything is made or moved (the
+    /// helper: that it exists or could be launched).
+    async fn check(&self, _journal: &Journal) -> Result<()> {
+        Ok(())
+    }
     /// Make the disk and store it as a snapshot, recording the steps; the snapshot's id.
     async fn make_disk(
         &self,

@@ -22,10 +22,20 @@ pub(crate) async fn execute(
     opts: &Options,
 ) -> Result<Migration> {
     let region = journal.region.clone();
+    // A resume goes on with the first run's helper choices.
+    let helper = match (&journal.helper_options, journal.method.as_str()) {
+        (Some(first), _) => first.clone(),
+        (None, "helper") => {
+            journal.helper_options = Some(opts.helper.clone());
+            journal.save()?;
+            opts.helper.clone()
+        }
+        (None, _) => opts.helper.clone(),
+    };
     // The method is picked here, once; the pipeline below is the same for all.
     let method: Box<dyn Method + '_> = match journal.method.as_str() {
         "" | "direct" => Box::new(Direct(host)),
-        other => host.method(other, &opts.helper)?,
+        other => host.method(other, &helper)?,
     };
     let work = host.work_dir(&journal.migration_id);
     std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
@@ -146,6 +156,7 @@ async fn pipeline(
     rec: &mut Recorder,
 ) -> Result<Done> {
     let region = journal.region.clone();
+    method.check(journal).await?;
     let src = host
         .source_disk(&region, &source_of(journal), journal)
         .await?;

@@ -204,7 +204,10 @@ pub fn render<T: Serialize + Tabular>(items: &[T], format: Format) -> String {
 
 /// Render one result (a verdict, a match) in the chosen format.
 pub fn render_one<T: Serialize + Tabular>(item: &T, format: Format) -> String {
-    render(std::slice::from_ref(item), format)
+    match format {
+        Format::Json => json(item),
+        Format::Table | Format::Text => rows(std::slice::from_ref(item), format),
+    }
 }
 
 /// `None` as a dash, for table cells.

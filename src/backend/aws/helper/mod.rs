@@ -102,6 +102,12 @@ impl Helper<'_> {
 
 #[async_trait]
 impl Method for Helper<'_> {
+    async fn check(&self, journal: &Journal) -> Result<()> {
+        self.aws
+            .check_helper(&journal.region, &self.options, journal)
+            .await
+    }
+
     async fn make_disk(
         &self,
         job: &Job<'_>,

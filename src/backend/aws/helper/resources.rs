@@ -72,13 +72,13 @@ impl AwsBackend {
         Ok((id, zone))
     }
 
-    /// Launch a helper from the latest Amazon Linux 2023 and wait until it runs.
-    async fn launch_helper(
+    /// The RunInstances request of a helper from the latest Amazon Linux 2023.
+    async fn helper_request(
         &self,
         region: &str,
         opts: &HelperOptions,
-        journal: &mut Journal,
-    ) -> Result<String> {
+        migration_id: &str,
+    ) -> Result<aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder> {
         let ami = self
             .ssm(region)
             .get_parameter()
@@ -92,12 +92,9 @@ impl AwsBackend {
                 Error::InvalidInput(format!("{HELPER_AMI_PARAMETER} has no value in {region}"))
             })?;
         let mut tags = BTreeMap::new();
-        tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+        tags.insert(MIGRATION_TAG.to_string(), migration_id.to_string());
         tags.insert(ROLE_TAG.to_string(), "helper".to_string());
-        tags.insert(
-            "Name".to_string(),
-            format!("amitool helper {}", journal.migration_id),
-        );
+        tags.insert("Name".to_string(), format!("amitool helper {migration_id}"));
         let mut req = self
             .ec2(region)
             .run_instances()
@@ -105,7 +102,6 @@ impl AwsBackend {
             .instance_type(InstanceType::from(opts.instance_type.as_str()))
             .min_count(1)
             .max_count(1)
-            .client_token(format!("{}-helper", journal.migration_id))
             .tag_specifications(tag_spec(ResourceType::Instance, &tags));
         if let Some(s) = &opts.subnet {
             req = req.subnet_id(s);
@@ -114,6 +110,134 @@ impl AwsBackend {
             req = req
                 .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
         }
+        Ok(req)
+    }
+
+    /// What can be known before any data moves: the helper given exists and
+    /// runs; the one to launch has an instance profile (without one its SSM
+    /// agent never registers), and EC2 would launch it as asked (RunInstances
+    /// with DryRun=true: the subnet, the profile, the type, the permission).
+    pub(super) async fn check_helper(
+        &self,
+        region: &str,
+        opts: &HelperOptions,
+        journal: &Journal,
+    ) -> Result<()> {
+        if journal.helper_instance.is_some() {
+            return Ok(());
+        }
+        if let Some(id) = &opts.instance {
+            let out = self
+                .ec2(region)
+                .describe_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| {
+                    if super::super::error::code(&e)
+                        .is_some_and(|c| c.starts_with("InvalidInstanceID"))
+                    {
+                        return Error::InvalidInput(format!(
+                            "no such helper instance {id} in {region}"
+                        ));
+                    }
+                    ec2_err(self, "DescribeInstances", region)(e)
+                })?;
+            let state = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find_map(|i| {
+                    i.state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                });
+            return match state.as_deref() {
+                Some("running") => Ok(()),
+                Some(other) => Err(Error::InvalidInput(format!(
+                    "helper {id} is {other}, not running"
+                ))),
+                None => Err(Error::InvalidInput(format!(
+                    "no such helper instance {id} in {region}"
+                ))),
+            };
+        }
+        if opts.profile.is_none() {
+            return Err(Error::InvalidInput(
+                "a launched helper needs --helper-profile (an instance profile whose role lets the SSM agent register, e.g. with AmazonSSMManagedInstanceCore), or pass --helper-instance".into(),
+            ));
+        }
+        if let Some(subnet) = &opts.subnet {
+            let known = self
+                .ec2(region)
+                .describe_subnets()
+                .subnet_ids(subnet)
+                .send()
+                .await;
+            match known {
+                Ok(out) if !out.subnets().is_empty() => {}
+                Ok(_) => {
+                    return Err(Error::InvalidInput(format!(
+                        "no such subnet {subnet} in {region} (--helper-subnet)"
+                    )))
+                }
+                Err(e)
+                    if super::super::error::code(&e)
+                        .is_some_and(|c| c.starts_with("InvalidSubnetID")) =>
+                {
+                    return Err(Error::InvalidInput(format!(
+                        "no such subnet {subnet} in {region} (--helper-subnet)"
+                    )))
+                }
+                Err(e) => return Err(ec2_err(self, "DescribeSubnets", region)(e)),
+            }
+        }
+        let req = self
+            .helper_request(region, opts, &journal.migration_id)
+            .await?
+            .dry_run(true);
+        match req.send().await {
+            Ok(out) => {
+                // An EC2 that ignored DryRun launched it: it goes again at once.
+                let ids: Vec<String> = out
+                    .instances()
+                    .iter()
+                    .filter_map(|i| i.instance_id().map(String::from))
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = self
+                        .ec2(region)
+                        .terminate_instances()
+                        .set_instance_ids(Some(ids))
+                        .send()
+                        .await;
+                }
+                Ok(())
+            }
+            Err(e) => match super::super::error::code(&e) {
+                Some("DryRunOperation") => Ok(()),
+                Some(code) => Err(Error::InvalidInput(format!(
+                    "EC2 would not launch the helper ({code}): {}",
+                    e.as_service_error()
+                        .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::message(s))
+                        .unwrap_or("no message")
+                ))),
+                None => Err(ec2_err(self, "RunInstances", region)(e)),
+            },
+        }
+    }
+
+    /// Launch a helper from the latest Amazon Linux 2023 and wait until it runs.
+    async fn launch_helper(
+        &self,
+        region: &str,
+        opts: &HelperOptions,
+        journal: &mut Journal,
+    ) -> Result<String> {
+        let req = self
+            .helper_request(region, opts, &journal.migration_id)
+            .await?
+            .client_token(format!("{}-helper", journal.migration_id));
         let out = req
             .send()
             .await
