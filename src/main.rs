@@ -10,11 +10,14 @@ fn init_logging(verbose: u8) {
     }
     let filter = match verbose {
         1 => "amitool=debug",
-        _ => "amitool=trace,aws_config=debug,aws_smithy_runtime=debug,aws_sdk_ec2=debug",
+        _ => "amitool=trace,aws_config=debug,aws_smithy_runtime=debug,aws_sdk_ec2=debug,aws_sdk_ebs=debug,aws_sdk_ssm=debug",
     };
+    // Colour codes only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -842,3 +842,28 @@ fn snapshots_of_seeded_selections() {
         common::ok(&args).stdout
     );
 }
+
+/// `-v` shows each AWS call as it ends (service, operation, region, outcome,
+/// duration), in plain text when stderr is not a terminal; `-vv` the SDK's
+/// own logs, also without colour codes; none of it without -v.
+#[test]
+fn verbose_shows_each_aws_call_without_colour_codes_in_a_log() {
+    localstack();
+    let r = run(amitool().args(["-v", "list", "--region", "eu-west-1", "--owner", "self"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let call = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("EC2 DescribeImages in eu-west-1: ok in "))
+        .unwrap_or_else(|| panic!("no call line in\n{}", r.stderr));
+    assert!(call.trim_end().ends_with(" ms"), "{call}");
+    let vv = run(amitool().args(["-vv", "list", "--region", "eu-west-1", "--owner", "self"]));
+    assert_eq!(vv.code, Some(0));
+    assert!(
+        vv.stderr.contains("aws_smithy_runtime"),
+        "the SDK's own logs"
+    );
+    assert!(!vv.stderr.contains('\u{1b}'), "colour codes in a log");
+    let quiet = run(amitool().args(["list", "--region", "eu-west-1", "--owner", "self"]));
+    assert!(quiet.stderr.is_empty(), "{}", quiet.stderr);
+}

@@ -69,6 +69,89 @@ pub fn check_profile(profile: &str) -> Result<(), String> {
 pub fn ec2_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
     let conf = aws_sdk_ec2::config::Builder::from(sdk)
         .region(Region::new(region.to_string()))
+        .interceptor(CallLog::new(region))
         .build();
     aws_sdk_ec2::Client::from_conf(conf)
+}
+
+pub fn ebs_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ebs::Client {
+    let conf = aws_sdk_ebs::config::Builder::from(sdk)
+        .region(Region::new(region.to_string()))
+        .interceptor(CallLog::new(region))
+        .build();
+    aws_sdk_ebs::Client::from_conf(conf)
+}
+
+pub fn ssm_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
+    let conf = aws_sdk_ssm::config::Builder::from(sdk)
+        .region(Region::new(region.to_string()))
+        .interceptor(CallLog::new(region))
+        .build();
+    aws_sdk_ssm::Client::from_conf(conf)
+}
+
+/// `-v`: every AWS call as it ends, on one line: the service, the
+/// operation, the region, the outcome (HTTP status) and how long it took,
+/// retries included. One interceptor for every client.
+#[derive(Debug)]
+struct CallLog {
+    region: String,
+}
+
+impl CallLog {
+    fn new(region: &str) -> Self {
+        CallLog {
+            region: region.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CallStarted(std::time::Instant);
+
+impl aws_smithy_types::config_bag::Storable for CallStarted {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "amitool-call-log"
+    }
+
+    fn read_before_execution(
+        &self,
+        _ctx: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        cfg.interceptor_state()
+            .store_put(CallStarted(std::time::Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<
+            '_,
+        >,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+        let ms = cfg
+            .load::<CallStarted>()
+            .map_or(0, |s| s.0.elapsed().as_millis());
+        let outcome = match (ctx.output_or_error(), ctx.response()) {
+            (Some(Ok(_)), _) => "ok".to_string(),
+            (_, Some(r)) => format!("HTTP {}", r.status().as_u16()),
+            _ => "no answer".to_string(),
+        };
+        tracing::debug!(
+            target: "amitool::aws",
+            "{} {} in {}: {outcome} in {ms} ms",
+            meta.map_or("?", |m| m.service()),
+            meta.map_or("?", |m| m.name()),
+            self.region
+        );
+        Ok(())
+    }
 }

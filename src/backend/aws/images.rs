@@ -20,10 +20,7 @@ pub const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(36
 
 impl AwsBackend {
     pub fn ebs(&self, region: &str) -> aws_sdk_ebs::Client {
-        let conf = aws_sdk_ebs::config::Builder::from(self.sdk_config())
-            .region(aws_config::Region::new(region.to_string()))
-            .build();
-        aws_sdk_ebs::Client::from_conf(conf)
+        super::client::ebs_client(self.sdk_config(), region)
     }
 
     /// One image with everything EC2 says of it.

@@ -12,10 +12,7 @@ use crate::migrate::script::{self, Report};
 
 impl AwsBackend {
     pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
-        let conf = aws_sdk_ssm::config::Builder::from(self.sdk_config())
-            .region(aws_config::Region::new(region.to_string()))
-            .build();
-        aws_sdk_ssm::Client::from_conf(conf)
+        crate::backend::aws::client::ssm_client(self.sdk_config(), region)
     }
 
     pub(super) fn ssm_err<E, R>(
