@@ -117,3 +117,39 @@ pub fn emit_partial<T: serde::Serialize + crate::output::Tabular>(
     }
     u8::from(failed > 0)
 }
+
+/// Why a region shows nothing PV: it never offered PV (the built-in table).
+fn never_pv(region: &str) -> Option<String> {
+    let table = crate::catalog::compat();
+    match table.region(region) {
+        Some(r) if !r.pv => Some(format!("{region} never offered PV")),
+        None => Some(format!("{region} is not in amitool's region table")),
+        Some(_) => None,
+    }
+}
+
+/// Say on stderr why a result is empty, one line (the output itself stays
+/// what it is: an empty table, `[]`): for each region the reason amitool
+/// knows, else `what` found nothing there.
+pub fn say_why_empty(
+    empty: bool,
+    regions: &[String],
+    pv_only: bool,
+    what: &dyn Fn(&str) -> String,
+) {
+    if !empty {
+        return;
+    }
+    let reasons: Vec<String> = regions
+        .iter()
+        .map(|r| {
+            pv_only
+                .then(|| never_pv(r))
+                .flatten()
+                .unwrap_or_else(|| what(r))
+        })
+        .collect();
+    if !reasons.is_empty() {
+        eprintln!("amitool: nothing found: {}", reasons.join("; "));
+    }
+}

@@ -118,7 +118,8 @@ fn offline_pv_lists_only_pv_families() {
         }
     }
     // A region that never offered PV has none.
-    let stockholm = ok(&[
+    // (It says why on stderr: an_empty_result_says_why.)
+    let stockholm = offline(&[
         "compat",
         "--offline",
         "--virtualization",
@@ -478,4 +479,62 @@ fn text_output_is_tab_separated_records_without_a_header() {
         "{first} in\n{text}"
     );
     assert!(!text.contains("INSTANCE"), "no header: {text}");
+}
+
+/// An empty result says why, on one stderr line (the output stays an empty
+/// table or `[]`, exit 0): a region that never offered PV, a flavor or an
+/// architecture no kernel of the region has.
+#[test]
+fn an_empty_result_says_why() {
+    for (args, why) in [
+        (
+            vec!["kernels", "--offline", "--region", "ap-east-1"],
+            "ap-east-1 never offered PV",
+        ),
+        (
+            vec![
+                "kernels",
+                "--offline",
+                "--region",
+                "eu-central-1",
+                "--flavor",
+                "hd00",
+            ],
+            "no hd00 kernels are published for eu-central-1",
+        ),
+        (
+            vec![
+                "kernels",
+                "--offline",
+                "--region",
+                "eu-central-1",
+                "--arch",
+                "arm64",
+            ],
+            "no arm64 kernels are published for eu-central-1",
+        ),
+        (
+            vec![
+                "compat",
+                "--offline",
+                "--virtualization",
+                "pv",
+                "--region",
+                "eu-north-1",
+            ],
+            "eu-north-1 never offered PV",
+        ),
+    ] {
+        let r = offline(&[&args[..], &["--output", "json"]].concat());
+        assert_eq!(r.code, Some(0), "{args:?}: {}", r.stderr);
+        assert_eq!(r.json(), Value::Array(vec![]), "{args:?}");
+        assert_eq!(
+            r.stderr.trim_end(),
+            format!("amitool: nothing found: {why}"),
+            "{args:?}"
+        );
+    }
+    // A result that is not empty says nothing more.
+    let r = ok(&["kernels", "--offline", "--region", "eu-central-1"]);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
 }

@@ -250,7 +250,15 @@ async fn list_accepting(ctx: &Context, args: &CompatArgs, virt: Virtualization) 
         total = regions.len();
         rows = found.into_iter().flatten().collect();
     }
-    Ok(regions::emit_partial(&rows, ctx.format(), failed, total))
+    let code = regions::emit_partial(&rows, ctx.format(), failed, total);
+    if failed == 0 {
+        let asked = ctx.regions().await.unwrap_or_default();
+        let pv = virt == crate::model::Virtualization::Paravirtual;
+        regions::say_why_empty(rows.is_empty(), &asked, pv, &|r| {
+            format!("no instance type offered in {r} accepts {}", virt.as_str())
+        });
+    }
+    Ok(code)
 }
 
 async fn check_image(ctx: &Context, args: &CompatArgs, ami: &str) -> Result<u8> {

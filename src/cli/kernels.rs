@@ -171,12 +171,19 @@ async fn list(ctx: &Context, args: &KernelsArgs) -> Result<u8> {
     kernels.sort_by(|a, b| {
         (&a.region, &a.name, &a.kernel_id).cmp(&(&b.region, &b.name, &b.kernel_id))
     });
-    Ok(regions::emit_partial(
-        &kernels,
-        ctx.format(),
-        failed,
-        regions.len(),
-    ))
+    let code = regions::emit_partial(&kernels, ctx.format(), failed, regions.len());
+    if failed == 0 {
+        regions::say_why_empty(kernels.is_empty(), &regions, true, &|r| {
+            format!(
+                "no {}{}kernels are published for {r}",
+                flavor
+                    .map(|f| format!("{} ", f.as_str()))
+                    .unwrap_or_default(),
+                arch.map(|a| format!("{a} ")).unwrap_or_default()
+            )
+        });
+    }
+    Ok(code)
 }
 
 async fn find_match(ctx: &Context, m: &MatchArgs) -> Result<u8> {

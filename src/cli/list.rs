@@ -156,12 +156,14 @@ pub async fn run(ctx: &Context, args: ListArgs) -> Result<u8> {
     let (found, failed) = regions::report_failures(results);
     let mut images: Vec<Image> = found.into_iter().flatten().collect();
     sort_images(&mut images);
-    Ok(regions::emit_partial(
-        &images,
-        ctx.format(),
-        failed,
-        regions.len(),
-    ))
+    let code = regions::emit_partial(&images, ctx.format(), failed, regions.len());
+    if failed == 0 {
+        let pv = filter.virtualization == Some(crate::model::Virtualization::Paravirtual);
+        regions::say_why_empty(images.is_empty(), &regions, pv, &|r| {
+            format!("no image in {r} matches the filters")
+        });
+    }
+    Ok(code)
 }
 
 #[cfg(test)]
