@@ -812,7 +812,22 @@ fn a_fleet_migrates_concurrently_and_sums_up() {
         let ok = r["error"].is_null();
         assert_eq!(ok, r["source"] != broken.as_str(), "{r}");
         assert_eq!(r["image_id"].is_string(), ok, "{r}");
+        // Every item, the refused one too, names its migration (its journal).
+        let mid = r["migration_id"].as_str().unwrap_or_else(|| panic!("{r}"));
+        assert!(mid.starts_with("mig-"), "{r}");
+        assert_eq!(r["verified"], false, "{r}");
+        assert!(r["findings"].is_array(), "{r}");
     }
+    // no-ena's result says so among its findings.
+    let no_ena = rows.iter().find(|r| r["source"] == good2.as_str()).unwrap();
+    assert!(
+        no_ena["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("EnaSupport not set")),
+        "{no_ena}"
+    );
     let hvm = host.json(&["list", "--virtualization", "hvm"]);
     assert_eq!(hvm.as_array().unwrap().len(), 2);
 

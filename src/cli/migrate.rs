@@ -6,7 +6,7 @@ use crate::backend::aws::helper::HelperOptions;
 use crate::cli::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
-use crate::migrate::{self, Migration, MigrationHost, Options, Source};
+use crate::migrate::{self, Journal, Migration, MigrationHost, Options, Source};
 use crate::output::{self, cell, Format, Tabular};
 use futures::StreamExt;
 use serde::Serialize;
@@ -440,13 +440,36 @@ fn sources(a: &MigrateArgs) -> Result<Vec<Source>> {
 
 /// One migration, by the chosen method, verified when asked.
 async fn migrate_one(ctx: &Context, a: &MigrateArgs, source: Source) -> Result<Migration> {
-    check_helper(ctx, a)?;
-    let region = ctx.one_region("migrate").await?;
-    let mut m = migrate::run(host(ctx)?, &region, &source, &options(a)).await?;
-    if a.verify {
-        verify(ctx, a, &mut m).await?;
+    migrate_item(ctx, a, source).await.1
+}
+
+/// One migration and its id (known once its journal exists, also when it fails).
+async fn migrate_item(
+    ctx: &Context,
+    a: &MigrateArgs,
+    source: Source,
+) -> (Option<String>, Result<Migration>) {
+    let begun = async {
+        check_helper(ctx, a)?;
+        let region = ctx.one_region("migrate").await?;
+        let host = host(ctx)?;
+        Ok::<_, Error>((host, migrate::begin(host, &region, &source, &options(a))?))
     }
-    Ok(m)
+    .await;
+    let (host, journal) = match begun {
+        Ok(b) => b,
+        Err(e) => return (None, Err(e)),
+    };
+    let mid = journal.migration_id.clone();
+    let result = async {
+        let mut m = migrate::go_on(host, journal, &options(a)).await?;
+        if a.verify {
+            verify(ctx, a, &mut m).await?;
+        }
+        Ok(m)
+    }
+    .await;
+    (Some(mid), result)
 }
 
 /// How many migrations of a fleet run at once.
@@ -457,17 +480,21 @@ pub const FLEET_CONCURRENCY: usize = 4;
 pub struct Outcome {
     pub source: String,
     pub migration_id: Option<String>,
+    /// The registered image, also of a failed item that got that far.
     pub image_id: Option<String>,
+    /// Whether --verify booted the result.
+    pub verified: bool,
+    pub findings: Vec<String>,
     pub error: Option<String>,
 }
 
 impl Tabular for Outcome {
     fn headers() -> Vec<&'static str> {
-        vec!["SOURCE", "MIGRATION", "IMAGE", "OUTCOME"]
+        vec!["SOURCE", "MIGRATION", "IMAGE", "VERIFIED", "OUTCOME"]
     }
 
     fn wrapping_column() -> Option<usize> {
-        Some(3)
+        Some(4)
     }
 
     fn row(&self) -> Vec<String> {
@@ -475,7 +502,12 @@ impl Tabular for Outcome {
             self.source.clone(),
             cell(self.migration_id.as_deref()),
             cell(self.image_id.as_deref()),
-            self.error.clone().unwrap_or_else(|| "migrated".into()),
+            if self.verified { "yes" } else { "no" }.into(),
+            match (&self.error, self.findings.len()) {
+                (Some(e), _) => e.clone(),
+                (None, 0) => "migrated".into(),
+                (None, n) => format!("migrated; {n} finding(s): {}", self.findings.join("; ")),
+            },
         ]
     }
 }
@@ -494,22 +526,30 @@ async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) -> Result<u
                 Source::Image(id) | Source::Instance(id) => id.clone(),
             };
             // After Ctrl-C, the sources not started yet are not started.
-            let result = if crate::interrupt::is_interrupted() {
-                Err(Error::Interrupted)
+            let (mid, result) = if crate::interrupt::is_interrupted() {
+                (None, Err(Error::Interrupted))
             } else {
-                migrate_one(ctx, a, source).await
+                migrate_item(ctx, a, source).await
             };
             match result {
                 Ok(m) => Outcome {
                     source: label,
                     migration_id: Some(m.migration_id),
                     image_id: Some(m.image_id),
+                    verified: m.steps.iter().any(|s| s.name == "verify-boot"),
+                    findings: m.findings,
                     error: None,
                 },
                 Err(e) => Outcome {
+                    // A failed item's journal says how far it got.
+                    image_id: mid.as_deref().and_then(|id| {
+                        let dir = host(ctx).ok()?.journal_dir();
+                        Journal::load(&dir, id).ok()?.image_id
+                    }),
                     source: label,
-                    migration_id: None,
-                    image_id: None,
+                    migration_id: mid,
+                    verified: false,
+                    findings: vec![],
                     error: Some(crate::error::chain(&e)),
                 },
             }

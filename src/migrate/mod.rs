@@ -386,6 +386,32 @@ pub fn new_journal(
     Ok(journal)
 }
 
+/// A new migration's journal (its id known before anything runs), for [`go_on`].
+pub fn begin(
+    host: &dyn MigrationHost,
+    region: &str,
+    source: &Source,
+    opts: &Options,
+) -> Result<Journal> {
+    new_journal(
+        &host.journal_dir(),
+        host.host_name(),
+        if opts.method.is_empty() {
+            "direct"
+        } else {
+            &opts.method
+        },
+        region,
+        source,
+        opts,
+    )
+}
+
+/// Run a migration begun with [`begin`].
+pub async fn go_on(host: &dyn MigrationHost, journal: Journal, opts: &Options) -> Result<Migration> {
+    run::execute(host, journal, opts).await
+}
+
 /// Start a migration.
 pub async fn run(
     host: &dyn MigrationHost,
