@@ -479,6 +479,58 @@ fn migrating_an_instance_leaves_no_temporary_snapshot() {
         before + 2,
         "json and raw of exactly one new snapshot"
     );
+    // It was running: the result says its snapshot is crash-consistent.
+    assert!(
+        m["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("was running")),
+        "{m}"
+    );
+    let state = |h: &Host| -> String {
+        let rec: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                h.state
+                    .path()
+                    .join(format!("us-east-1/instances/{inst}.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        rec["state"].as_str().unwrap().to_string()
+    };
+    assert_eq!(state(&host), "running");
+    let warned = host.run(&["migrate", "--instance", &inst, "--name", "warned"]);
+    let err = String::from_utf8_lossy(&warned.stderr);
+    assert!(warned.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("warning: {inst} is running")) && err.contains("--stop-source"),
+        "{err}"
+    );
+    // --stop-source: stopped for the snapshot, started again, no warning.
+    let stopped = host.run(&[
+        "migrate",
+        "--instance",
+        &inst,
+        "--name",
+        "stopped-first",
+        "--stop-source",
+        "--output",
+        "json",
+    ]);
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert!(stopped.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let m: Value = serde_json::from_slice(&stopped.stdout).unwrap();
+    let steps: Vec<&str> = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(&steps[..2], ["restart source", "snapshot"], "{m}");
+    assert_eq!(state(&host), "running");
 }
 
 #[test]

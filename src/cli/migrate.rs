@@ -47,6 +47,10 @@ pub struct MigrateArgs {
     /// Also fix the guest in the HVM copy: fstab by UUID, a getty on ttyS0.
     #[arg(long)]
     pub fix_guest: bool,
+    /// --instance: stop a running source for its root snapshot (consistent,
+    /// not crash-consistent) and start it again right after.
+    #[arg(long)]
+    pub stop_source: bool,
     /// Print the plan, the resources it would make and the helper's script,
     /// and ask EC2 with DryRun=true; create nothing (AWS). Not with
     /// --resume or --cleanup, which act.
@@ -236,6 +240,7 @@ fn options(a: &MigrateArgs) -> Options {
         }
         .into(),
         helper: helper_options(a),
+        stop_source: a.stop_source,
     }
 }
 

@@ -45,6 +45,12 @@ pub struct Journal {
     pub target_volume: Option<String>,
     pub name: Option<String>,
     pub fix_guest: bool,
+    /// --stop-source: a running source instance is stopped for its snapshot.
+    #[serde(default)]
+    pub stop_source: bool,
+    /// The source instance amitool stopped and has not started again yet.
+    #[serde(default)]
+    pub stopped_source: bool,
     /// The new root volume's type when told (`--volume-type`), else the source's.
     #[serde(default)]
     pub volume_type: Option<String>,

@@ -112,6 +112,12 @@ pub trait MigrationHost: Send + Sync {
             self.host_name()
         )))
     }
+    /// An instance's state (`running`, `stopped`, ...).
+    async fn instance_state(&self, region: &str, instance_id: &str) -> Result<String>;
+    /// Stop an instance (never terminate it) and wait until it is stopped.
+    async fn stop_instance(&self, region: &str, instance_id: &str) -> Result<()>;
+    /// Start a stopped instance again and wait until it runs.
+    async fn start_instance(&self, region: &str, instance_id: &str) -> Result<()>;
     /// The image of this account named `name` in `region`, if one is.
     async fn image_named(&self, region: &str, name: &str) -> Result<Option<String>>;
     /// Store a built disk as a new snapshot, recording progress in the journal.
@@ -179,6 +185,8 @@ pub struct Options {
     pub volume_type: Option<String>,
     /// `direct` (also when empty) or a method of the host (`helper`).
     pub method: String,
+    /// Stop a running source instance for its root snapshot, and start it again after.
+    pub stop_source: bool,
     pub helper: HelperOptions,
 }
 
@@ -381,6 +389,7 @@ pub fn new_journal(
     };
     journal.name = opts.name.clone();
     journal.fix_guest = opts.fix_guest;
+    journal.stop_source = opts.stop_source;
     journal.volume_type = opts.volume_type.clone();
     journal.save()?;
     Ok(journal)
@@ -408,7 +417,11 @@ pub fn begin(
 }
 
 /// Run a migration begun with [`begin`].
-pub async fn go_on(host: &dyn MigrationHost, journal: Journal, opts: &Options) -> Result<Migration> {
+pub async fn go_on(
+    host: &dyn MigrationHost,
+    journal: Journal,
+    opts: &Options,
+) -> Result<Migration> {
     run::execute(host, journal, opts).await
 }
 

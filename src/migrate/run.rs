@@ -62,6 +62,16 @@ pub(crate) async fn execute(
     .into();
     let finished = result.is_ok();
     let mut removed = method.tidy(&mut journal, finished, opts.keep_temp).await;
+    // A source amitool stopped is never left stopped by a failed run.
+    if journal.stopped_source
+        && host
+            .start_instance(&region, &journal.source_id)
+            .await
+            .is_ok()
+    {
+        journal.stopped_source = false;
+        removed.push(format!("the stop of {} (started again)", journal.source_id));
+    }
     // The source's temporary snapshot goes with a finished migration, and
     // with one that stored nothing to resume from.
     if finished || journal.upload.is_none() {
@@ -148,6 +158,32 @@ fn stopped(
 
 type Done = (String, SourceDisk, Inspection, Vec<String>);
 
+/// A running source instance, before its root is snapshotted: stopped with
+/// --stop-source (journaled, so a resume starts it again), else a warning:
+/// the snapshot of a running disk is crash-consistent. Whether it ran.
+async fn running_source(host: &dyn MigrationHost, journal: &mut Journal) -> Result<bool> {
+    if journal.source_kind != "instance" || journal.temporary_snapshot.is_some() {
+        return Ok(false);
+    }
+    let (region, id) = (journal.region.clone(), journal.source_id.clone());
+    if journal.stopped_source {
+        return Ok(true);
+    }
+    if host.instance_state(&region, &id).await? != "running" {
+        return Ok(false);
+    }
+    if journal.stop_source {
+        journal.stopped_source = true;
+        journal.save()?;
+        host.stop_instance(&region, &id).await?;
+    } else {
+        eprintln!(
+            "amitool: warning: {id} is running: its root snapshot is crash-consistent, as after a power loss (--stop-source stops it for the snapshot and starts it again)"
+        );
+    }
+    Ok(true)
+}
+
 async fn pipeline(
     host: &dyn MigrationHost,
     method: &dyn Method,
@@ -157,9 +193,24 @@ async fn pipeline(
 ) -> Result<Done> {
     let region = journal.region.clone();
     method.check(journal).await?;
+    let running = running_source(host, journal).await?;
     let src = host
         .source_disk(&region, &source_of(journal), journal)
-        .await?;
+        .await;
+    // A source amitool stopped runs again as soon as its snapshot exists.
+    if journal.stopped_source {
+        host.start_instance(&region, &journal.source_id).await?;
+        journal.stopped_source = false;
+        journal.save()?;
+        rec.done(
+            "restart source",
+            format!(
+                "{} started again after its root snapshot",
+                journal.source_id
+            ),
+        );
+    }
+    let src = src?;
     check_source(&src.image)?;
     rec.done(
         "snapshot",
@@ -174,7 +225,7 @@ async fn pipeline(
     // Inspected and planned where it lies, before any data moves.
     let (disk, flavor, fix_guest) = (src.disk.clone(), src.flavor, journal.fix_guest);
     let image_id = src.image.image_id.clone();
-    let (insp, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (mut insp, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
         let insp = inspect::inspect_in(&disk, flavor)
             .map_err(|e| Error::InvalidInput(format!("{image_id}: {e}")))?;
         if let Some(why) = refusal(&image_id, &insp) {
@@ -319,5 +370,11 @@ async fn pipeline(
         "verify",
         "the image's attributes (hvm, architecture, root device and snapshot, no kernel, EnaSupport) as asked",
     );
+    if running && !journal.stop_source {
+        insp.findings.push(format!(
+            "{} was running: its root snapshot is crash-consistent (--stop-source stops it first)",
+            journal.source_id
+        ));
+    }
     Ok((image.image_id, src, insp, plan.fixed))
 }

@@ -157,6 +157,59 @@ impl AwsBackend {
 
 #[async_trait]
 impl MigrationHost for AwsBackend {
+    async fn instance_state(&self, region: &str, instance_id: &str) -> Result<String> {
+        let out = self
+            .ec2(region)
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeInstances", region, e))?;
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| {
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+            })
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("no such instance {instance_id} in {region}"))
+            })
+    }
+
+    async fn stop_instance(&self, region: &str, instance_id: &str) -> Result<()> {
+        self.ec2(region)
+            .stop_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| self.err("StopInstances", region, e))?;
+        self.ec2(region)
+            .wait_until_instance_stopped()
+            .instance_ids(instance_id)
+            .wait(super::helper::WAIT)
+            .await
+            .map(|_| ())
+            .map_err(|e| transfer_err("wait for the source instance to stop", region, e))
+    }
+
+    async fn start_instance(&self, region: &str, instance_id: &str) -> Result<()> {
+        self.ec2(region)
+            .start_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| self.err("StartInstances", region, e))?;
+        self.ec2(region)
+            .wait_until_instance_running()
+            .instance_ids(instance_id)
+            .wait(super::helper::WAIT)
+            .await
+            .map(|_| ())
+            .map_err(|e| transfer_err("wait for the source instance to run again", region, e))
+    }
+
     async fn image_named(&self, region: &str, name: &str) -> Result<Option<String>> {
         use crate::backend::Backend;
         let f = crate::model::ImageFilter {

@@ -56,6 +56,20 @@ impl LocalBackend {
 
 #[async_trait]
 impl MigrationHost for LocalBackend {
+    async fn instance_state(&self, region: &str, instance_id: &str) -> Result<String> {
+        Ok(self.instance_record(region, instance_id)?.state)
+    }
+
+    async fn stop_instance(&self, region: &str, instance_id: &str) -> Result<()> {
+        let mut inst = self.instance_record(region, instance_id)?;
+        self.set_instance_state(region, &mut inst, "stopped")
+    }
+
+    async fn start_instance(&self, region: &str, instance_id: &str) -> Result<()> {
+        let mut inst = self.instance_record(region, instance_id)?;
+        self.set_instance_state(region, &mut inst, "running")
+    }
+
     async fn source_disk(
         &self,
         region: &str,
