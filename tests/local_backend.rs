@@ -1299,3 +1299,54 @@ fn a_log_gets_the_migration_id_first_and_a_line_per_step() {
         );
     }
 }
+
+/// The local host ends its instances as EC2 does: the state says
+/// terminated, the root volume is gone, a second terminate changes nothing,
+/// and a terminated instance cannot be migrated; an unknown id ends none.
+#[test]
+fn the_local_host_terminates_its_instances() {
+    let host = Host::new();
+    let fx = fixture_list()
+        .into_iter()
+        .find(|f| f["expected"] == "boots")
+        .unwrap();
+    let ami = host.import(&fx);
+    let a = host.json(&["launch", &ami, "--instance-type", "m1.small"])["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = host.json(&["launch", &ami, "--instance-type", "m1.small"])["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let volumes = |h: &Host| {
+        std::fs::read_dir(h.state.path().join("us-east-1/volumes"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count()
+    };
+    assert_eq!(volumes(&host), 2);
+    let unknown = host.run(&["terminate", &a, "i-0123456789abcdef0"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(volumes(&host), 2, "an unknown id ends none");
+    let ended = host.json(&["terminate", &a, &b]);
+    let ended = ended.as_array().unwrap();
+    assert_eq!(ended.len(), 2);
+    for e in ended {
+        assert_eq!(e["previous_state"], "running", "{e}");
+        assert_eq!(e["state"], "terminated", "{e}");
+    }
+    assert_eq!(volumes(&host), 0, "the root volumes went with them");
+    let again = host.json(&["terminate", &a]);
+    assert_eq!(again[0]["previous_state"], "terminated");
+    let m = host.run(&["migrate", "--instance", &a]);
+    let err = String::from_utf8_lossy(&m.stderr);
+    assert_eq!(m.status.code(), Some(2), "{err}");
+    assert!(err.contains("is terminated"), "{err}");
+}

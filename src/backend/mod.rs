@@ -38,6 +38,29 @@ pub struct ImageDisk {
     pub flavor: Option<crate::kernels::Flavor>,
 }
 
+/// One instance `terminate` ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Terminated {
+    pub region: String,
+    pub instance_id: String,
+    pub previous_state: String,
+    pub state: String,
+}
+
+impl crate::output::Tabular for Terminated {
+    fn headers() -> Vec<&'static str> {
+        vec!["REGION", "INSTANCE", "WAS", "NOW"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.region.clone(),
+            self.instance_id.clone(),
+            self.previous_state.clone(),
+            self.state.clone(),
+        ]
+    }
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// `aws` or `local`, for messages.
@@ -93,6 +116,14 @@ pub trait Backend: Send + Sync {
     async fn image_disk(&self, region: &str, image_id: &str) -> Result<ImageDisk>;
 
     /// The local Xen host, for what only it can do (launch, QEMU boots).
+    /// Terminate instances (EC2's TerminateInstances; the local host removes
+    /// their root volumes, as DeleteOnTermination does): each one's state before and after.
+    async fn terminate_instances(
+        &self,
+        region: &str,
+        instance_ids: &[String],
+    ) -> Result<Vec<Terminated>>;
+
     fn as_local(&self) -> Option<&local::LocalBackend> {
         None
     }

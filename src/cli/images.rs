@@ -425,3 +425,24 @@ pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
     output::emit(&output::render_one(&report, ctx.format()));
     Ok(u8::from(!report.boots))
 }
+
+#[derive(Debug, Clone, Args)]
+pub struct TerminateArgs {
+    /// The instances to end (i-...).
+    #[arg(required = true)]
+    pub instance_ids: Vec<String>,
+}
+
+/// `terminate`: end instances, each one's state before and after.
+pub async fn terminate(ctx: &Context, a: TerminateArgs) -> Result<u8> {
+    for id in &a.instance_ids {
+        ids::check_id(IdKind::Instance, id)?;
+    }
+    let region = ctx.one_region("terminate").await?;
+    let ended = ctx
+        .backend
+        .terminate_instances(&region, &a.instance_ids)
+        .await?;
+    output::emit(&output::render(&ended, ctx.format()));
+    Ok(0)
+}

@@ -92,6 +92,8 @@ pub enum Command {
     Launch(images::LaunchArgs),
     /// A PV image or instance to a registered HVM image.
     Migrate(Box<migrate::MigrateArgs>),
+    /// End instances (the local host removes their root volumes).
+    Terminate(images::TerminateArgs),
     /// The migrations' journals (id, state, source, image, age); `rm ID` removes a finished one.
     Migrations(state::MigrationsArgs),
     /// A shell completion script on stdout.
@@ -198,6 +200,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Inspect(a) => images::inspect_image(&ctx, a).await,
         Command::Launch(a) => images::launch(&ctx, a).await,
         Command::Migrate(a) => migrate::run(&ctx, *a).await,
+        Command::Terminate(a) => images::terminate(&ctx, a).await,
         Command::Migrations(a) => state::migrations(&ctx, a).await,
         Command::Completions { .. } | Command::Man => unreachable!("answered above"),
     }

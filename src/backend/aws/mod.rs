@@ -93,6 +93,42 @@ impl AwsBackend {
 
 #[async_trait]
 impl Backend for AwsBackend {
+    async fn terminate_instances(
+        &self,
+        region: &str,
+        instance_ids: &[String],
+    ) -> Result<Vec<super::Terminated>> {
+        let out = self
+            .ec2(region)
+            .terminate_instances()
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                if error::code(&e).is_some_and(|c| c.starts_with("InvalidInstanceID")) {
+                    return Error::InvalidInput(format!(
+                        "no such instance among {} in {region}",
+                        instance_ids.join(", ")
+                    ));
+                }
+                self.err("TerminateInstances", region, e)
+            })?;
+        let name = |s: Option<&aws_sdk_ec2::types::InstanceState>| {
+            s.and_then(|s| s.name())
+                .map_or("unknown".to_string(), |n| n.as_str().to_string())
+        };
+        Ok(out
+            .terminating_instances()
+            .iter()
+            .map(|c| super::Terminated {
+                region: region.to_string(),
+                instance_id: c.instance_id().unwrap_or_default().to_string(),
+                previous_state: name(c.previous_state()),
+                state: name(c.current_state()),
+            })
+            .collect())
+    }
+
     async fn image_disk(&self, region: &str, image_id: &str) -> Result<super::ImageDisk> {
         let raw = self.describe_raw(region, image_id).await?;
         let image = convert::image(region, &raw);

@@ -79,7 +79,7 @@ impl MigrationHost for LocalBackend {
         let (image_id, volume) = match source {
             Source::Image(id) => (id.clone(), None),
             Source::Instance(id) => {
-                let inst = self.instance_record(region, id)?;
+                let inst = self.live_instance(region, id)?;
                 (inst.image_id.clone(), Some(inst.root_volume_id.clone()))
             }
         };
@@ -143,7 +143,7 @@ impl MigrationHost for LocalBackend {
         let (image_id, path) = match source {
             Source::Image(id) => (id.clone(), self.root_disk(region, id)?.1),
             Source::Instance(id) => {
-                let inst = self.instance_record(region, id)?;
+                let inst = self.live_instance(region, id)?;
                 (
                     inst.image_id.clone(),
                     self.volume_path(region, &inst.root_volume_id)?,

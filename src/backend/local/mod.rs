@@ -105,6 +105,17 @@ impl LocalBackend {
             })
     }
 
+    /// An instance that still has its root volume (not terminated).
+    pub fn live_instance(&self, region: &str, instance_id: &str) -> Result<InstanceRecord> {
+        let inst = self.instance_record(region, instance_id)?;
+        if inst.state == "terminated" {
+            return Err(Error::InvalidInput(format!(
+                "{instance_id} is terminated: its root volume is gone"
+            )));
+        }
+        Ok(inst)
+    }
+
     pub fn snapshot_path(&self, region: &str, snapshot_id: &str) -> Result<PathBuf> {
         self.store.data_path(region, Kind::Snapshot, snapshot_id)
     }
@@ -334,6 +345,35 @@ impl LocalBackend {
 impl Backend for LocalBackend {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    async fn terminate_instances(
+        &self,
+        region: &str,
+        instance_ids: &[String],
+    ) -> Result<Vec<super::Terminated>> {
+        // All known before any is ended: an unknown id ends none.
+        let mut found = vec![];
+        for id in instance_ids {
+            found.push(self.instance_record(region, id)?);
+        }
+        let mut out = vec![];
+        for mut inst in found {
+            let previous = inst.state.clone();
+            if previous != "terminated" {
+                // Its root volume goes with it (DeleteOnTermination).
+                self.store
+                    .remove(region, Kind::Volume, &inst.root_volume_id)?;
+                self.set_instance_state(region, &mut inst, "terminated")?;
+            }
+            out.push(super::Terminated {
+                region: region.to_string(),
+                instance_id: inst.instance_id.clone(),
+                previous_state: previous,
+                state: "terminated".into(),
+            });
+        }
+        Ok(out)
     }
 
     async fn image_disk(&self, region: &str, image_id: &str) -> Result<super::ImageDisk> {
