@@ -74,6 +74,9 @@ pub enum Error {
         problem: String,
     },
 
+    #[error("no space left on the filesystem of {} while writing {} (the partial file was removed)", dir.display(), path.display())]
+    NoSpace { path: PathBuf, dir: PathBuf },
+
     #[error("{action} {}", path.display())]
     Io {
         action: &'static str,
@@ -128,6 +131,16 @@ impl Error {
             } => 130,
             _ => 1,
         }
+    }
+
+    /// A failed write: a full disk named as such, else the I/O error.
+    pub fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(28) {
+            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+            return Error::NoSpace { path, dir };
+        }
+        Error::io("write", path, source)
     }
 
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -1350,3 +1350,121 @@ fn the_local_host_terminates_its_instances() {
     assert_eq!(m.status.code(), Some(2), "{err}");
     assert!(err.contains("is terminated"), "{err}");
 }
+
+/// What a run killed mid-write leaves (kill -9 between a file's write and
+/// its rename, or between a disk and its record) is removed by the next
+/// run, before anything reads the state; what a live run is writing stays.
+#[test]
+fn half_written_files_of_a_killed_run_are_swept() {
+    let host = Host::new();
+    let fx = fixture_list()
+        .into_iter()
+        .find(|f| f["expected"] == "boots")
+        .unwrap();
+    host.import(&fx);
+    let snaps = host.state.path().join("us-east-1/snapshots");
+    let dead = 999_999_999u32; // above the kernel's pid_max: never alive
+    let left = [
+        snaps.join(format!("snap-0000000000000000a.json.{dead}.tmp")),
+        snaps.join(format!("snap-0000000000000000b.raw.{dead}.partial")),
+        snaps.join("snap-0000000000000000c.raw"),
+    ];
+    for p in &left {
+        std::fs::write(p, b"half").unwrap();
+    }
+    // The record-less disk is a minute old (an older one than a write in flight).
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(&left[2])
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let live = snaps.join(format!(
+        "snap-0000000000000000d.json.{}.tmp",
+        std::process::id()
+    ));
+    std::fs::write(&live, b"being written").unwrap();
+    let fresh = snaps.join("snap-0000000000000000e.raw");
+    std::fs::write(&fresh, b"its record comes next").unwrap();
+
+    host.json(&["list"]);
+    for p in &left {
+        assert!(!p.exists(), "{} was left", p.display());
+    }
+    assert!(live.exists(), "a live writer's file was removed");
+    assert!(
+        fresh.exists(),
+        "a disk whose record is being written was removed"
+    );
+}
+
+/// A full disk is named as such, nothing partial is left, and the state is
+/// as before: an import into a state directory on a small tmpfs (root: mount).
+#[test]
+fn a_full_disk_is_named_and_leaves_nothing_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("mount");
+    assert!(
+        st.success(),
+        "mounting a tmpfs needs root, as the loop-device tests do"
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(dir.path());
+    let fx = fixture("menulst-noroot");
+    let file = fixtures().0.join(fx["file"].as_str().unwrap());
+    let aki = kernel_for("us-east-1", "hd0", "x86_64");
+    let out = Command::new(bin())
+        .args([
+            "--backend",
+            "local",
+            "--no-progress",
+            "--region",
+            "us-east-1",
+            "--state-dir",
+        ])
+        .arg(dir.path())
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--virtualization",
+            "pv",
+            "--kernel",
+            &aki,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("no space left on the filesystem of"), "{err}");
+    assert!(err.contains("while writing"), "{err}");
+    let mut files = vec![];
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    assert!(
+        files.iter().all(|p| {
+            let n = p.to_string_lossy();
+            !n.ends_with(".partial") && !n.ends_with(".tmp") && !n.ends_with(".raw")
+        }),
+        "{files:?}"
+    );
+}

@@ -64,9 +64,12 @@ fn now() -> String {
 
 impl LocalBackend {
     pub fn new(state_dir: PathBuf) -> Self {
-        LocalBackend {
-            store: Store::new(state_dir),
+        let store = Store::new(state_dir);
+        // What a killed run left half-written goes before anything reads the state.
+        for p in store.sweep() {
+            tracing::debug!("removed {}, left half-written by a killed run", p.display());
         }
+        LocalBackend { store }
     }
 
     /// The PV-GRUB kernels this host ships in `region`.

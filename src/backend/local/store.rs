@@ -174,10 +174,40 @@ impl Store {
         let dir = self.dir(region, kind)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let path = self.record_path(region, kind, id)?;
-        let tmp = path.with_extension("json.tmp");
+        let tmp = in_progress(&path, "tmp");
         let text = serde_json::to_string_pretty(record).expect("records serialize");
-        std::fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
+        if let Err(e) = std::fs::write(&tmp, text) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::write(&tmp, e));
+        }
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
+    }
+
+    /// Remove what a process killed mid-write left (kill -9, a power loss):
+    /// its `.PID.tmp` and `.PID.partial` files once PID is gone, and a disk
+    /// (`.raw`) whose record was never written, a minute after it was. What
+    /// a running amitool is writing is left alone. The paths removed.
+    pub fn sweep(&self) -> Vec<PathBuf> {
+        let mut removed = vec![];
+        let Ok(regions) = std::fs::read_dir(&self.root) else {
+            return removed;
+        };
+        for region in regions.filter_map(|e| e.ok()).map(|e| e.path()) {
+            for kind in [Kind::Image, Kind::Snapshot, Kind::Volume, Kind::Instance] {
+                let Ok(files) = std::fs::read_dir(region.join(kind.dir())) else {
+                    continue;
+                };
+                for path in files.filter_map(|e| e.ok()).map(|e| e.path()) {
+                    if abandoned(&path) {
+                        let _ = make_writable(&path);
+                        if std::fs::remove_file(&path).is_ok() {
+                            removed.push(path);
+                        }
+                    }
+                }
+            }
+        }
+        removed
     }
 
     pub fn read<T: DeserializeOwned>(
@@ -249,23 +279,66 @@ impl Store {
     }
 }
 
-/// A sparse copy of `src` to a new file `dst`; removed again on failure.
+/// `PATH.PID.what`: a file this process is writing, renamed to PATH when whole.
+fn in_progress(path: &Path, what: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}.{what}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// Whether `path` is what a dead writer left: `NAME.PID.tmp|partial` of a
+/// process that no longer runs, or a `.raw` without its `.json` record
+/// older than a minute.
+fn abandoned(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    for what in [".tmp", ".partial"] {
+        if let Some(rest) = name.strip_suffix(what) {
+            return rest
+                .rsplit_once('.')
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        }
+    }
+    if path.extension().is_some_and(|x| x == "raw") && !path.with_extension("json").exists() {
+        return std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60));
+    }
+    false
+}
+
+/// A sparse copy of `src` to a new file `dst`, written beside it and renamed
+/// when whole; nothing of it is left on failure (a full disk included).
 pub fn copy_file_sparse(src: &Path, dst: &Path) -> Result<u64> {
     let s = File::open(src).map_err(|e| Error::io("open", src, e))?;
     let len = s.metadata().map_err(|e| Error::io("stat", src, e))?.len();
+    if dst.exists() {
+        return Err(Error::io(
+            "create",
+            dst,
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
+    }
+    let partial = in_progress(dst, "partial");
     let d = File::options()
         .create_new(true)
         .write(true)
         .read(true)
-        .open(dst)
-        .map_err(|e| Error::io("create", dst, e))?;
+        .open(&partial)
+        .map_err(|e| Error::write(&partial, e))?;
     let result = d
         .set_len(len)
         .and_then(|_| sparse::copy_sparse(&s, &d, 0))
-        .and_then(|n| d.sync_all().map(|_| n));
+        .and_then(|n| d.sync_all().map(|_| n))
+        .and_then(|n| std::fs::rename(&partial, dst).map(|_| n));
     result.map_err(|e| {
-        let _ = std::fs::remove_file(dst);
-        Error::io("copy into", dst, e)
+        let _ = std::fs::remove_file(&partial);
+        Error::write(dst, e)
     })
 }
 
