@@ -735,3 +735,82 @@ fn transfers_print_plain_progress_lines_when_not_on_a_terminal() {
         String::from_utf8_lossy(&quiet.stderr)
     );
 }
+
+/// `--dry-run` on AWS inspects the image's root snapshot where it lies and
+/// says what would change and what would move: the data blocks EC2 lists,
+/// the blocks to read and write and their price; it reads only a few of
+/// them and makes nothing.
+#[tokio::test]
+async fn dry_run_inspects_the_snapshot_in_place_and_prices_the_transfer() {
+    let env = Env::new();
+    let ami = env.import("menulst-noroot");
+    let snap = root_snapshot(&ami).await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(common::endpoint())
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    let ebs = aws_sdk_ebs::Client::new(&sdk);
+    let listed = ebs
+        .list_snapshot_blocks()
+        .snapshot_id(&snap)
+        .send()
+        .await
+        .unwrap()
+        .blocks()
+        .len() as u64;
+    let snapshots_before = ec2()
+        .await
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .len();
+    let plan = env.json(&[
+        "migrate",
+        "--dry-run",
+        "--ami",
+        &ami,
+        "--name",
+        &format!("dry-{}", env.unique()),
+    ]);
+    let insp = &plan["inspection"];
+    assert!(insp["refused"].is_null(), "{plan}");
+    assert!(
+        insp["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["file"] == "/boot/grub/menu.lst"),
+        "{plan}"
+    );
+    let t = &insp["transfer"];
+    assert_eq!(t["data_blocks"].as_u64(), Some(listed), "{plan}");
+    assert_eq!(t["blocks_to_read"].as_u64(), Some(listed));
+    assert_eq!(t["blocks_to_write"].as_u64(), Some(listed + 2));
+    assert!(t["usd"].as_f64().unwrap() > 0.0);
+    let read = insp["blocks_read"].as_u64().unwrap();
+    assert!(read > 0 && read < listed, "read {read} of {listed} blocks");
+    let snapshots_after = ec2()
+        .await
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .len();
+    assert_eq!(
+        snapshots_after, snapshots_before,
+        "a dry run made a snapshot"
+    );
+    assert!(
+        std::fs::read_dir(env.path("journal")).map_or(true, |mut d| d.next().is_none()),
+        "a dry run wrote a journal"
+    );
+}

@@ -258,33 +258,42 @@ async fn dry_run(ctx: &Context, a: &MigrateArgs, sources: &[Source]) -> Result<u
     let region = ctx.one_region("migrate").await?;
     let mut plans = vec![];
     for source in sources {
-        let preview = match (a.method, ctx.backend.migration_host()) {
-            (Method::Direct, Some(host)) => {
-                migrate::preview(host, &region, source, &options(a)).await?
-            }
-            _ => None,
+        // The source read where it lies, when the backend can without making
+        // anything (a local file; an AWS image's root snapshot).
+        let preview = match ctx.backend.migration_host() {
+            Some(host) => migrate::preview(host, &region, source, &options(a)).await,
+            None => Ok(None),
         };
-        let plan = match preview {
-            Some(p) => DryRun::Preview(p),
-            None => {
-                let aws = ctx.backend.as_aws().ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "the {} backend cannot plan this migration",
-                        ctx.backend.name()
-                    ))
-                })?;
+        let plan = match (ctx.backend.as_aws(), preview) {
+            (Some(aws), inspection) => {
                 let helper = (a.method == Method::Helper).then(|| helper_options(a));
-                DryRun::Aws(
+                let mut plan =
                     crate::backend::aws::dryrun::plan(aws, &region, source, helper.as_ref())
-                        .await?,
-                )
+                        .await?;
+                match inspection {
+                    Ok(p) => plan.inspection = p,
+                    Err(e) => plan.inspection_error = Some(crate::error::chain(&e)),
+                }
+                DryRun::Aws(plan)
+            }
+            (None, Err(e)) => return Err(e),
+            (None, Ok(Some(p))) => DryRun::Preview(p),
+            (None, Ok(None)) => {
+                return Err(Error::InvalidInput(format!(
+                    "the {} backend cannot plan this migration",
+                    ctx.backend.name()
+                )))
             }
         };
         plans.push(plan);
     }
-    let refused = plans
-        .iter()
-        .any(|p| matches!(p, DryRun::Preview(p) if p.refused.is_some()));
+    let refused = plans.iter().any(|p| match p {
+        DryRun::Preview(p) => p.refused.is_some(),
+        DryRun::Aws(plan) => plan
+            .inspection
+            .as_ref()
+            .is_some_and(|p| p.refused.is_some()),
+    });
     match ctx.format() {
         Format::Json if plans.len() == 1 => output::emit(&output::json(&plans[0])),
         Format::Json => output::emit(&output::json(&plans)),
@@ -332,6 +341,15 @@ fn print_preview(p: &migrate::Preview) {
     for f in &p.findings {
         output::emit(&format!("finding: {f}"));
     }
+    if let Some(n) = p.blocks_read {
+        output::emit(&format!("inspected in place: {n} blocks of 512 KiB read"));
+    }
+    if let Some(t) = &p.transfer {
+        output::emit(&format!(
+            "would read {} blocks ({} bytes) and write {} blocks ({} bytes) with the EBS direct APIs, {} List calls: about ${:.4} (US East prices)",
+            t.blocks_to_read, t.bytes_to_read, t.blocks_to_write, t.bytes_to_write, t.list_calls, t.usd
+        ));
+    }
 }
 
 fn print_aws_plan(plan: &crate::backend::aws::dryrun::Plan) {
@@ -348,6 +366,15 @@ fn print_aws_plan(plan: &crate::backend::aws::dryrun::Plan) {
     }
     if let Some(s) = &plan.script {
         output::emit(&format!("the helper's device check (check mode):\n{s}"));
+    }
+    match (&plan.inspection, &plan.inspection_error) {
+        (Some(p), _) => print_preview(p),
+        (None, Some(e)) => output::emit(&format!(
+            "inspection: the root snapshot could not be read in place: {e}"
+        )),
+        (None, None) => output::emit(
+            "inspection: an instance's root volume is read after its snapshot is made; not in a dry run",
+        ),
     }
 }
 

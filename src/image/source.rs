@@ -22,6 +22,11 @@ pub trait BlockSource: Send + Sync {
     fn blocks_read(&self) -> Option<u64> {
         None
     }
+    /// How many of its 512 KiB blocks hold data, when the source knows
+    /// without reading them (an EBS snapshot: ListSnapshotBlocks).
+    fn data_blocks(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A shared handle to a disk.

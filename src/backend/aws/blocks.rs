@@ -196,6 +196,9 @@ impl BlockSource for SnapshotSource {
         Ok(())
     }
 
+    fn data_blocks(&self) -> Option<u64> {
+        Some(self.tokens.len() as u64)
+    }
     fn name(&self) -> PathBuf {
         PathBuf::from(&self.snapshot_id)
     }

@@ -30,6 +30,11 @@ pub struct Plan {
     pub checks: Vec<Check>,
     /// The helper's device check (the script in check mode); the convert script is rendered from the plan.
     pub script: Option<String>,
+    /// The source read where it lies (an image's root snapshot, GetSnapshotBlock):
+    /// what would change, be refused, and be read and written.
+    pub inspection: Option<crate::migrate::Preview>,
+    /// Why the source could not be read in place, when it could not.
+    pub inspection_error: Option<String>,
 }
 
 impl Tabular for Check {
@@ -109,6 +114,8 @@ pub async fn plan(
         resources,
         checks,
         script: None,
+        inspection: None,
+        inspection_error: None,
     };
     match helper {
         None => {

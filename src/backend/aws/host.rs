@@ -277,6 +277,32 @@ impl MigrationHost for AwsBackend {
         })
     }
 
+    async fn source_in_place(&self, region: &str, source: &Source) -> Result<Option<SourceDisk>> {
+        // An image's root snapshot is read where it lies; an instance's root
+        // volume only through a snapshot, which a dry run does not make.
+        let Source::Image(image_id) = source else {
+            return Ok(None);
+        };
+        let raw = self.describe_raw(region, image_id).await?;
+        let image = super::convert::migratable(region, &raw)?;
+        let (snapshot_id, volume_type) = Self::root_snapshot(&raw)?;
+        let disk =
+            super::blocks::SnapshotSource::open(self.ebs(region), region, &snapshot_id).await?;
+        Ok(Some(SourceDisk {
+            description: raw.description().map(String::from),
+            tags: raw
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                .collect(),
+            disk: std::sync::Arc::new(disk),
+            snapshot_id: Some(snapshot_id),
+            flavor: self.flavor_of(region, image.kernel_id.as_deref()).await,
+            image,
+            volume_type: volume_type.map(|t| t.as_str().to_string()),
+        }))
+    }
+
     async fn source_file(
         &self,
         region: &str,
