@@ -245,12 +245,12 @@ fn options(a: &MigrateArgs) -> Options {
 }
 
 /// What one dry run found: the plan from the disk read in place (local), or
-/// EC2's answers to DryRun=true calls (AWS).
+/// EC2's answers to DryRun=true calls with it (AWS).
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum DryRun {
-    Preview(migrate::Preview),
-    Aws(crate::backend::aws::dryrun::Plan),
+    Preview(Box<migrate::Preview>),
+    Aws(Box<crate::backend::aws::dryrun::Plan>),
 }
 
 /// `--dry-run`: one plan per source; nothing is created, deleted or written.
@@ -274,10 +274,10 @@ async fn dry_run(ctx: &Context, a: &MigrateArgs, sources: &[Source]) -> Result<u
                     Ok(p) => plan.inspection = p,
                     Err(e) => plan.inspection_error = Some(crate::error::chain(&e)),
                 }
-                DryRun::Aws(plan)
+                DryRun::Aws(Box::new(plan))
             }
             (None, Err(e)) => return Err(e),
-            (None, Ok(Some(p))) => DryRun::Preview(p),
+            (None, Ok(Some(p))) => DryRun::Preview(Box::new(p)),
             (None, Ok(None)) => {
                 return Err(Error::InvalidInput(format!(
                     "the {} backend cannot plan this migration",
