@@ -205,3 +205,66 @@ mod tests {
         assert!(line.contains("(240/2048 blocks), "), "{line}");
     }
 }
+
+/// A wait for something a person cannot see (a boot's console text): on a
+/// terminal a spinner saying what for and how long it may take; without one
+/// a line at the start and one every 15 s; nothing with `--no-progress`.
+pub struct Waiting {
+    bar: ProgressBar,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    plain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Waiting {
+    pub fn new(what: &str, limit: Duration) -> Waiting {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let what = format!("waiting for {what} (up to {} s)", limit.as_secs());
+        if STEPS_SHOWN.load(std::sync::atomic::Ordering::Relaxed) {
+            let pb = multi().add(ProgressBar::new_spinner());
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    .expect("static template"),
+            );
+            pb.set_message(what);
+            pb.enable_steady_tick(Duration::from_millis(120));
+            return Waiting {
+                bar: pb,
+                stop,
+                plain: None,
+            };
+        }
+        let plain = notes_shown().then(|| {
+            eprintln!("amitool: {what}");
+            let (stop, what) = (stop.clone(), what.clone());
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let mut last = started;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= Duration::from_secs(15) {
+                        last = std::time::Instant::now();
+                        eprintln!(
+                            "amitool: still {what}: {} s so far",
+                            started.elapsed().as_secs()
+                        );
+                    }
+                }
+            })
+        });
+        Waiting {
+            bar: ProgressBar::hidden(),
+            stop,
+            plain,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.plain.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}

@@ -1298,6 +1298,40 @@ fn a_log_gets_the_migration_id_first_and_a_line_per_step() {
             "{step}: {err}"
         );
     }
+    // A QEMU boot says what it waits for, and for how long at most.
+    let m: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("amitool: register done in "))
+        .collect();
+    let hvm = m[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("ami-"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let boot = Command::new(bin())
+        .args(["--backend", "local", "--region", host.region, "--state-dir"])
+        .arg(host.state.path())
+        .args([
+            "launch",
+            hvm,
+            "--instance-type",
+            "t2.micro",
+            "--qemu",
+            "--expect",
+            "AMITOOL-ROOT-OK ext3-uuid",
+            "--timeout",
+            "240",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&boot.stderr);
+    assert!(boot.status.success(), "{said}");
+    assert!(
+        said.lines().any(|l| l
+            == format!(
+                "amitool: waiting for \"AMITOOL-ROOT-OK ext3-uuid\" on the serial console of {hvm} under QEMU (up to 240 s)"
+            )),
+        "{said}"
+    );
 }
 
 /// The local host ends its instances as EC2 does: the state says

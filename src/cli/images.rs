@@ -400,6 +400,13 @@ pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
             let bus = catalog::compat()
                 .instance_type(&a.instance_type)
                 .map_or(boot::DiskBus::Ide, boot::DiskBus::for_type);
+            let waiting = crate::progress::Waiting::new(
+                &format!(
+                    "{:?} on the serial console of {} under QEMU",
+                    a.expect, a.image_id
+                ),
+                Duration::from_secs(a.timeout),
+            );
             let q = boot::qemu_boot(
                 &volume,
                 &log,
@@ -408,6 +415,7 @@ pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
                 bus,
             )
             .map_err(|e| Error::io("run qemu-system-x86_64 on", &volume, e))?;
+            drop(waiting);
             if !q.reached {
                 report.boots = false;
                 report.reasons.push(format!(

@@ -156,6 +156,13 @@ async fn verify(ctx: &Context, a: &MigrateArgs, m: &mut Migration) -> Result<()>
             .await?
             .ena_support()
             .unwrap_or(false);
+        let _waiting = crate::progress::Waiting::new(
+            &format!(
+                "{:?} on the console of a new instance of {}",
+                a.verify_expect, m.image_id
+            ),
+            timeout,
+        );
         let check = aws
             .verify_boot(
                 &m.region,
@@ -191,8 +198,16 @@ async fn verify(ctx: &Context, a: &MigrateArgs, m: &mut Migration) -> Result<()>
             Some(d) if d.nvme => crate::image::boot::DiskBus::Nvme,
             _ => crate::image::boot::DiskBus::Ide,
         };
+        let waiting = crate::progress::Waiting::new(
+            &format!(
+                "{:?} on the serial console of {} under QEMU",
+                a.verify_expect, m.image_id
+            ),
+            timeout,
+        );
         let q = crate::image::boot::qemu_boot(&disk, &log, &a.verify_expect, timeout, bus)
             .map_err(|e| Error::io("run qemu-system-x86_64 on", &disk, e))?;
+        drop(waiting);
         if !q.reached {
             print(ctx, m);
             return Err(Error::Transfer {
