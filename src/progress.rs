@@ -191,21 +191,6 @@ impl Drop for Transfer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plain_line_says_bytes_blocks_and_what_is_left() {
-        let pb = ProgressBar::hidden();
-        pb.set_length(2048);
-        pb.set_position(240);
-        let line = plain_line(&pb);
-        assert!(line.contains(" MiB of 1"), "{line}");
-        assert!(line.contains("(240/2048 blocks), "), "{line}");
-    }
-}
-
 /// A wait for something a person cannot see (a boot's console text): on a
 /// terminal a spinner saying what for and how long it may take; without one
 /// a line at the start and one every 15 s; nothing with `--no-progress`.
@@ -266,5 +251,20 @@ impl Drop for Waiting {
             let _ = t.join();
         }
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_line_says_bytes_blocks_and_what_is_left() {
+        let pb = ProgressBar::hidden();
+        pb.set_length(2048);
+        pb.set_position(240);
+        let line = plain_line(&pb);
+        assert!(line.contains(" MiB of 1"), "{line}");
+        assert!(line.contains("(240/2048 blocks), "), "{line}");
     }
 }
