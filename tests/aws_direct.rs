@@ -762,23 +762,8 @@ async fn dry_run_inspects_the_snapshot_in_place_and_prices_the_transfer() {
         .unwrap()
         .blocks()
         .len() as u64;
-    let snapshots_before = ec2()
-        .await
-        .describe_snapshots()
-        .owner_ids("self")
-        .send()
-        .await
-        .unwrap()
-        .snapshots()
-        .len();
-    let plan = env.json(&[
-        "migrate",
-        "--dry-run",
-        "--ami",
-        &ami,
-        "--name",
-        &format!("dry-{}", env.unique()),
-    ]);
+    let dry_name = format!("dry-{}", env.unique());
+    let plan = env.json(&["migrate", "--dry-run", "--ami", &ami, "--name", &dry_name]);
     let insp = &plan["inspection"];
     assert!(insp["refused"].is_null(), "{plan}");
     assert!(
@@ -796,19 +781,40 @@ async fn dry_run_inspects_the_snapshot_in_place_and_prices_the_transfer() {
     assert!(t["usd"].as_f64().unwrap() > 0.0);
     let read = insp["blocks_read"].as_u64().unwrap();
     assert!(read > 0 && read < listed, "read {read} of {listed} blocks");
-    let snapshots_after = ec2()
+    // Nothing made: no snapshot of this source, no image of that name (other
+    // tests run beside this one, so these are looked up by tag and name).
+    let tagged = ec2()
         .await
         .describe_snapshots()
         .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:amitool:source-image")
+                .values(&ami)
+                .build(),
+        )
         .send()
         .await
         .unwrap()
         .snapshots()
         .len();
-    assert_eq!(
-        snapshots_after, snapshots_before,
-        "a dry run made a snapshot"
-    );
+    assert_eq!(tagged, 0, "a dry run made a snapshot");
+    let named = ec2()
+        .await
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("name")
+                .values(&dry_name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .len();
+    assert_eq!(named, 0, "a dry run registered an image");
     assert!(
         std::fs::read_dir(env.path("journal")).map_or(true, |mut d| d.next().is_none()),
         "a dry run wrote a journal"
