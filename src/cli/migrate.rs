@@ -6,10 +6,8 @@ use crate::backend::aws::helper::HelperOptions;
 use crate::cli::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
-use crate::migrate::{self, Journal, Migration, MigrationHost, Options, Source};
-use crate::output::{self, cell, Format, Tabular};
-use futures::StreamExt;
-use serde::Serialize;
+use crate::migrate::{self, Migration, MigrationHost, Options, Source};
+use crate::output::{self, Format, Tabular};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Method {
@@ -100,7 +98,7 @@ impl Tabular for migrate::Step {
     }
 }
 
-fn host(ctx: &Context) -> Result<&dyn MigrationHost> {
+pub(super) fn host(ctx: &Context) -> Result<&dyn MigrationHost> {
     ctx.backend.migration_host().ok_or_else(|| {
         Error::InvalidInput(format!("the {} backend cannot migrate", ctx.backend.name()))
     })
@@ -441,7 +439,7 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         return dry_run(ctx, &a, &sources).await;
     }
     if sources.len() > 1 {
-        return fleet(ctx, &a, sources).await;
+        return super::fleet::fleet(ctx, &a, sources).await;
     }
     let m = migrate_one(ctx, &a, sources.remove(0)).await?;
     print(ctx, &m);
@@ -491,7 +489,7 @@ async fn migrate_one(ctx: &Context, a: &MigrateArgs, source: Source) -> Result<M
 }
 
 /// One migration and its id (known once its journal exists, also when it fails).
-async fn migrate_item(
+pub(super) async fn migrate_item(
     ctx: &Context,
     a: &MigrateArgs,
     source: Source,
@@ -517,97 +515,4 @@ async fn migrate_item(
     }
     .await;
     (Some(mid), result)
-}
-
-/// How many migrations of a fleet run at once.
-pub const FLEET_CONCURRENCY: usize = 4;
-
-/// One row of a fleet's summary.
-#[derive(Debug, Serialize)]
-pub struct Outcome {
-    pub source: String,
-    pub migration_id: Option<String>,
-    /// The registered image, also of a failed item that got that far.
-    pub image_id: Option<String>,
-    /// Whether --verify booted the result.
-    pub verified: bool,
-    pub findings: Vec<String>,
-    pub error: Option<String>,
-}
-
-impl Tabular for Outcome {
-    fn headers() -> Vec<&'static str> {
-        vec!["SOURCE", "MIGRATION", "IMAGE", "VERIFIED", "OUTCOME"]
-    }
-
-    fn wrapping_column() -> Option<usize> {
-        Some(4)
-    }
-
-    fn row(&self) -> Vec<String> {
-        vec![
-            self.source.clone(),
-            cell(self.migration_id.as_deref()),
-            cell(self.image_id.as_deref()),
-            if self.verified { "yes" } else { "no" }.into(),
-            match (&self.error, self.findings.len()) {
-                (Some(e), _) => e.clone(),
-                (None, 0) => "migrated".into(),
-                (None, n) => format!("migrated; {n} finding(s): {}", self.findings.join("; ")),
-            },
-        ]
-    }
-}
-
-/// Several migrations at once, each with its own journal; a summary at the end.
-async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) -> Result<u8> {
-    if a.name.is_some() {
-        return Err(Error::InvalidInput(
-            "--name names one image; a fleet keeps each source's name + \"-hvm\"".into(),
-        ));
-    }
-    crate::progress::show_steps(crate::progress::ProgressPolicy { enabled: false });
-    let mut outcomes: Vec<Outcome> = futures::stream::iter(sources)
-        .map(|source| async move {
-            let label = match &source {
-                Source::Image(id) | Source::Instance(id) => id.clone(),
-            };
-            // After Ctrl-C, the sources not started yet are not started.
-            let (mid, result) = if crate::interrupt::is_interrupted() {
-                (None, Err(Error::Interrupted))
-            } else {
-                migrate_item(ctx, a, source).await
-            };
-            match result {
-                Ok(m) => Outcome {
-                    source: label,
-                    migration_id: Some(m.migration_id),
-                    image_id: Some(m.image_id),
-                    verified: m.steps.iter().any(|s| s.name == "verify-boot"),
-                    findings: m.findings,
-                    error: None,
-                },
-                Err(e) => Outcome {
-                    // A failed item's journal says how far it got.
-                    image_id: mid.as_deref().and_then(|id| {
-                        let dir = host(ctx).ok()?.journal_dir();
-                        Journal::load(&dir, id).ok()?.image_id
-                    }),
-                    source: label,
-                    migration_id: mid,
-                    verified: false,
-                    findings: vec![],
-                    error: Some(crate::error::chain(&e)),
-                },
-            }
-        })
-        .buffer_unordered(FLEET_CONCURRENCY)
-        .collect()
-        .await;
-    outcomes.sort_by(|x, y| x.source.cmp(&y.source));
-    output::emit(&output::render(&outcomes, ctx.format()));
-    if crate::interrupt::is_interrupted() {
-        return Ok(130);
-    }
-    Ok(u8::from(outcomes.iter().any(|o| o.error.is_some())))
 }

@@ -1,0 +1,105 @@
+//! `migrate` with several sources (`--ami A --ami B`, `--from-file`): a
+//! fleet, migrated a few at a time, each with its own journal, and a
+//! summary of every item at the end.
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::cli::migrate::{host, migrate_item, MigrateArgs};
+use crate::cli::Context;
+use crate::error::{Error, Result};
+use crate::migrate::{Journal, Source};
+use crate::output::{self, cell, Tabular};
+
+/// How many migrations of a fleet run at once.
+pub const FLEET_CONCURRENCY: usize = 4;
+
+/// One row of a fleet's summary.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub source: String,
+    pub migration_id: Option<String>,
+    /// The registered image, also of a failed item that got that far.
+    pub image_id: Option<String>,
+    /// Whether --verify booted the result.
+    pub verified: bool,
+    pub findings: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl Tabular for Outcome {
+    fn headers() -> Vec<&'static str> {
+        vec!["SOURCE", "MIGRATION", "IMAGE", "VERIFIED", "OUTCOME"]
+    }
+
+    fn wrapping_column() -> Option<usize> {
+        Some(4)
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.source.clone(),
+            cell(self.migration_id.as_deref()),
+            cell(self.image_id.as_deref()),
+            if self.verified { "yes" } else { "no" }.into(),
+            match (&self.error, self.findings.len()) {
+                (Some(e), _) => e.clone(),
+                (None, 0) => "migrated".into(),
+                (None, n) => format!("migrated; {n} finding(s): {}", self.findings.join("; ")),
+            },
+        ]
+    }
+}
+
+/// Several migrations at once, each with its own journal; a summary at the end.
+pub(super) async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) -> Result<u8> {
+    if a.name.is_some() {
+        return Err(Error::InvalidInput(
+            "--name names one image; a fleet keeps each source's name + \"-hvm\"".into(),
+        ));
+    }
+    crate::progress::show_steps(crate::progress::ProgressPolicy { enabled: false });
+    let mut outcomes: Vec<Outcome> = futures::stream::iter(sources)
+        .map(|source| async move {
+            let label = match &source {
+                Source::Image(id) | Source::Instance(id) => id.clone(),
+            };
+            // After Ctrl-C, the sources not started yet are not started.
+            let (mid, result) = if crate::interrupt::is_interrupted() {
+                (None, Err(Error::Interrupted))
+            } else {
+                migrate_item(ctx, a, source).await
+            };
+            match result {
+                Ok(m) => Outcome {
+                    source: label,
+                    migration_id: Some(m.migration_id),
+                    image_id: Some(m.image_id),
+                    verified: m.steps.iter().any(|s| s.name == "verify-boot"),
+                    findings: m.findings,
+                    error: None,
+                },
+                Err(e) => Outcome {
+                    // A failed item's journal says how far it got.
+                    image_id: mid.as_deref().and_then(|id| {
+                        let dir = host(ctx).ok()?.journal_dir();
+                        Journal::load(&dir, id).ok()?.image_id
+                    }),
+                    source: label,
+                    migration_id: mid,
+                    verified: false,
+                    findings: vec![],
+                    error: Some(crate::error::chain(&e)),
+                },
+            }
+        })
+        .buffer_unordered(FLEET_CONCURRENCY)
+        .collect()
+        .await;
+    outcomes.sort_by(|x, y| x.source.cmp(&y.source));
+    output::emit(&output::render(&outcomes, ctx.format()));
+    if crate::interrupt::is_interrupted() {
+        return Ok(130);
+    }
+    Ok(u8::from(outcomes.iter().any(|o| o.error.is_some())))
+}
