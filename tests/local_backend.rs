@@ -1502,3 +1502,112 @@ fn a_full_disk_is_named_and_leaves_nothing_partial() {
         "{files:?}"
     );
 }
+
+/// A migration that fills the disk says so, names its journal's resume, leaves
+/// no partial disk, and `--resume` finishes once there is room (a tmpfs
+/// state directory, grown between the two runs; root: mount).
+#[test]
+fn a_migration_that_fills_the_disk_resumes_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=20m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("mount");
+    assert!(
+        st.success(),
+        "mounting a tmpfs needs root, as the loop-device tests do"
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(dir.path());
+    let local = |args: &[&str]| {
+        Command::new(bin())
+            .args([
+                "--backend",
+                "local",
+                "--no-progress",
+                "--region",
+                "us-east-1",
+                "--state-dir",
+            ])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let fx = fixture("menulst-noroot");
+    let file = fixtures().0.join(fx["file"].as_str().unwrap());
+    let aki = kernel_for("us-east-1", "hd0", "x86_64");
+    let img = local(&[
+        "import",
+        file.to_str().unwrap(),
+        "--virtualization",
+        "pv",
+        "--kernel",
+        &aki,
+        "--output",
+        "json",
+    ]);
+    assert!(
+        img.status.success(),
+        "{}",
+        String::from_utf8_lossy(&img.stderr)
+    );
+    let ami: Value = serde_json::from_slice(&img.stdout).unwrap();
+    let out = local(&["migrate", "--ami", ami["image_id"].as_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no space left on the filesystem of"), "{err}");
+    let mid = err
+        .split_whitespace()
+        .find(|w| w.starts_with("mig-"))
+        .unwrap_or_else(|| panic!("{err}"))
+        .trim_end_matches(|c: char| !c.is_ascii_hexdigit())
+        .to_string();
+    assert!(err.contains(&format!("--resume {mid}")), "{err}");
+    let work = dir.path().join("work");
+    let partial: Vec<_> = walk(&work)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("hvm"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+    let st = Command::new("mount")
+        .args(["-o", "remount,size=96m"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let done = local(&["migrate", "--resume", &mid, "--output", "json"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let m: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert!(m["image_id"].as_str().unwrap().starts_with("ami-"), "{m}");
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files
+}

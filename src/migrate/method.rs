@@ -170,8 +170,13 @@ impl Method for Direct<'_> {
         let plan = job.plan;
         let out = job.work.join("hvm.raw");
         let _ = std::fs::remove_file(&out);
-        let report = hvm::build(&src.path, &plan.layout, &plan.cfg, &out)
-            .map_err(|e| Error::InvalidInput(format!("build the HVM disk: {e}")))?;
+        let report = hvm::build(&src.path, &plan.layout, &plan.cfg, &out).map_err(|e| match e {
+            // A full disk is named as such (the partial file is gone already).
+            hvm::BuildError::Io { source, .. } if source.raw_os_error() == Some(28) => {
+                Error::write(&out, source)
+            }
+            e => Error::InvalidInput(format!("build the HVM disk: {e}")),
+        })?;
         let placed = plan
             .placed_files()
             .map_err(|e| Error::InvalidInput(format!("rewrite the boot configuration: {e}")))?;

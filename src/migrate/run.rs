@@ -133,7 +133,9 @@ fn stopped(
     if let Some(s) = &journal.temporary_snapshot {
         kept.push(format!("the temporary snapshot {s}"));
     }
-    if kept.is_empty() && !interrupted {
+    // A full disk is resumable once there is room: the journal says how.
+    let full = matches!(e, Error::NoSpace { .. });
+    if kept.is_empty() && !interrupted && !full {
         return e;
     }
     kept.push(format!("its journal {}", journal.path().display()));
