@@ -48,6 +48,19 @@ pub fn notes_shown() -> bool {
     NOTES_SHOWN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+static IN_FLEET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A fleet runs: its items say when they start and end, one line each, and
+/// their steps say nothing (several items' steps would interleave unnamed).
+pub fn set_fleet() {
+    IN_FLEET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a finished step gets its own plain line (not in a fleet).
+pub fn step_notes_shown() -> bool {
+    notes_shown() && !IN_FLEET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Decide once, for the whole run, whether long pipelines show their steps.
 pub fn show_steps(policy: ProgressPolicy) {
     STEPS_SHOWN.store(policy.enabled, std::sync::atomic::Ordering::Relaxed);

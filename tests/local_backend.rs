@@ -883,6 +883,42 @@ fn a_fleet_migrates_concurrently_and_sums_up() {
     let hvm = host.json(&["list", "--virtualization", "hvm"]);
     assert_eq!(hvm.as_array().unwrap().len(), 2);
 
+    // Without a terminal, each item says when it starts (its journal) and
+    // ends, one line each; the items' steps do not interleave unnamed.
+    let named = Command::new(bin())
+        .args(["--backend", "local", "--region", host.region, "--state-dir"])
+        .arg(host.state.path())
+        .args([
+            "migrate", "--ami", &good1, "--ami", &broken, "--output", "json",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&named.stderr);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains(" started (journal: "))
+            .count(),
+        2,
+        "{said}"
+    );
+    for n in ["[1/2] ", "[2/2] "] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("amitool: {n}"))),
+            "{said}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("amitool: [") && l.contains(&format!("{broken}: failed: "))),
+        "{said}"
+    );
+    assert!(!said.contains(" done in "), "{said}");
+
     std::fs::write(&list, "ami-0123456789abcdef0\nnot-an-id\n").unwrap();
     let bad = host.run(&["migrate", "--from-file", list.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&bad.stderr);

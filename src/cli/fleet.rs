@@ -59,6 +59,10 @@ pub(super) async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) 
         ));
     }
     crate::progress::show_steps(crate::progress::ProgressPolicy { enabled: false });
+    crate::progress::set_fleet();
+    let total = sources.len();
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    let finished = &finished;
     let mut outcomes: Vec<Outcome> = futures::stream::iter(sources)
         .map(|source| async move {
             let label = match &source {
@@ -70,6 +74,15 @@ pub(super) async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) 
             } else {
                 migrate_item(ctx, a, source).await
             };
+            // One line per item as it ends (each says it started with its journal).
+            if crate::progress::notes_shown() {
+                let n = finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let what = match &result {
+                    Ok(m) => format!("migrated to {} ({})", m.image_id, m.migration_id),
+                    Err(e) => format!("failed: {}", crate::error::chain(e)),
+                };
+                eprintln!("amitool: [{n}/{total}] {label}: {what}");
+            }
             match result {
                 Ok(m) => Outcome {
                     source: label,

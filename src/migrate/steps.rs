@@ -39,7 +39,7 @@ impl Recorder {
         if self.spinner.is_hidden() {
             // No terminal (cron, CI): one plain line per finished step, so a
             // log is not empty for minutes; none with --no-progress.
-            if crate::progress::notes_shown() {
+            if crate::progress::step_notes_shown() {
                 eprintln!(
                     "amitool: {} done in {:.1}s: {}",
                     step.name, step.seconds, step.detail
