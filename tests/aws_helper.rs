@@ -19,6 +19,21 @@ mod common;
 /// (localstack/hooks/30_amitool_ssm.py): amitool launches no helper without one.
 const HELPER_PROFILE: &str = "amitool-helper-ssm";
 
+/// `migrate --method helper --helper-profile PROFILE ARGS`.
+fn helper_migrate<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    [
+        &[
+            "migrate",
+            "--method",
+            "helper",
+            "--helper-profile",
+            HELPER_PROFILE,
+        ][..],
+        args,
+    ]
+    .concat()
+}
+
 /// The tests of this file count and create EC2 resources: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -299,15 +314,7 @@ async fn helper_migrates_a_pv_ami_that_then_boots() {
         .await
         .unwrap();
     let before = describe(&ami).await;
-    let m = env.json(&[
-        "migrate",
-        "--method",
-        "helper",
-        "--helper-profile",
-        HELPER_PROFILE,
-        "--ami",
-        &ami,
-    ]);
+    let m = env.json(&helper_migrate(&["--ami", &ami]));
     let hvm = m["image_id"].as_str().unwrap().to_string();
     let mid = m["migration_id"].as_str().unwrap().to_string();
     let steps: Vec<&str> = m["steps"]
@@ -434,17 +441,12 @@ async fn helper_migrates_a_pv_instance_and_removes_its_root_snapshot() {
             .instances()[0]
             .block_device_mappings()
     );
-    let m = env.json(&[
-        "migrate",
-        "--method",
-        "helper",
-        "--helper-profile",
-        HELPER_PROFILE,
+    let m = env.json(&helper_migrate(&[
         "--instance",
         &source,
         "--volume-type",
         "gp3",
-    ]);
+    ]));
     let hvm = m["image_id"].as_str().unwrap().to_string();
     let mid = m["migration_id"].as_str().unwrap().to_string();
     assert_eq!(m["source_image_id"], ami);
@@ -483,15 +485,7 @@ async fn a_source_no_method_can_migrate_is_refused_before_the_helper_starts() {
     // Seeded by the LocalStack hook: a PV AMI whose snapshot holds no bytes.
     let ami = "ami-487d6534000000101";
     let before = describe(ami).await;
-    let out = env.run(&[
-        "migrate",
-        "--method",
-        "helper",
-        "--helper-profile",
-        HELPER_PROFILE,
-        "--ami",
-        ami,
-    ]);
+    let out = env.run(&helper_migrate(&["--ami", ami]));
     let err = String::from_utf8_lossy(&out.stderr);
     // Read where it lies before anything is launched: LocalStack's EBS does
     // not know this seeded snapshot (EC2 alone holds it), so the read fails
@@ -530,19 +524,7 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
         "register",
     ] {
         let name = format!("crash-{}-{}", step.replace(' ', "-"), env.unique());
-        let mid = env.kill_after_step(
-            &[
-                "migrate",
-                "--method",
-                "helper",
-                "--helper-profile",
-                HELPER_PROFILE,
-                "--ami",
-                &ami,
-            ],
-            &name,
-            step,
-        );
+        let mid = env.kill_after_step(&helper_migrate(&["--ami", &ami]), &name, step);
         let m = env.json(&["migrate", "--method", "helper", "--resume", &mid]);
         let hvm = m["image_id"].as_str().unwrap().to_string();
         only_the_result_is_left(&mid, &hvm, &format!("killed after {step}")).await;
@@ -554,19 +536,7 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     }
     // And --cleanup instead of --resume removes everything.
     let name = format!("crash-cleanup-{}", env.unique());
-    let mid = env.kill_after_step(
-        &[
-            "migrate",
-            "--method",
-            "helper",
-            "--helper-profile",
-            HELPER_PROFILE,
-            "--ami",
-            &ami,
-        ],
-        &name,
-        "convert",
-    );
+    let mid = env.kill_after_step(&helper_migrate(&["--ami", &ami]), &name, "convert");
     let out = env.run(&["migrate", "--cleanup", &mid]);
     assert!(
         out.status.success(),
@@ -670,17 +640,7 @@ async fn ctrl_c_cleans_up_what_the_run_made_and_resume_finishes() {
     let ami = env.import("ext3-uuid");
     let name = format!("ctrl-c-{}", env.unique());
     let (code, said) = env.ctrl_c_after_step(
-        &[
-            "migrate",
-            "--method",
-            "helper",
-            "--helper-profile",
-            HELPER_PROFILE,
-            "--ami",
-            &ami,
-            "--name",
-            &name,
-        ],
+        &helper_migrate(&["--ami", &ami, "--name", &name]),
         "convert",
     );
     assert_eq!(code, Some(130), "{said:?}");
@@ -715,17 +675,7 @@ async fn register_failing_keeps_the_converted_snapshot_for_resume() {
     let other = env.import("ext3-uuid");
     let go = env.path("go");
     let mut child = env
-        .cmd(&[
-            "migrate",
-            "--method",
-            "helper",
-            "--helper-profile",
-            HELPER_PROFILE,
-            "--ami",
-            &ami,
-            "--name",
-            &taken,
-        ])
+        .cmd(&helper_migrate(&["--ami", &ami, "--name", &taken]))
         .env("AMITOOL_TEST_PAUSE_IN", "register")
         .env("AMITOOL_TEST_CONTINUE_FILE", &go)
         .stdout(std::process::Stdio::null())

@@ -1473,23 +1473,7 @@ fn half_written_files_of_a_killed_run_are_swept() {
 /// as before: an import into a state directory on a small tmpfs (root: mount).
 #[test]
 fn a_full_disk_is_named_and_leaves_nothing_partial() {
-    let dir = tempfile::tempdir().unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .expect("mount");
-    assert!(
-        st.success(),
-        "mounting a tmpfs needs root, as the loop-device tests do"
-    );
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(dir.path());
+    let dir = Tmpfs::mount("4m");
     let fx = fixture("menulst-noroot");
     let file = fixtures().0.join(fx["file"].as_str().unwrap());
     let aki = kernel_for("us-east-1", "hd0", "x86_64");
@@ -1518,18 +1502,7 @@ fn a_full_disk_is_named_and_leaves_nothing_partial() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("no space left on the filesystem of"), "{err}");
     assert!(err.contains("while writing"), "{err}");
-    let mut files = vec![];
-    let mut stack = vec![dir.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files.push(p);
-            }
-        }
-    }
+    let files = walk(dir.path());
     assert!(
         files.iter().all(|p| {
             let n = p.to_string_lossy();
@@ -1544,23 +1517,7 @@ fn a_full_disk_is_named_and_leaves_nothing_partial() {
 /// state directory, grown between the two runs; root: mount).
 #[test]
 fn a_migration_that_fills_the_disk_resumes_once_there_is_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=20m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .expect("mount");
-    assert!(
-        st.success(),
-        "mounting a tmpfs needs root, as the loop-device tests do"
-    );
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(dir.path());
+    let dir = Tmpfs::mount("20m");
     let local = |args: &[&str]| {
         Command::new(bin())
             .args([
@@ -1626,6 +1583,35 @@ fn a_migration_that_fills_the_disk_resumes_once_there_is_room() {
     );
     let m: Value = serde_json::from_slice(&done.stdout).unwrap();
     assert!(m["image_id"].as_str().unwrap().starts_with("ami-"), "{m}");
+}
+
+/// A tmpfs of `size` on a temporary directory (root: mount), unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root, as the loop-device tests do"
+        );
+        Tmpfs(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
 }
 
 /// Every file under `dir` (none when it does not exist).

@@ -10,6 +10,7 @@ use crate::progress::ProgressPolicy;
 use crate::regions::{self, RegionSelection};
 
 pub mod compat;
+mod dryrun;
 mod fleet;
 pub mod images;
 pub mod kernels;

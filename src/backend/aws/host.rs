@@ -32,48 +32,6 @@ fn tag_filter(migration_id: &str) -> Filter {
 }
 
 impl AwsBackend {
-    /// The root volume and image of an instance.
-    pub(crate) async fn instance_root(
-        &self,
-        region: &str,
-        instance_id: &str,
-    ) -> Result<(String, String)> {
-        let out = self
-            .ec2(region)
-            .describe_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| {
-                if super::error::code(&e).is_some_and(|c| c.starts_with("InvalidInstanceID")) {
-                    return Error::InvalidInput(format!(
-                        "no such instance {instance_id} in {region}"
-                    ));
-                }
-                self.err("DescribeInstances", region, e)
-            })?;
-        let inst = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find(|i| i.instance_id() == Some(instance_id))
-            .ok_or_else(|| {
-                Error::InvalidInput(format!("no such instance {instance_id} in {region}"))
-            })?;
-        let root = inst.root_device_name().unwrap_or("/dev/sda1");
-        let volume = inst
-            .block_device_mappings()
-            .iter()
-            .find(|m| m.device_name() == Some(root))
-            .and_then(|m| m.ebs())
-            .and_then(|e| e.volume_id())
-            .ok_or_else(|| Error::InvalidInput(format!("{instance_id} has no EBS root volume")))?;
-        Ok((
-            volume.to_string(),
-            inst.image_id().unwrap_or_default().to_string(),
-        ))
-    }
-
     /// CreateSnapshot of a volume, tagged with the migration (not waited for).
     pub(crate) async fn create_snapshot_of(
         &self,
@@ -158,56 +116,17 @@ impl AwsBackend {
 #[async_trait]
 impl MigrationHost for AwsBackend {
     async fn instance_state(&self, region: &str, instance_id: &str) -> Result<String> {
-        let out = self
-            .ec2(region)
-            .describe_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| self.err("DescribeInstances", region, e))?;
-        out.reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find_map(|i| {
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-            })
-            .ok_or_else(|| {
-                Error::InvalidInput(format!("no such instance {instance_id} in {region}"))
-            })
+        Ok(super::instances::state_name(
+            &self.describe_instance(region, instance_id).await?,
+        ))
     }
 
     async fn stop_instance(&self, region: &str, instance_id: &str) -> Result<()> {
-        self.ec2(region)
-            .stop_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| self.err("StopInstances", region, e))?;
-        self.ec2(region)
-            .wait_until_instance_stopped()
-            .instance_ids(instance_id)
-            .wait(super::helper::WAIT)
-            .await
-            .map(|_| ())
-            .map_err(|e| transfer_err("wait for the source instance to stop", region, e))
+        self.stop_and_wait(region, instance_id).await
     }
 
     async fn start_instance(&self, region: &str, instance_id: &str) -> Result<()> {
-        self.ec2(region)
-            .start_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| self.err("StartInstances", region, e))?;
-        self.ec2(region)
-            .wait_until_instance_running()
-            .instance_ids(instance_id)
-            .wait(super::helper::WAIT)
-            .await
-            .map(|_| ())
-            .map_err(|e| transfer_err("wait for the source instance to run again", region, e))
+        self.start_and_wait(region, instance_id).await
     }
 
     async fn image_named(&self, region: &str, name: &str) -> Result<Option<String>> {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod helper;
 mod host;
 pub mod images;
+mod instances;
 pub mod transfer;
 pub mod verify;
 

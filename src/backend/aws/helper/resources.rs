@@ -46,22 +46,8 @@ impl AwsBackend {
                 None => self.launch_helper(region, opts, journal).await?,
             },
         };
-        let out = self
-            .ec2(region)
-            .describe_instances()
-            .instance_ids(&id)
-            .send()
-            .await
-            .map_err(ec2_err(self, "DescribeInstances", region))?;
-        let inst = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .next()
-            .ok_or_else(|| {
-                Error::InvalidInput(format!("no such helper instance {id} in {region}"))
-            })?;
-        if inst.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("running") {
+        let inst = self.helper_instance(region, &id).await?;
+        if crate::backend::aws::instances::state_name(&inst) != "running" {
             return Err(Error::InvalidInput(format!("helper {id} is not running")));
         }
         let zone = inst
@@ -113,6 +99,22 @@ impl AwsBackend {
         Ok(req)
     }
 
+    /// The helper instance `id`, named as the helper when it does not exist.
+    async fn helper_instance(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<aws_sdk_ec2::types::Instance> {
+        self.describe_instance(region, id)
+            .await
+            .map_err(|e| match e {
+                Error::InvalidInput(_) => {
+                    Error::InvalidInput(format!("no such helper instance {id} in {region}"))
+                }
+                e => e,
+            })
+    }
+
     /// What can be known before any data moves: the helper given exists and
     /// runs; the one to launch has an instance profile (without one its SSM
     /// agent never registers), and EC2 would launch it as asked (RunInstances
@@ -127,38 +129,11 @@ impl AwsBackend {
             return Ok(());
         }
         if let Some(id) = &opts.instance {
-            let out = self
-                .ec2(region)
-                .describe_instances()
-                .instance_ids(id)
-                .send()
-                .await
-                .map_err(|e| {
-                    if super::super::error::code(&e)
-                        .is_some_and(|c| c.starts_with("InvalidInstanceID"))
-                    {
-                        return Error::InvalidInput(format!(
-                            "no such helper instance {id} in {region}"
-                        ));
-                    }
-                    ec2_err(self, "DescribeInstances", region)(e)
-                })?;
-            let state = out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .find_map(|i| {
-                    i.state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_string())
-                });
-            return match state.as_deref() {
-                Some("running") => Ok(()),
-                Some(other) => Err(Error::InvalidInput(format!(
+            let inst = self.helper_instance(region, id).await?;
+            return match crate::backend::aws::instances::state_name(&inst).as_str() {
+                "running" => Ok(()),
+                other => Err(Error::InvalidInput(format!(
                     "helper {id} is {other}, not running"
-                ))),
-                None => Err(Error::InvalidInput(format!(
-                    "no such helper instance {id} in {region}"
                 ))),
             };
         }
