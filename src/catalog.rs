@@ -65,10 +65,18 @@ pub struct CatalogInstanceType {
     pub source: String,
 }
 
+/// AWS's list of previous generation families; every other family is current.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Generations {
+    pub families: Vec<String>,
+    pub source: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompatTable {
     pub sources: BTreeMap<String, Source>,
     pub pv_families: PvFamilies,
+    pub previous_generation: Generations,
     pub regions: Vec<Region>,
     pub instance_types: Vec<CatalogInstanceType>,
 }
@@ -91,7 +99,12 @@ pub struct KernelTable {
 pub fn compat() -> &'static CompatTable {
     static TABLE: OnceLock<CompatTable> = OnceLock::new();
     TABLE.get_or_init(|| {
-        serde_json::from_str(COMPAT_JSON).expect("data/compat.json is checked by the unit tests")
+        let mut t: CompatTable = serde_json::from_str(COMPAT_JSON)
+            .expect("data/compat.json is checked by the unit tests");
+        for it in &mut t.instance_types {
+            it.info.current_generation = !t.previous_generation.is_previous(&it.info.instance_type);
+        }
+        t
     })
 }
 
@@ -101,6 +114,14 @@ pub fn kernels() -> &'static KernelTable {
     TABLE.get_or_init(|| {
         serde_json::from_str(KERNELS_JSON).expect("data/kernels.json is checked by the unit tests")
     })
+}
+
+impl Generations {
+    /// Whether the type's family is on AWS's previous generation list.
+    pub fn is_previous(&self, instance_type: &str) -> bool {
+        let family = instance_type.split('.').next().unwrap_or_default();
+        self.families.iter().any(|f| f == family)
+    }
 }
 
 impl CompatTable {
@@ -151,6 +172,23 @@ impl KernelTable {
 mod tests {
     use super::*;
     use crate::kernels::KernelName;
+
+    #[test]
+    fn generations_follow_aws_previous_generation_list() {
+        let t = compat();
+        assert!(t.sources.contains_key(&t.previous_generation.source));
+        let current = |n: &str| t.instance_type(n).unwrap().current_generation;
+        for n in ["m5.large", "c5.large", "m6i.large", "r5.large", "t2.micro", "t3.micro", "m7i.large"] {
+            assert!(current(n), "{n} is current generation");
+        }
+        for n in ["t1.micro", "m1.small", "m2.xlarge", "m3.medium", "c1.medium", "c3.large", "m4.large", "c4.large"] {
+            assert!(!current(n), "{n} is previous generation");
+        }
+        // Every PV family is previous generation.
+        for f in &t.pv_families.families {
+            assert!(t.previous_generation.is_previous(&format!("{f}.x")), "{f}");
+        }
+    }
 
     #[test]
     fn compat_table_is_consistent() {

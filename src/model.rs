@@ -121,6 +121,9 @@ pub struct InstanceType {
     /// `unsupported`, `supported` or `required` (EBS over NVMe).
     pub nvme_support: String,
     pub boot_modes: Vec<String>,
+    /// Live: EC2's own answer. Offline: from AWS's published list of
+    /// previous generation families (`catalog`), not from a data dump.
+    #[serde(default)]
     pub current_generation: bool,
     #[serde(skip_serializing)]
     pub vcpus: i32,

@@ -1095,59 +1095,71 @@ fn rehearsals_refuse_what_ec2_refuses_and_reruns_make_nothing() {
         refused(import(&p, &pv), &format!("is {bytes} bytes"));
     }
     refused(import(&file, &["--virtualization", "hvm"]), "no MBR");
-    // A menu with a NUL byte (GRUB stops reading there) imports, as EC2
-    // would, but is refused for migration with the line named.
-    let nul = dir.path().join("nul.img");
-    std::fs::copy(&file, &nul).unwrap();
-    let text = {
+    // A menu GRUB cannot read (a NUL byte: GRUB stops reading there; a
+    // device name never closed) imports, as EC2 would, but is refused for
+    // migration with the line named.
+    let menu = {
         let out = Command::new("debugfs")
             .args(["-R", "cat /boot/grub/menu.lst"])
-            .arg(&nul)
+            .arg(&file)
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).replacen("default", "def\0ault", 1)
+        String::from_utf8_lossy(&out.stdout).to_string()
     };
-    let local = dir.path().join("menu.lst");
-    std::fs::write(&local, &text).unwrap();
-    let cmds = dir.path().join("cmds");
-    std::fs::write(
-        &cmds,
-        format!(
-            "cd /boot/grub\nrm menu.lst\nwrite {} menu.lst\n",
-            local.display()
+    assert!(menu.contains("kernel /boot/"), "{menu}");
+    for (name, text, why) in [
+        (
+            "with-a-nul",
+            menu.replacen("default", "def\0ault", 1),
+            "a NUL byte, where GRUB stops reading",
         ),
-    )
-    .unwrap();
-    assert!(Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&cmds)
-        .arg(&nul)
-        .output()
-        .unwrap()
-        .status
-        .success());
-    let mut with = pv.to_vec();
-    with.extend(["--name", "with-a-nul"]);
-    assert!(import(&nul, &with).status.success());
-    let id: String = host
-        .json(&["list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "with-a-nul")
-        .unwrap()["image_id"]
-        .as_str()
-        .unwrap()
-        .into();
-    refused(
-        host.run(&["migrate", "--ami", &id]),
-        "/boot/grub/menu.lst line ",
-    );
-    refused(
-        host.run(&["migrate", "--ami", &id]),
-        "a NUL byte, where GRUB stops reading",
-    );
+        (
+            "with-an-unclosed-device",
+            menu.replace("kernel /boot/", "kernel (hd0,0/boot/"),
+            "opens a device name it never closes",
+        ),
+    ] {
+        let img = dir.path().join(format!("{name}.img"));
+        std::fs::copy(&file, &img).unwrap();
+        let local = dir.path().join(format!("{name}.lst"));
+        std::fs::write(&local, &text).unwrap();
+        let cmds = dir.path().join("cmds");
+        std::fs::write(
+            &cmds,
+            format!(
+                "cd /boot/grub\nrm menu.lst\nwrite {} menu.lst\n",
+                local.display()
+            ),
+        )
+        .unwrap();
+        assert!(Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&cmds)
+            .arg(&img)
+            .output()
+            .unwrap()
+            .status
+            .success());
+        let mut with = pv.to_vec();
+        with.extend(["--name", name]);
+        assert!(import(&img, &with).status.success());
+        let id: String = host
+            .json(&["list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap()["image_id"]
+            .as_str()
+            .unwrap()
+            .into();
+        refused(
+            host.run(&["migrate", "--ami", &id]),
+            "/boot/grub/menu.lst line ",
+        );
+        refused(host.run(&["migrate", "--ami", &id]), why);
+    }
     let mut with = pv.to_vec();
     with.extend(["--name", "a\nb"]);
     refused(import(&file, &with), "holds '\\n'");

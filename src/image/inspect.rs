@@ -174,13 +174,11 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
         .map(|p| fs.guest_path(p))
         .find(|p| fs.is_file(p));
     let menu_text = found.as_ref().and_then(|p| fs.read_text(p));
-    // GRUB stops reading a menu at a NUL byte: what follows would not boot.
+    // A line GRUB cannot read (a NUL byte, an unclosed device name) would
+    // leave the copy at `grub>`.
     if let (Some(p), Some(t)) = (&found, &menu_text) {
-        if let Some(n) = t.lines().position(|l| l.contains('\0')) {
-            problems.push(format!(
-                "{p} line {}: a NUL byte, where GRUB stops reading the menu",
-                n + 1
-            ));
+        if let Some(why) = menulst::unreadable_lines(t).first() {
+            problems.push(format!("{p} {why}"));
         }
     }
     let menu = menu_text.as_deref().map(MenuLst::parse);
@@ -263,6 +261,17 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
             hvm_default,
         },
     );
+    // The file GRUB reads on HVM, when it is another legacy file than PV-GRUB's.
+    if let Some(cfg) = boot.as_ref().map(|b| &b.config).filter(|c| {
+        c.kind == bootcfg::ConfigKind::Legacy && found.as_deref() != Some(c.path.as_str())
+    }) {
+        if let Some(why) = fs
+            .read_text(&cfg.path)
+            .and_then(|t| menulst::unreadable_lines(&t).into_iter().next())
+        {
+            problems.push(format!("{} {why}", cfg.path));
+        }
+    }
     let mut findings = disk.notes.clone();
     if let Some(r) = &root_uuid {
         findings.extend(fstab_findings(

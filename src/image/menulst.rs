@@ -113,6 +113,38 @@ impl MenuLst {
     }
 }
 
+/// Lines of a menu GRUB cannot read as written, each as "line N: why": a
+/// NUL byte (GRUB reads lines as C strings and stops there), or a device
+/// name in a `root`, `kernel` or `initrd` line that is opened and never
+/// closed (`(hd0,0/boot/vmlinuz`), which GRUB cannot resolve.
+pub fn unreadable_lines(text: &str) -> Vec<String> {
+    let mut out = vec![];
+    for (n, raw) in text.lines().enumerate() {
+        if raw.contains('\0') {
+            out.push(format!(
+                "line {}: a NUL byte, where GRUB stops reading the menu",
+                n + 1
+            ));
+            continue;
+        }
+        let (cmd, rest) = split_command(raw);
+        if !matches!(cmd, "root" | "rootnoverify" | "kernel" | "initrd") {
+            continue;
+        }
+        if let Some(word) = rest
+            .split_whitespace()
+            .find(|w| w.starts_with('(') && !w.contains(')'))
+        {
+            let shown: String = word.chars().take(40).collect();
+            out.push(format!(
+                "line {}: `{cmd} {shown}` opens a device name it never closes",
+                n + 1
+            ));
+        }
+    }
+    out
+}
+
 /// The `linux` and `initrd` paths of a GRUB 2 configuration's default entry,
 /// for checking an HVM image's grub.cfg.
 pub fn grub2_default_paths(cfg: &str) -> Option<(String, Option<String>)> {
@@ -204,6 +236,22 @@ mod tests {
         assert_eq!(
             grub2_default_paths("set default=3\nmenuentry 'a' {\n}\n"),
             None
+        );
+    }
+
+    #[test]
+    fn lines_grub_cannot_read_are_named() {
+        assert!(unreadable_lines(AMAZON).is_empty());
+        assert!(unreadable_lines(CENTOS).is_empty());
+        assert!(unreadable_lines(UBUNTU).is_empty());
+        let bad = "def\0ault 0\ntitle a\n\troot (hd0,0\n\tkernel (hd0,0/boot/vmlinuz ro\n\tinitrd /boot/initrd\n";
+        assert_eq!(
+            unreadable_lines(bad),
+            [
+                "line 1: a NUL byte, where GRUB stops reading the menu",
+                "line 3: `root (hd0,0` opens a device name it never closes",
+                "line 4: `kernel (hd0,0/boot/vmlinuz` opens a device name it never closes",
+            ]
         );
     }
 
