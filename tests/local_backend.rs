@@ -1106,7 +1106,7 @@ fn rehearsals_refuse_what_ec2_refuses_and_reruns_make_nothing() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    assert!(menu.contains("kernel /boot/"), "{menu}");
+    assert!(menu.contains("\t/boot/vmlinuz"), "{menu}");
     for (name, text, why) in [
         (
             "with-a-nul",
@@ -1115,7 +1115,7 @@ fn rehearsals_refuse_what_ec2_refuses_and_reruns_make_nothing() {
         ),
         (
             "with-an-unclosed-device",
-            menu.replace("kernel /boot/", "kernel (hd0,0/boot/"),
+            menu.replace("\t/boot/vmlinuz", "\t(hd0,0/boot/vmlinuz"),
             "opens a device name it never closes",
         ),
     ] {
