@@ -1,7 +1,6 @@
 //! Would this disk boot? The checks a Xen host makes before starting a guest,
 //! and a real boot under QEMU for HVM disks.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,9 +28,16 @@ pub fn pv_problems(disk: &Path, flavor: Flavor) -> Vec<String> {
 /// `grub_cfg` is the configuration amitool embedded, when known; otherwise
 /// the guest's /boot/grub/grub.cfg is read.
 pub fn hvm_problems(disk: &Path, grub_cfg: Option<&str>) -> Vec<String> {
+    match crate::image::source::open_file(disk) {
+        Ok(d) => hvm_problems_in(&d, grub_cfg),
+        Err(e) => vec![format!("cannot read the first sectors of the disk: {e}")],
+    }
+}
+
+/// [`hvm_problems`] of any disk: a file, or the HVM view before it is written.
+pub fn hvm_problems_in(disk: &crate::image::source::Disk, grub_cfg: Option<&str>) -> Vec<String> {
     let mut head = vec![0u8; 1024];
-    let read = std::fs::File::open(disk).and_then(|mut f| f.read_exact(&mut head));
-    if let Err(e) = read {
+    if let Err(e) = disk.read_exact_at(&mut head, 0) {
         return vec![format!("cannot read the first sectors of the disk: {e}")];
     }
     if head[510..512] != [0x55, 0xAA] {
@@ -70,7 +76,7 @@ pub fn hvm_problems(disk: &Path, grub_cfg: Option<&str>) -> Vec<String> {
         out.push("the partition table is empty".into());
         return out;
     };
-    let fs = match GuestFs::open(disk, part.starting_lba as u64 * SECTOR) {
+    let fs = match GuestFs::open_in(disk, part.starting_lba as u64 * SECTOR) {
         Ok(fs) => fs,
         Err(e) => {
             out.push(format!("partition 1 holds no readable filesystem: {e}"));

@@ -1,14 +1,12 @@
 //! Guest fixes, applied only with `--fix-guest` and only to the HVM copy:
 //! fstab entries that name Xen device paths, and a login getty on the serial
-//! console. Files are written with e2fsprogs' `debugfs -w` at the partition's
-//! offset (no mount), then read back.
-
-use std::path::Path;
-use std::process::Command;
+//! console. The files are written like the boot configuration's rewrite:
+//! by libext2fs into the HVM view's overlay (`migrate::Plan::view`), then
+//! read back.
 
 use serde::Serialize;
 
-use crate::image::fs::{GuestFiles, GuestFs};
+use crate::image::fs::GuestFiles;
 
 /// One file the fix rewrites or creates, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,19 +38,8 @@ impl GuestFix {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FixError {
-    #[error("cannot run debugfs (install e2fsprogs): {0}")]
-    Spawn(std::io::Error),
-    #[error("debugfs failed writing {path}: {message}")]
-    Debugfs { path: String, message: String },
     #[error("{path} is on no filesystem amitool can write")]
     Unmounted { path: String },
-    #[error("{path} does not read back as written")]
-    Verify { path: String },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
 }
 
 fn xen_device(dev: &str) -> bool {
@@ -138,62 +125,6 @@ pub fn plan(fs: &dyn GuestFiles, uuid: &str) -> Vec<GuestFix> {
     }
     // systemd starts serial-getty@ttyS0 by itself for console=ttyS0 (systemd-getty-generator).
     fixes
-}
-
-/// Write `fixes` into the ext filesystem at `offset` of `disk`, then check them.
-pub fn apply(disk: &Path, offset: u64, fixes: &[GuestFix], workdir: &Path) -> Result<(), FixError> {
-    for (i, fix) in fixes.iter().enumerate() {
-        let local = workdir.join(format!("fix-{i}"));
-        std::fs::write(&local, &fix.content).map_err(|source| FixError::Io {
-            what: local.display().to_string(),
-            source,
-        })?;
-        let (dir, name) = fix.path.rsplit_once('/').expect("absolute guest paths");
-        let dir = if dir.is_empty() { "/" } else { dir };
-        // debugfs reads its commands from a file; paths are ours, not the guest's.
-        let (mode, uid, gid) = fix.mode;
-        let script = format!(
-            "cd {dir}\nrm {name}\nwrite {} {name}\nsif {name} mode 0{:o}\nsif {name} uid {uid}\nsif {name} gid {gid}\n",
-            local.display(),
-            0o100000 | u32::from(mode & 0o7777),
-        );
-        let cmds = workdir.join(format!("fix-{i}.debugfs"));
-        std::fs::write(&cmds, script).map_err(|source| FixError::Io {
-            what: cmds.display().to_string(),
-            source,
-        })?;
-        let out = Command::new("debugfs")
-            .arg("-w")
-            .arg("-f")
-            .arg(&cmds)
-            .arg(format!("{}?offset={offset}", disk.display()))
-            .output()
-            .map_err(FixError::Spawn)?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let bad = stderr.lines().find(|l| {
-            !l.starts_with("debugfs ")
-                && !l.contains("File not found by ext2_lookup")
-                && !l.trim().is_empty()
-        });
-        if !out.status.success() || bad.is_some() {
-            return Err(FixError::Debugfs {
-                path: fix.path.clone(),
-                message: bad.unwrap_or("exit status").to_string(),
-            });
-        }
-    }
-    let fs = GuestFs::open(disk, offset).map_err(|e| FixError::Debugfs {
-        path: "/".into(),
-        message: e.to_string(),
-    })?;
-    for fix in fixes {
-        if fs.read_text(&fix.path).as_deref() != Some(fix.content.as_str()) {
-            return Err(FixError::Verify {
-                path: fix.path.clone(),
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod boot;
 pub mod bootcfg;
+pub mod extwrite;
 pub mod fs;
 pub mod grub;
 pub mod guest;
@@ -12,6 +13,7 @@ pub mod inspect;
 pub mod kernel;
 pub mod lvm;
 pub mod menulst;
+pub mod overlay;
 pub mod parts;
 pub mod source;
 pub mod sparse;

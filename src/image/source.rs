@@ -27,6 +27,12 @@ pub trait BlockSource: Send + Sync {
     fn data_blocks(&self) -> Option<u64> {
         None
     }
+    /// The byte ranges (offset, length) that may hold data, in order, when
+    /// the source knows (a sparse file's extents, a snapshot's listed
+    /// blocks); `None`: all of it.
+    fn data_ranges(&self) -> Option<Vec<(u64, u64)>> {
+        None
+    }
 }
 
 /// A shared handle to a disk.
@@ -48,6 +54,9 @@ impl BlockSource for FileSource {
     }
     fn name(&self) -> PathBuf {
         self.path.clone()
+    }
+    fn data_ranges(&self) -> Option<Vec<(u64, u64)>> {
+        crate::image::sparse::data_segments(&self.file).ok()
     }
 }
 

@@ -5,10 +5,10 @@
 //! read-ahead over the next data blocks. Reads block the calling thread: use
 //! it from a blocking thread (`spawn_blocking`), never on the runtime's own.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -30,6 +30,9 @@ pub struct SnapshotSource {
     len: u64,
     tokens: HashMap<i32, String>,
     cache: Mutex<VecDeque<(i32, Arc<Vec<u8>>)>>,
+    /// Blocks being fetched now: a second reader waits for the first.
+    in_flight: Mutex<HashSet<i32>>,
+    landed: Condvar,
     fetched: AtomicU64,
 }
 
@@ -70,6 +73,8 @@ impl SnapshotSource {
             len,
             tokens,
             cache: Mutex::new(VecDeque::new()),
+            in_flight: Mutex::new(HashSet::new()),
+            landed: Condvar::new(),
             fetched: AtomicU64::new(0),
         })
     }
@@ -143,31 +148,63 @@ impl SnapshotSource {
         Ok(data)
     }
 
-    /// Block `index`, from the cache or EBS (with the next data blocks).
-    fn block(&self, index: i32) -> std::io::Result<Option<Arc<Vec<u8>>>> {
+    /// Block `index`, from the cache or EBS. A small read fetches the next
+    /// data blocks with it (files are read in small pieces, in order); a
+    /// whole-block read (a stream) fetches only its block. Each block is
+    /// fetched once however many threads ask for it at the same time.
+    fn block(&self, index: i32, read_ahead: bool) -> std::io::Result<Option<Arc<Vec<u8>>>> {
         if !self.tokens.contains_key(&index) {
             return Ok(None);
         }
-        if let Some(b) = self.cached(index) {
-            return Ok(Some(b));
-        }
-        let run: Vec<i32> = (index..index.saturating_add(READ_AHEAD as i32))
-            .take_while(|i| {
-                self.tokens.contains_key(i) && (*i == index || self.cached(*i).is_none())
-            })
-            .collect();
+        let run: Vec<i32> = {
+            let mut flying = self.in_flight.lock().expect("in-flight lock");
+            loop {
+                if let Some(b) = self.cached(index) {
+                    return Ok(Some(b));
+                }
+                if !flying.contains(&index) {
+                    break;
+                }
+                flying = self.landed.wait(flying).expect("in-flight lock");
+            }
+            let ahead = if read_ahead { READ_AHEAD } else { 1 };
+            let run: Vec<i32> = (index..index.saturating_add(ahead as i32))
+                .take_while(|i| {
+                    self.tokens.contains_key(i)
+                        && (*i == index || (self.cached(*i).is_none() && !flying.contains(i)))
+                })
+                .collect();
+            flying.extend(&run);
+            run
+        };
         let fetched = self.handle.block_on(futures::future::join_all(
             run.iter().map(|i| self.fetch(*i)),
         ));
         let mut first = None;
+        let mut err = None;
         for (i, b) in run.iter().zip(fetched) {
-            let b = Arc::new(b?);
-            if *i == index {
-                first = Some(b.clone());
+            match b {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    if *i == index {
+                        first = Some(b.clone());
+                    }
+                    self.keep(*i, b);
+                }
+                Err(e) => err = err.or(Some(e)),
             }
-            self.keep(*i, b);
         }
-        Ok(first)
+        let mut flying = self.in_flight.lock().expect("in-flight lock");
+        for i in &run {
+            flying.remove(i);
+        }
+        self.landed.notify_all();
+        drop(flying);
+        match (first, err) {
+            (Some(b), _) => Ok(Some(b)),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -187,7 +224,7 @@ impl BlockSource for SnapshotSource {
             let within = (at % BLOCK) as usize;
             let n = ((BLOCK as usize) - within).min((end - at) as usize);
             let dst = &mut buf[(at - offset) as usize..(at - offset) as usize + n];
-            match self.block(index)? {
+            match self.block(index, n < BLOCK as usize)? {
                 Some(b) => dst.copy_from_slice(&b[within..within + n]),
                 None => dst.fill(0),
             }
@@ -198,6 +235,16 @@ impl BlockSource for SnapshotSource {
 
     fn data_blocks(&self) -> Option<u64> {
         Some(self.tokens.len() as u64)
+    }
+    fn data_ranges(&self) -> Option<Vec<(u64, u64)>> {
+        let mut blocks: Vec<i32> = self.tokens.keys().copied().collect();
+        blocks.sort_unstable();
+        Some(
+            blocks
+                .into_iter()
+                .map(|i| (i.max(0) as u64 * BLOCK, BLOCK))
+                .collect(),
+        )
     }
     fn name(&self) -> PathBuf {
         PathBuf::from(&self.snapshot_id)
