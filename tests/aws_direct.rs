@@ -167,6 +167,15 @@ async fn migrate_direct_end_to_end_with_real_bytes() {
     );
 }
 
+/// Blocks the journal records as written: its ranges `[first, last]` summed.
+fn journaled_blocks(j: &Value) -> u64 {
+    j["upload"]["blocks"].as_array().map_or(0, |rs| {
+        rs.iter()
+            .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1)
+            .sum()
+    })
+}
+
 #[tokio::test]
 async fn kill_mid_upload_then_resume_finishes_and_cleans() {
     let env = Env::new();
@@ -186,7 +195,7 @@ async fn kill_mid_upload_then_resume_finishes_and_cleans() {
             d.find_map(|e| {
                 let p = e.ok()?.path();
                 let j: Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
-                (j["upload"]["blocks"].as_array().map_or(0, |b| b.len()) >= 10).then_some(j)
+                (journaled_blocks(&j) >= 10).then_some(j)
             })
         });
         if let Some(j) = found {
@@ -203,8 +212,37 @@ async fn kill_mid_upload_then_resume_finishes_and_cleans() {
     let mid = journal["migration_id"].as_str().unwrap().to_string();
     assert_eq!(journal["upload"]["completed"], false);
 
+    let done = journaled_blocks(&journal)
+        + journal["upload"]["zero"].as_array().map_or(0, |z| {
+            z.iter().map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1).sum()
+        });
     let m = env.json(&["migrate", "--resume", &mid]);
     assert_eq!(m["migration_id"], mid.as_str());
+    // The resume streamed only what was not done: no completed range again.
+    let upload = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "upload")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        upload.contains(&format!(", {done} done before (resumed)")),
+        "{upload}"
+    );
+    let streamed: u64 = upload
+        .split(": ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let written = m["transfer"]["blocks_written"].as_u64().unwrap();
+    assert!(
+        streamed > 0 && streamed + done >= written,
+        "{upload}: {written} written in all"
+    );
     let hvm = m["image_id"].as_str().unwrap().to_string();
     let new_snap = root_snapshot(&hvm).await;
     assert_eq!(
@@ -245,7 +283,7 @@ async fn cleanup_removes_an_abandoned_upload() {
                     let j: Value =
                         serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?)
                             .ok()?;
-                    (j["upload"]["blocks"].as_array().map_or(0, |b| b.len()) >= 4)
+                    (journaled_blocks(&j) >= 4)
                         .then(|| j["migration_id"].as_str().unwrap().to_string())
                 })
             });
@@ -585,17 +623,17 @@ async fn ctrl_c_after_the_upload_keeps_it_for_resume() {
     assert_eq!(tagged_snapshots(&mid).await, kept);
 }
 
-/// Ctrl-C in the download (coldsnap on a blocking thread) is no panic: the
+/// Ctrl-C in the stream (its reads on blocking threads) is no panic: the
 /// migration id, what was removed and what is kept, exit 130, the journal
 /// says `interrupted`, and `--resume` then finishes it.
 #[test]
-fn ctrl_c_during_the_download_is_a_clean_stop() {
+fn ctrl_c_during_the_stream_is_a_clean_stop() {
     use std::io::{BufRead, BufReader};
     let env = Env::new();
     let ami = env.import("ext3-uuid");
     let mut child = env
         .cmd(&["migrate", "--ami", &ami])
-        .env("AMITOOL_TEST_PAUSE_IN", "download")
+        .env("AMITOOL_TEST_PAUSE_IN", "stream")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -605,12 +643,12 @@ fn ctrl_c_during_the_download_is_a_clean_stop() {
     loop {
         let line = lines
             .next()
-            .expect("stderr ended before the download")
+            .expect("stderr ended before the stream")
             .unwrap();
-        if line.contains("paused in download") {
+        if line.contains("paused in stream") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "no download");
+        assert!(start.elapsed() < Duration::from_secs(120), "no stream");
     }
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -623,7 +661,10 @@ fn ctrl_c_during_the_download_is_a_clean_stop() {
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("interrupted (Ctrl-C)"), "{err}");
-    assert!(err.contains("kept its journal"), "{err}");
+    assert!(
+        err.contains("kept the upload snapshot snap-") && err.contains("its journal"),
+        "{err}"
+    );
     let mid = err
         .split_whitespace()
         .find(|w| w.starts_with("mig-"))
@@ -707,7 +748,7 @@ fn transfers_print_plain_progress_lines_when_not_on_a_terminal() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    for what in ["download snap-", "upload snap-"] {
+    for what in ["upload snap-"] {
         let line = err
             .lines()
             .find(|l| l.starts_with(&format!("amitool: {what}")))

@@ -330,10 +330,10 @@ async fn helper_migrates_a_pv_ami_that_then_boots() {
             "inspect",
             "plan",
             "boot-config",
-            "boot area",
             "helper",
             "volumes",
-            "convert",
+            "copy",
+            "snapshot copy",
             "snapshot target",
             "register",
             "verify",
@@ -516,10 +516,10 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     for step in [
         "snapshot",
         "inspect",
-        "boot area",
         "helper",
         "volumes",
-        "convert",
+        "copy",
+        "snapshot copy",
         "snapshot target",
         "register",
     ] {
@@ -536,7 +536,7 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     }
     // And --cleanup instead of --resume removes everything.
     let name = format!("crash-cleanup-{}", env.unique());
-    let mid = env.kill_after_step(&helper_migrate(&["--ami", &ami]), &name, "convert");
+    let mid = env.kill_after_step(&helper_migrate(&["--ami", &ami]), &name, "copy");
     let out = env.run(&["migrate", "--cleanup", &mid]);
     assert!(
         out.status.success(),
@@ -641,7 +641,7 @@ async fn ctrl_c_cleans_up_what_the_run_made_and_resume_finishes() {
     let name = format!("ctrl-c-{}", env.unique());
     let (code, said) = env.ctrl_c_after_step(
         &helper_migrate(&["--ami", &ami, "--name", &name]),
-        "convert",
+        "copy",
     );
     assert_eq!(code, Some(130), "{said:?}");
     let last = said.last().unwrap();
@@ -776,7 +776,8 @@ async fn both_methods_migrate_a_separate_boot_and_lvm_root_to_the_local_bytes() 
             .concat(),
         );
         let hvm = m["image_id"].as_str().unwrap().to_string();
-        let disk = std::fs::read(export(&env, &hvm, &format!("{method}.img"))).unwrap();
+        let exported = export(&env, &hvm, &format!("{method}.img"));
+        let disk = std::fs::read(&exported).unwrap();
         assert!(disk.len() >= local.len(), "{method}: {} bytes", disk.len());
         assert_eq!(
             disk[..local.len()]
@@ -789,6 +790,22 @@ async fn both_methods_migrate_a_separate_boot_and_lvm_root_to_the_local_bytes() 
         assert!(
             disk[local.len()..].iter().all(|&b| b == 0),
             "{method}: bytes past the local disk's end"
+        );
+        // Read back with the plain EBS API, it boots, from an NVMe root.
+        let marker = format!("AMITOOL-ROOT-OK {name}");
+        let serial = exported.with_extension("serial.log");
+        let q = amitool::image::boot::qemu_boot(
+            &exported,
+            &serial,
+            &marker,
+            std::time::Duration::from_secs(240),
+            amitool::image::boot::DiskBus::Nvme,
+        )
+        .unwrap();
+        assert!(
+            q.reached,
+            "{method}: {}",
+            std::fs::read_to_string(&serial).unwrap_or_default()
         );
     }
 }

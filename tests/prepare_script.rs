@@ -44,11 +44,8 @@ impl Drop for Loop {
 fn run(params: &Params, dir: &Path) -> (i32, Report) {
     let path = dir.join(format!("prepare-{:?}.sh", params.mode));
     std::fs::write(&path, script::render(params).unwrap()).unwrap();
-    // debugfs stamps what it writes with the clock: a fixed one (as
-    // SOURCE_DATE_EPOCH does for builds) lets two runs compare byte for byte.
     let out = Command::new("bash")
         .arg(&path)
-        .env("E2FSPROGS_FAKE_TIME", common::FAKE_TIME)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -99,7 +96,6 @@ fn params(mode: Mode, src: Device, dst: Device) -> Params {
             dst: 1 << 20,
         }],
         filesystems: vec![0],
-        fixes: vec![],
     }
 }
 
@@ -115,14 +111,12 @@ fn converted_on_loop_devices_then_boots(name: &str) {
     let s = setup(name);
     let before = sha256(&s.src);
     // amitool plans in Rust from the source read where it lies (on AWS the
-    // snapshot through GetSnapshotBlock) and builds the boot area; on AWS the
-    // target volume is made from a snapshot of it: here it is written first.
+    // snapshot through GetSnapshotBlock); the script only copies the ranges.
     let disk = amitool::image::source::open_file(&s.src).unwrap();
     let insp = amitool::image::inspect::inspect_in(&disk, None).unwrap();
     let boot_plan = insp.boot.clone().expect("a boot plan");
     assert!(!boot_plan.edits.is_empty(), "{name}: nothing to rewrite");
     let plan = amitool::migrate::Plan::new(&disk, &insp, false).unwrap();
-    write_boot_area(&s, &plan);
 
     let (src_loop, dst_loop) = (Loop::attach(&s.src, true), Loop::attach(&s.dst, false));
     let (src, dst) = (device(&src_loop, &s.src), device(&dst_loop, &s.dst));
@@ -133,12 +127,14 @@ fn converted_on_loop_devices_then_boots(name: &str) {
 
     p.mode = Mode::Convert;
     p.ranges = plan.layout.ranges.clone();
-    p.fixes = plan.placed_files().unwrap();
     assert_eq!(p.ranges.len(), insp.partitions.len().max(1), "{name}");
     let (code, done) = run(&p, s.dir.path());
     assert_eq!((code, done.ok), (0, true), "{name}: {done:?}");
+    let copied: u64 = plan.layout.ranges.iter().map(|r| r.len).sum();
+    assert_eq!(done.bytes_copied, Some(copied), "{name}");
     drop((src_loop, dst_loop));
     assert_eq!(sha256(&s.src), before, "{name}: the source changed");
+    write_child_blocks(&s, &disk, &plan);
 
     let problems = boot::hvm_problems(&s.dst, Some(&plan.cfg));
     assert!(problems.is_empty(), "{name}: {problems:?}");
@@ -174,16 +170,23 @@ fn converted_on_loop_devices_then_boots(name: &str) {
     );
 }
 
-/// The HVM disk's first MiB as amitool builds it, written to the target (what
-/// the staging snapshot gives the helper's target volume on AWS).
-fn write_boot_area(s: &Setup, plan: &amitool::migrate::Plan) {
+/// What the child snapshot adds on AWS (ParentSnapshotId = the helper's
+/// copy): blocks 0-1 and the overlay's, from the shared Rust view, written
+/// over the script's copy.
+fn write_child_blocks(s: &Setup, disk: &amitool::image::source::Disk, plan: &amitool::migrate::Plan) {
     use std::os::unix::fs::FileExt;
-    let area = amitool::image::hvm::boot_area(&plan.layout, &plan.cfg, s.dir.path()).unwrap();
+    let now: i64 = common::FAKE_TIME.parse().unwrap();
+    let view = plan.view(disk, s.dir.path(), now).unwrap();
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&s.dst)
         .unwrap();
-    f.write_all_at(&area, 0).unwrap();
+    let mut blocks = vec![0, 1];
+    blocks.extend(view.edited());
+    assert!(view.edited().len() < 64, "{:?}", view.edited());
+    for b in blocks {
+        f.write_all_at(&view.block(b).unwrap(), b * 512 * 1024).unwrap();
+    }
 }
 
 /// The fixture migrated by the local backend's pipeline, exported.
@@ -217,9 +220,11 @@ fn the_guard_refuses_any_other_device_and_writes_nothing() {
     let (code, r) = run(&convert(src.clone(), src.clone()), s.dir.path());
     assert_eq!((code, r.ok), (3, false));
 
-    // The right device, but it does not hold amitool's boot area (a target
-    // volume not made from the staging snapshot).
-    let (code, r) = run(&convert(src.clone(), dst.clone()), s.dir.path());
+    // The right devices, but a range that would land on blocks 0-1, which
+    // are amitool's (the child snapshot writes them).
+    let mut p = convert(src.clone(), dst.clone());
+    p.ranges[0].dst = 4096;
+    let (code, r) = run(&p, s.dir.path());
     assert_eq!((code, r.ok), (3, false));
     assert!(r.reason.unwrap().contains("boot area"));
 

@@ -23,6 +23,10 @@ What it changes, and why:
    returns the path strings in arrival order), and an unknown snapshot id or
    block index is answered with ResourceNotFoundException / ValidationException
    like AWS instead of a Python KeyError (HTTP 500).
+5. StartSnapshot with ParentSnapshotId (moto ignores it): the child starts
+   with every block of the parent at the same index, as on AWS; blocks put
+   later replace the parent's.  The parent must exist and be completed, and
+   the child's VolumeSize may not be smaller than the parent's.
 """
 
 import json
@@ -187,8 +191,49 @@ def _amitool_ebs_fix_responses():
         body["ChangedBlocks"].sort(key=lambda block: block["BlockIndex"])
         return json.dumps(body)
 
+    def start_snapshot(self):
+        params = json.loads(self.body)
+        parent_id = params.get("ParentSnapshotId")
+        parent = None
+        if parent_id:
+            parent = self.ebs_backend.snapshots.get(parent_id)
+            if parent is None:
+                raise _ebs_error(
+                    404,
+                    "ResourceNotFoundException",
+                    f"The parent snapshot '{parent_id}' does not exist.",
+                    "SNAPSHOT_NOT_FOUND",
+                )
+            if parent.status != "completed":
+                raise _ebs_error(
+                    400,
+                    "ValidationException",
+                    f"The parent snapshot '{parent_id}' is not completed.",
+                    "INVALID_PARENT_SNAPSHOT",
+                )
+            if int(params.get("VolumeSize") or 0) < int(parent.volume_size):
+                raise _ebs_error(
+                    400,
+                    "ValidationException",
+                    "The volume size cannot be smaller than the parent snapshot's.",
+                    "INVALID_VOLUME_SIZE",
+                )
+        snapshot = self.ebs_backend.start_snapshot(
+            volume_size=params.get("VolumeSize"),
+            tags=params.get("Tags"),
+            description=params.get("Description"),
+        )
+        if parent is not None:
+            snapshot.blocks = dict(parent.blocks)
+            snapshot.parent_snapshot_id = parent_id
+        body = snapshot.to_json()
+        if parent is not None:
+            body["ParentSnapshotId"] = parent_id
+        return json.dumps(body)
+
     response_cls.list_snapshot_blocks = list_snapshot_blocks
     response_cls.list_changed_blocks = list_changed_blocks
+    response_cls.start_snapshot = start_snapshot
     response_cls._amitool_patched = True
 
 

@@ -13,8 +13,13 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Upload {
     pub snapshot_id: String,
-    /// Block indexes already written (512 KiB blocks on EBS).
+    /// Block indexes already written (512 KiB blocks on EBS), kept as
+    /// ranges `[first, last]`: a resume reads and writes none of them again.
+    #[serde(with = "block_ranges")]
     pub blocks: BTreeSet<i32>,
+    /// Blocks read and found all zeros: nothing to write, nothing to read again.
+    #[serde(default, with = "block_ranges")]
+    pub zero: BTreeSet<i32>,
     pub completed: bool,
 }
 
@@ -60,6 +65,10 @@ pub struct Journal {
     /// core.img) as amitool built it; the target volume is made from it.
     #[serde(default)]
     pub boot_snapshot: Option<String>,
+    /// The helper's target volume as it copied it (the ranges only): the
+    /// parent of the result, which adds blocks 0-1 and the overlay's.
+    #[serde(default)]
+    pub copy_snapshot: Option<String>,
     /// The KMS key of an encrypted source; the result is encrypted with it.
     #[serde(default)]
     pub kms_key: Option<String>,
@@ -70,11 +79,77 @@ pub struct Journal {
     #[serde(default)]
     pub downloaded: Option<String>,
     pub upload: Option<Upload>,
+    /// The time written into the files amitool edits (seconds since the
+    /// epoch), fixed at the first build so a resumed copy is the same copy.
+    #[serde(default)]
+    pub edit_time: Option<i64>,
+    /// What making the disk read and wrote.
+    #[serde(default)]
+    pub transfer: Option<crate::image::overlay::TransferStats>,
     pub image_id: Option<String>,
     /// `running`, `failed`, `done` or `cleaned`.
     pub state: String,
     #[serde(skip)]
     path: PathBuf,
+}
+
+/// A set of block indexes as inclusive ranges `[[0, 9], [12, 12]]`; plain
+/// indexes (journals before ranges) are read too.
+mod block_ranges {
+    use std::collections::BTreeSet;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(set: &BTreeSet<i32>, s: S) -> Result<S::Ok, S::Error> {
+        let mut ranges: Vec<[i32; 2]> = vec![];
+        for &i in set {
+            match ranges.last_mut() {
+                Some(r) if r[1].checked_add(1) == Some(i) => r[1] = i,
+                _ => ranges.push([i, i]),
+            }
+        }
+        ranges.serialize(s)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        One(i32),
+        Range([i32; 2]),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<i32>, D::Error> {
+        let mut out = BTreeSet::new();
+        for item in Vec::<Item>::deserialize(d)? {
+            match item {
+                Item::One(i) => {
+                    out.insert(i);
+                }
+                Item::Range([a, b]) if a <= b && b - a < (1 << 24) => out.extend(a..=b),
+                Item::Range([a, b]) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "block range [{a}, {b}] is not a range of at most 16M blocks"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn ranges_round_trip_and_old_journals_read() {
+            #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+            struct W(#[serde(with = "super")] std::collections::BTreeSet<i32>);
+            let w = W([0, 1, 2, 5, 7, 8].into_iter().collect());
+            let text = serde_json::to_string(&w).unwrap();
+            assert_eq!(text, "[[0,2],[5,5],[7,8]]");
+            assert_eq!(serde_json::from_str::<W>(&text).unwrap(), w);
+            assert_eq!(serde_json::from_str::<W>("[0,1,2,5,7,8]").unwrap(), w);
+            assert!(serde_json::from_str::<W>("[[5,1]]").is_err());
+        }
+    }
 }
 
 /// Where journals live: `AMITOOL_JOURNAL_DIR`, else the user's data directory.
@@ -104,6 +179,25 @@ pub fn check_migration_id(id: &str) -> Result<()> {
 }
 
 impl Journal {
+    /// [`Journal::edit_time`], set now on first use: e2fsprogs'
+    /// `E2FSPROGS_FAKE_TIME` when set (reproducible builds, tests), else the clock.
+    pub fn edit_time(&mut self) -> Result<i64> {
+        if let Some(t) = self.edit_time {
+            return Ok(t);
+        }
+        let t = std::env::var("E2FSPROGS_FAKE_TIME")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64)
+            });
+        self.edit_time = Some(t);
+        self.save()?;
+        Ok(t)
+    }
+
     pub fn new(dir: &Path, migration_id: &str) -> Self {
         Journal {
             migration_id: migration_id.to_string(),
@@ -165,7 +259,8 @@ mod tests {
         let mut j = Journal::new(dir.path(), "mig-0123456789ab");
         j.upload = Some(Upload {
             snapshot_id: "snap-1".into(),
-            blocks: [2, 0, 1].into(),
+            blocks: [2, 0, 1, 7].into(),
+            zero: [3].into(),
             completed: false,
         });
         j.save().unwrap();

@@ -8,14 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::image::boot;
 use crate::image::guest::{self, Guest, Mount};
+use crate::image::extwrite::{self, NewFile};
 use crate::image::guestfix::{self, GuestFix};
 use crate::image::hvm;
+use crate::image::overlay::HvmView;
 use crate::image::inspect::Inspection;
 use crate::image::source::Disk;
 use crate::migrate::journal::Journal;
@@ -84,6 +87,56 @@ impl Plan {
         })
     }
 
+    /// The HVM disk over `source` as a view, every planned file written into
+    /// its overlay by libext2fs and read back. Blocking: it reads the source.
+    pub fn view(&self, source: &Disk, work: &Path, now: i64) -> Result<Arc<HvmView>> {
+        let head = hvm::boot_area(&self.layout, &self.cfg, work)
+            .map_err(|e| Error::InvalidInput(format!("build the boot blocks: {e}")))?;
+        let view = Arc::new(HvmView::new(source.clone(), self.layout.clone(), head));
+        let placed = self
+            .placed_files()
+            .map_err(|e| Error::InvalidInput(format!("rewrite the boot configuration: {e}")))?;
+        let mut by_fs: BTreeMap<u64, Vec<&GuestFix>> = BTreeMap::new();
+        for (offset, f) in &placed {
+            by_fs.entry(*offset).or_default().push(f);
+        }
+        for (offset, files) in by_fs {
+            let end = self
+                .layout
+                .ranges
+                .iter()
+                .find(|r| offset >= r.dst && offset - r.dst < r.len)
+                .map_or(self.layout.disk_size, |r| r.dst + r.len);
+            let new: Vec<NewFile> = files
+                .iter()
+                .map(|f| NewFile {
+                    path: &f.path,
+                    data: f.content.as_bytes(),
+                    mode: (u32::from(f.mode.0 & 0o7777), f.mode.1, f.mode.2),
+                })
+                .collect();
+            extwrite::write_files(&view, offset, end, &new, now).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "write {} into the copy: {e}",
+                    files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+        }
+        // Read back through the filesystem reader, as GRUB and the guest will.
+        let disk: Disk = view.clone();
+        let g = Guest::open_in(&disk, &self.mounts)
+            .map_err(|e| Error::InvalidInput(format!("read the copy back: {e}")))?;
+        for f in &self.files {
+            if g.read_text(&f.path).as_deref() != Some(f.content.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "{} reads back different from what was written",
+                    f.path
+                )));
+            }
+        }
+        Ok(view)
+    }
+
     /// The new root volume's size in GiB.
     pub fn volume_gib(&self) -> u64 {
         self.layout.disk_size.div_ceil(1 << 30)
@@ -144,9 +197,14 @@ pub trait Method: Send + Sync {
     fn kept(&self, journal: &Journal) -> Vec<String>;
 }
 
-/// The disk built as a local file from the source's (the local host's file
-/// where it lies; an EBS snapshot downloaded first) and stored by the host.
+/// The disk made from the view where the source lies: the overlay built
+/// by libext2fs, then each block read once and written once by the host
+/// (a snapshot streamed through the EBS direct APIs; the local host's file).
 pub struct Direct<'a>(pub &'a dyn MigrationHost);
+
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))?
+}
 
 #[async_trait]
 impl Method for Direct<'_> {
@@ -157,61 +215,50 @@ impl Method for Direct<'_> {
         rec: &mut Recorder,
     ) -> Result<String> {
         let region = journal.region.clone();
-        let src = self
-            .0
-            .source_file(&region, job.source, journal, job.work)
-            .await?;
-        if let Some(n) = journal.source_blocks.filter(|_| src.downloaded) {
-            rec.done(
-                "download",
-                format!("{n} blocks read into {}", src.path.display()),
-            );
-        }
-        let plan = job.plan;
-        let out = job.work.join("hvm.raw");
-        let _ = std::fs::remove_file(&out);
-        let report = hvm::build(&src.path, &plan.layout, &plan.cfg, &out).map_err(|e| match e {
-            // A full disk is named as such (the partial file is gone already).
-            hvm::BuildError::Io { source, .. } if source.raw_os_error() == Some(28) => {
-                Error::write(&out, source)
-            }
-            e => Error::InvalidInput(format!("build the HVM disk: {e}")),
-        })?;
-        let placed = plan
-            .placed_files()
-            .map_err(|e| Error::InvalidInput(format!("rewrite the boot configuration: {e}")))?;
-        for (offset, file) in &placed {
-            guestfix::apply(&out, *offset, std::slice::from_ref(file), job.work)
-                .map_err(|e| Error::InvalidInput(format!("write {}: {e}", file.path)))?;
-        }
+        let now = journal.edit_time()?;
+        let (plan, disk, work) = (job.plan.clone(), job.source.disk.clone(), job.work.to_path_buf());
+        let busy = crate::interrupt::Busy::start();
+        let view = joined(
+            tokio::task::spawn_blocking(move || {
+                let _busy = busy;
+                let view = plan.view(&disk, &work, now)?;
+                let problems = boot::hvm_problems_in(&(view.clone() as Disk), Some(&plan.cfg));
+                if !problems.is_empty() {
+                    return Err(Error::InvalidInput(format!(
+                        "the HVM disk would not boot: {}",
+                        problems.join("; ")
+                    )));
+                }
+                Ok(view)
+            })
+            .await,
+        )?;
         rec.done(
             "build",
             format!(
-                "{} bytes copied, core.img {} bytes, {} file(s) written",
-                report.bytes_copied,
-                report.core_img_bytes,
-                placed.len()
+                "{} file(s) written by libext2fs into {} overlay block(s); MBR and core.img in blocks 0-1",
+                job.plan.files.len(),
+                view.edited().len(),
             ),
         );
-        let problems = boot::hvm_problems(&out, Some(&plan.cfg));
-        if !problems.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "the HVM disk would not boot: {}",
-                problems.join("; ")
-            )));
-        }
-        let snapshot_id = self.0.store_disk(&region, &out, job.tags, journal).await?;
-        let _ = std::fs::remove_file(&out);
-        let written = journal.upload.as_ref().map(|u| u.blocks.len());
+        let (snapshot_id, stats) = self
+            .0
+            .store_view(&region, view, job.tags, journal)
+            .await?;
         rec.done(
             "upload",
-            match written {
-                Some(n) => format!(
-                    "snapshot {snapshot_id}: {n} blocks written ({} bytes)",
-                    n as u64 * 524_288
-                ),
-                None => format!("snapshot {snapshot_id}"),
-            },
+            format!(
+                "snapshot {snapshot_id}: {} blocks streamed{}; in all {} blocks read, {} written ({} bytes)",
+                stats.streamed_now,
+                if stats.done_before > 0 {
+                    format!(", {} done before (resumed)", stats.done_before)
+                } else {
+                    String::new()
+                },
+                stats.blocks_read,
+                stats.blocks_written,
+                stats.bytes_written
+            ),
         );
         Ok(snapshot_id)
     }

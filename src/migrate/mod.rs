@@ -52,14 +52,6 @@ pub struct SourceDisk {
     pub volume_type: Option<String>,
 }
 
-/// The source's root disk as a local file.
-#[derive(Debug, Clone)]
-pub struct SourceFile {
-    pub path: PathBuf,
-    /// Whether it was downloaded (and `journal.source_blocks` says how much).
-    pub downloaded: bool,
-}
-
 /// What the pipeline registers.
 #[derive(Debug, Clone)]
 pub struct HvmRegistration {
@@ -88,15 +80,6 @@ pub trait MigrationHost: Send + Sync {
         source: &Source,
         journal: &mut Journal,
     ) -> Result<SourceDisk>;
-    /// The source's root disk as a local file: the local host's own file,
-    /// or an EBS snapshot downloaded into `work` (checkpointed in the journal).
-    async fn source_file(
-        &self,
-        region: &str,
-        source: &SourceDisk,
-        journal: &mut Journal,
-        work: &Path,
-    ) -> Result<SourceFile>;
     /// The source's root disk where it lies, read-only, when this host can
     /// read it without making anything (the local backend's files); `None` otherwise.
     async fn source_in_place(&self, _region: &str, _source: &Source) -> Result<Option<SourceDisk>> {
@@ -129,6 +112,37 @@ pub trait MigrationHost: Send + Sync {
         tags: &BTreeMap<String, String>,
         journal: &mut Journal,
     ) -> Result<String>;
+    /// Store the HVM view as a new snapshot, each of its blocks read once and
+    /// written once; the journal keeps what was moved. By default the view
+    /// is written into a sparse file in the work directory and stored with
+    /// [`MigrationHost::store_disk`] (the local host renames it into place).
+    async fn store_view(
+        &self,
+        region: &str,
+        view: std::sync::Arc<crate::image::overlay::HvmView>,
+        tags: &BTreeMap<String, String>,
+        journal: &mut Journal,
+    ) -> Result<(String, crate::image::overlay::TransferStats)> {
+        let work = self.work_dir(&journal.migration_id);
+        std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+        let out = work.join("hvm.raw");
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(out.with_extension("partial"));
+        let path = out.clone();
+        let busy = crate::interrupt::Busy::start();
+        let stats = tokio::task::spawn_blocking(move || {
+            let _busy = busy;
+            crate::image::overlay::write_file(&view, &path)
+        })
+        .await
+        .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))?
+        .map_err(|e| Error::write(&out, e))?;
+        let id = self.store_disk(region, &out, tags, journal).await?;
+        let _ = std::fs::remove_file(&out);
+        journal.transfer = Some(stats);
+        journal.save()?;
+        Ok((id, stats))
+    }
     /// RegisterImage, or the image this migration already registered.
     async fn register_hvm(
         &self,
@@ -169,6 +183,9 @@ pub struct Migration {
     pub findings: Vec<String>,
     /// Each line of the HVM copy's boot configuration amitool changed.
     pub changes: Vec<bootcfg::Change>,
+    /// What making the disk moved: `blocks_read`, `blocks_written`,
+    /// `bytes_read`, `bytes_written` (512 KiB blocks).
+    pub transfer: crate::image::overlay::TransferStats,
     #[serde(skip)]
     pub inspection: Option<Inspection>,
 }
@@ -405,6 +422,7 @@ pub fn finished(journal: &Journal) -> Option<Migration> {
         }],
         findings: vec![format!("{said}; nothing was made")],
         changes: vec![],
+        transfer: Default::default(),
         inspection: None,
     })
 }

@@ -115,6 +115,7 @@ pub(crate) async fn execute(
         steps: std::mem::take(&mut rec.steps),
         findings,
         changes: insp.boot_changes.clone(),
+        transfer: journal.transfer.unwrap_or_default(),
         inspection: Some(insp),
     })
 }

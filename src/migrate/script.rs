@@ -4,11 +4,9 @@
 //! script is validated here and single-quoted by the template's `sh` filter:
 //! nothing from a tag, a name or a guest file can inject shell.
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::image::guestfix::GuestFix;
 
 const TEMPLATE: &str = include_str!("../../templates/prepare.sh.j2");
 
@@ -42,9 +40,6 @@ pub struct Params {
     pub ranges: Vec<crate::image::hvm::Range>,
     /// Where the source's ext2/3/4 filesystems start (checked before anything is written).
     pub filesystems: Vec<u64>,
-    /// Files written into the target: the byte offset on the target of the
-    /// filesystem each lies on, and the file (its path inside that filesystem).
-    pub fixes: Vec<(u64, GuestFix)>,
 }
 
 /// What the script's last line says.
@@ -55,6 +50,9 @@ pub struct Report {
     pub ok: bool,
     #[serde(default)]
     pub reason: Option<String>,
+    /// convert: the bytes the script copied.
+    #[serde(default)]
+    pub bytes_copied: Option<u64>,
 }
 
 fn bad(what: &str, value: &str) -> Error {
@@ -101,20 +99,6 @@ fn check_identity(id: &str) -> Result<()> {
     }
 }
 
-fn check_guest_path(p: &str) -> Result<()> {
-    let ok = p.starts_with('/')
-        && p.len() < 256
-        && p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-@".contains(&b))
-        && !p.contains("..")
-        && !p.ends_with('/');
-    if ok {
-        Ok(())
-    } else {
-        Err(bad("guest path", p))
-    }
-}
-
 /// Single quotes, with `'` written as `'\''`.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -126,24 +110,6 @@ pub fn render(p: &Params) -> Result<String> {
         check_device_path(&d.device)?;
         check_identity(&d.identity)?;
     }
-    for (_, f) in &p.fixes {
-        check_guest_path(&f.path)?;
-    }
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let fixes: Vec<serde_json::Value> = p
-        .fixes
-        .iter()
-        .map(|(offset, f)| {
-            serde_json::json!({
-                "offset": offset,
-                "path": f.path,
-                "content_b64": b64(&f.content),
-                "mode": format!("{:o}", 0o100000 | u32::from(f.mode.0 & 0o7777)),
-                "uid": f.mode.1,
-                "gid": f.mode.2,
-            })
-        })
-        .collect();
     let mut env = minijinja::Environment::new();
     env.add_filter("sh", |v: String| shell_quote(&v));
     env.add_template("prepare.sh", TEMPLATE)
@@ -155,7 +121,6 @@ pub fn render(p: &Params) -> Result<String> {
         target => p.target,
         ranges => p.ranges,
         filesystems => p.filesystems,
-        fixes => fixes,
     };
     env.get_template("prepare.sh")
         .and_then(|t| t.render(ctx))
@@ -200,15 +165,6 @@ mod tests {
                 dst: 1 << 20,
             }],
             filesystems: vec![0],
-            fixes: vec![(
-                1 << 20,
-                GuestFix {
-                    path: "/etc/fstab".into(),
-                    content: "UUID=x / ext4 defaults 0 1\n".into(),
-                    description: "d".into(),
-                    mode: (0o644, 0, 0),
-                },
-            )],
         }
     }
 
@@ -220,18 +176,14 @@ mod tests {
         assert!(s.contains("SRC_DEV='/dev/nvme1n1'\n"));
         assert!(s.contains("SRC_SIZE=8589934592\n"));
         assert!(s.contains("DST_ID='vol-0fedcba9876543210'\n"));
-        assert!(s.contains("FIX_0_PATH='/etc/fstab'\n"));
-        assert!(s.contains("FIX_0_OFFSET=1048576\n"), "{s}");
         assert!(
             s.contains("RANGE_0='0 8589934592 1048576'\nRANGE_COUNT=1\n"),
             "{s}"
         );
         assert!(s.contains("FILESYSTEMS='0'\n"), "{s}");
-        assert!(s.contains("FIX_COUNT=1\n"));
-        assert!(s.contains("FIX_0_MODE=100644\nFIX_0_OWNER='0 0'\n"), "{s}");
-        // The boot area is amitool's: the script builds no MBR and no core.img.
+        // It only moves bytes: no MBR, no core.img, no file writes.
         assert!(
-            !s.contains("mkimage") && !s.contains("/usr/lib/grub"),
+            !s.contains("mkimage") && !s.contains("/usr/lib/grub") && !s.contains("debugfs"),
             "{s}"
         );
     }
@@ -243,9 +195,6 @@ mod tests {
         assert!(render(&p).is_err());
         let mut p = params(Mode::Check);
         p.target.identity = "/tmp/x'$(reboot)'".into();
-        assert!(render(&p).is_err());
-        let mut p = params(Mode::Convert);
-        p.fixes[0].1.path = "/etc/../root/x".into();
         assert!(render(&p).is_err());
         let mut p = params(Mode::Check);
         p.migration_id = "mig-1; reboot".into();

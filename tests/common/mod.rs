@@ -64,6 +64,9 @@ pub fn amitool() -> assert_cmd::Command {
         .env("AWS_REGION", HOME_REGION)
         .env("AWS_ENDPOINT_URL", endpoint())
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        // The time amitool writes into the files it edits, fixed (amitool
+        // honours e2fsprogs' E2FSPROGS_FAKE_TIME) so two migrations compare.
+        .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
         .env_remove("AMITOOL_STATE_DIR")
         .arg("--no-progress");
     cmd
@@ -295,7 +298,7 @@ pub fn import_pv(mut base: std::process::Command, name: &str, unique: &str) -> S
 }
 
 /// `amitool --backend local ... --output json ARGS` on the state in
-/// `state` (debugfs's clock fixed), its output; the command must succeed.
+/// `state` (the edit clock fixed), its output; the command must succeed.
 pub fn local_json(state: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
         .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
@@ -321,7 +324,7 @@ pub fn local_json(state: &std::path::Path, args: &[&str]) -> serde_json::Value {
 
 /// A fixture imported into the local backend (state in `state`) as a PV
 /// AMI, migrated by its pipeline and exported: the bytes of the HVM disk,
-/// with debugfs's clock fixed ([`FAKE_TIME`]) so two runs compare.
+/// with the edit clock fixed ([`FAKE_TIME`]) so two runs compare.
 pub fn local_migration(state: &std::path::Path, name: &str) -> Vec<u8> {
     let local = |args: &[&str]| local_json(state, args);
     // The PV-GRUB flavor the fixture was built for (hd00: a partitioned disk).

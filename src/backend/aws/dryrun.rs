@@ -224,7 +224,6 @@ pub async fn plan(
                     dst: 1 << 20,
                 }],
                 filesystems: vec![0],
-                fixes: vec![],
             };
             p.script = Some(script::render(&params)?);
         }

@@ -1,7 +1,8 @@
 //! The AWS side of the migration pipeline with EBS direct APIs: the source's
-//! root snapshot is downloaded (coldsnap, checkpointed), converted by the same
-//! code as on the local host, and uploaded block by block with a journal; no
-//! instance, volume or attachment is ever made.
+//! root snapshot is read where it lies (GetSnapshotBlock), edited through the
+//! same overlay as on the local host, and streamed block by block into the
+//! new snapshot with a journal: no local copy, and no instance, volume or
+//! attachment is ever made.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use crate::backend::aws::{filter, AwsBackend};
 use crate::error::{Error, Result};
 use crate::kernels::KernelName;
 use crate::migrate::{
-    HelperOptions, HvmRegistration, Journal, MigrationHost, Source, SourceDisk, SourceFile,
+    HelperOptions, HvmRegistration, Journal, MigrationHost, Source, SourceDisk,
     MIGRATION_TAG,
 };
 use crate::model::{Image, ImageFilter};
@@ -222,31 +223,6 @@ impl MigrationHost for AwsBackend {
         }))
     }
 
-    async fn source_file(
-        &self,
-        region: &str,
-        source: &SourceDisk,
-        journal: &mut Journal,
-        work: &Path,
-    ) -> Result<SourceFile> {
-        let snapshot_id = source.snapshot_id.clone().ok_or_else(|| {
-            Error::InvalidInput(format!("{} has no root snapshot", source.image.image_id))
-        })?;
-        let path = work.join("source.raw");
-        if journal.downloaded.as_deref() != Some(snapshot_id.as_str()) || !path.is_file() {
-            let _ = std::fs::remove_file(&path);
-            transfer::download(self.ebs(region), region, &snapshot_id, &path, true).await?;
-            journal.source_blocks =
-                Some(transfer::count_blocks(&self.ebs(region), region, &snapshot_id).await?);
-            journal.downloaded = Some(snapshot_id.clone());
-            journal.save()?;
-        }
-        Ok(SourceFile {
-            path,
-            downloaded: true,
-        })
-    }
-
     fn method<'a>(
         &'a self,
         name: &str,
@@ -270,29 +246,26 @@ impl MigrationHost for AwsBackend {
         tags: &BTreeMap<String, String>,
         journal: &mut Journal,
     ) -> Result<String> {
-        let tags: Vec<(String, String)> = tags
-            .iter()
-            .filter(|(k, _)| !k.starts_with("aws:"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let key = journal.kms_key.clone();
-        let (snapshot_id, _) = transfer::upload_journaled(
-            &self.ebs(region),
-            region,
-            path,
-            &format!("HVM root disk built by amitool {}", journal.migration_id),
-            &tags,
-            key.as_deref(),
-            journal,
-        )
-        .await?;
-        self.ec2(region)
-            .wait_until_snapshot_completed()
-            .snapshot_ids(&snapshot_id)
-            .wait(SNAPSHOT_WAIT)
+        let disk = crate::image::source::open_file(path).map_err(|e| Error::io("open", path, e))?;
+        let blocks = transfer::file_blocks(&disk);
+        Ok(self.upload(region, disk, blocks, None, tags, journal).await?.0)
+    }
+
+    /// The stream: each block of the view read where the source lies and
+    /// written into the new snapshot, no local copy.
+    async fn store_view(
+        &self,
+        region: &str,
+        view: std::sync::Arc<crate::image::overlay::HvmView>,
+        tags: &BTreeMap<String, String>,
+        journal: &mut Journal,
+    ) -> Result<(String, crate::image::overlay::TransferStats)> {
+        let v = view.clone();
+        let blocks = tokio::task::spawn_blocking(move || v.blocks())
             .await
-            .map_err(|e| transfer_err("wait for the uploaded snapshot", region, e))?;
-        Ok(snapshot_id)
+            .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))?
+            .map_err(|e| Error::io("read", crate::image::source::BlockSource::name(&*view), e))?;
+        self.upload(region, view, blocks, None, tags, journal).await
     }
 
     async fn register_hvm(
@@ -465,5 +438,45 @@ impl MigrationHost for AwsBackend {
 
     fn host_name(&self) -> &'static str {
         "aws"
+    }
+}
+
+impl AwsBackend {
+    /// Upload `blocks` of `disk` into a new snapshot tagged `tags` (a child
+    /// of `parent`: its blocks kept where not written) and wait until it completes.
+    pub(crate) async fn upload(
+        &self,
+        region: &str,
+        disk: crate::image::source::Disk,
+        blocks: Vec<u64>,
+        parent: Option<&str>,
+        tags: &BTreeMap<String, String>,
+        journal: &mut Journal,
+    ) -> Result<(String, crate::image::overlay::TransferStats)> {
+        let tags: Vec<(String, String)> = tags
+            .iter()
+            .filter(|(k, _)| !k.starts_with("aws:"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let key = journal.kms_key.clone();
+        let (snapshot_id, stats) = transfer::upload_journaled(
+            &self.ebs(region),
+            region,
+            disk,
+            blocks,
+            &format!("HVM root disk built by amitool {}", journal.migration_id),
+            &tags,
+            key.as_deref(),
+            parent,
+            journal,
+        )
+        .await?;
+        self.ec2(region)
+            .wait_until_snapshot_completed()
+            .snapshot_ids(&snapshot_id)
+            .wait(SNAPSHOT_WAIT)
+            .await
+            .map_err(|e| transfer_err("wait for the uploaded snapshot", region, e))?;
+        Ok((snapshot_id, stats))
     }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,6 +15,8 @@ use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::image::overlay::TransferStats;
+use crate::image::source::{BlockSource, Disk};
 use crate::image::sparse;
 use crate::migrate::journal::{Journal, Upload};
 
@@ -123,19 +124,12 @@ pub fn data_blocks(file: &File) -> std::io::Result<BTreeSet<i32>> {
     Ok(out)
 }
 
-fn read_block(file: &File, index: i32, file_len: u64) -> std::io::Result<Vec<u8>> {
+fn read_block(disk: &dyn BlockSource, index: i32) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; BLOCK as usize];
     let off = index as u64 * BLOCK;
-    let n = (file_len - off).min(BLOCK) as usize;
-    file.read_exact_at(&mut buf[..n], off)?;
+    let n = (disk.len() - off).min(BLOCK) as usize;
+    disk.read_exact_at(&mut buf[..n], off)?;
     Ok(buf)
-}
-
-/// What an upload did.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UploadStats {
-    pub blocks_written: usize,
-    pub bytes_sent: u64,
 }
 
 /// Pause forever once `n` blocks are journaled: a test hook for kill -9.
@@ -227,26 +221,30 @@ pub async fn upload_bytes(
     Ok(snapshot_id)
 }
 
-/// Upload the data blocks of `path` into a new snapshot (or the one the
-/// journal started), journaling each batch; complete it and return its id.
+/// Upload `blocks` of `disk` (each read once, in order; all-zero ones
+/// skipped) into a new snapshot, or the one the journal started, journaling
+/// each batch of completed blocks so a resume writes only the rest; complete
+/// it and return its id. `disk` is the HVM view where the source lies (a
+/// stream: no local copy) or a local file. Reads block their thread, so
+/// each runs on a blocking thread; at most UPLOAD_CONCURRENCY blocks are in
+/// flight, well under EBS's per-snapshot limit of about 1,000 requests a
+/// second; the SDK's standard retries back off on throttling.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_journaled(
     ebs: &aws_sdk_ebs::Client,
     region: &str,
-    path: &Path,
+    disk: Disk,
+    blocks: Vec<u64>,
     description: &str,
     tags: &[(String, String)],
     kms_key_arn: Option<&str>,
+    parent: Option<&str>,
     journal: &mut Journal,
-) -> Result<(String, UploadStats)> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
+) -> Result<(String, TransferStats)> {
+    let len = disk.len();
     if journal.upload.as_ref().is_some_and(|u| u.completed) {
         let u = journal.upload.clone().expect("checked");
-        return Ok((u.snapshot_id, UploadStats::default()));
+        return Ok((u.snapshot_id, journal.transfer.unwrap_or_default()));
     }
     if journal.upload.is_none() {
         let mut req = ebs
@@ -258,8 +256,12 @@ pub async fn upload_journaled(
         for (k, v) in tags {
             req = req.tags(EbsTag::builder().key(k).value(v).build());
         }
-        if let Some(k) = kms_key_arn {
-            req = req.encrypted(true).kms_key_arn(k);
+        match (parent, kms_key_arn) {
+            // A child inherits every block of its parent, and an encrypted
+            // parent's key: Encrypted must then be omitted.
+            (Some(p), _) => req = req.parent_snapshot_id(p),
+            (None, Some(k)) => req = req.encrypted(true).kms_key_arn(k),
+            (None, None) => {}
         }
         let out = req
             .send()
@@ -286,50 +288,78 @@ pub async fn upload_journaled(
         .snapshot_id
         .clone();
     let done = journal.upload.as_ref().expect("set above").blocks.clone();
-    let todo: Vec<i32> = data_blocks(&file)
-        .map_err(|e| Error::io("read", path, e))?
+    let skipped = journal.upload.as_ref().expect("set above").zero.clone();
+    let todo: Vec<i32> = blocks
         .into_iter()
-        .filter(|b| !done.contains(b))
+        .filter(|b| *b * BLOCK < len)
+        .map(|b| b as i32)
+        .filter(|b| !done.contains(b) && !skipped.contains(b))
         .collect();
-    let mut stats = UploadStats::default();
+    let mut stats = journal.transfer.unwrap_or_default();
+    // Blocks earlier runs fetched; this run's count is the source's own
+    // (the inspection's and the overlay's metadata reads included).
+    let earlier = stats.blocks_read;
+    stats.done_before = (done.len() + skipped.len()) as u64;
     let progress = crate::progress::Transfer::new(
         &format!("upload {snapshot_id}"),
-        Some((done.len() + todo.len()) as u64),
+        Some((done.len() + skipped.len() + todo.len()) as u64),
     );
-    progress.bar().set_position(done.len() as u64);
+    progress.bar().set_position((done.len() + skipped.len()) as u64);
+    crate::migrate::test_pause_in("stream").await;
     test_pause(done.len());
     for batch in todo.chunks(UPLOAD_CONCURRENCY) {
-        let results: Vec<Result<Option<i32>>> = stream::iter(batch.iter().copied())
+        let results: Vec<Result<(i32, bool)>> = stream::iter(batch.iter().copied())
             .map(|index| {
-                let file = &file;
+                let disk = disk.clone();
                 let snapshot_id = &snapshot_id;
                 async move {
-                    let data =
-                        read_block(file, index, len).map_err(|e| Error::io("read", path, e))?;
-                    if data.iter().all(|&b| b == 0) {
-                        return Ok(None);
+                    let name = disk.name();
+                    // Counted, so a Ctrl-C cleanup waits for the read to end.
+                    let busy = crate::interrupt::Busy::start();
+                    let data = tokio::task::spawn_blocking(move || {
+                        let _busy = busy;
+                        read_block(&*disk, index)
+                    })
+                        .await
+                        .map_err(|e| Error::InvalidInput(format!("a reader stopped: {e}")))?
+                        .map_err(|e| Error::io("read", name, e))?;
+                    // Over a parent, a zero block must still replace the parent's.
+                    if parent.is_none() && data.iter().all(|&b| b == 0) {
+                        return Ok((index, false));
                     }
                     put_block(ebs, region, snapshot_id, index, data).await?;
-                    Ok(Some(index))
+                    Ok((index, true))
                 }
             })
-            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .buffered(UPLOAD_CONCURRENCY)
             .collect()
             .await;
         let upload = journal.upload.as_mut().expect("set above");
         let mut first_err = None;
         for r in results {
             match r {
-                Ok(Some(i)) => {
+                Ok((i, written)) => {
                     progress.bar().inc(1);
-                    upload.blocks.insert(i);
-                    stats.blocks_written += 1;
-                    stats.bytes_sent += BLOCK;
+                    stats.streamed_now += 1;
+                    stats.blocks_read += 1;
+                    stats.bytes_read += BLOCK;
+                    if written {
+                        upload.blocks.insert(i);
+                        stats.blocks_written += 1;
+                        stats.bytes_written += BLOCK;
+                    } else {
+                        upload.zero.insert(i);
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => first_err = first_err.or(Some(e)),
             }
         }
+        // A remote source counts what it fetched (metadata included).
+        if let Some(n) = disk.blocks_read() {
+            stats.blocks_read = earlier + n;
+            stats.bytes_read = stats.blocks_read * BLOCK;
+        }
+        journal.transfer = Some(stats);
         journal.save()?;
         if let Some(e) = first_err {
             return Err(e);
@@ -348,9 +378,21 @@ pub async fn upload_journaled(
     Ok((snapshot_id, stats))
 }
 
+/// Every 512 KiB block of a local file that holds data.
+pub fn file_blocks(disk: &Disk) -> Vec<u64> {
+    let ranges = disk.data_ranges().unwrap_or_else(|| vec![(0, disk.len())]);
+    let mut out: Vec<u64> = ranges
+        .into_iter()
+        .flat_map(|(off, len)| off / BLOCK..(off + len).div_ceil(BLOCK))
+        .collect();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn data_blocks_skip_holes() {
@@ -372,6 +414,7 @@ mod throttling {
     //! Failures LocalStack cannot produce: throttling, then success; and
     //! throttling until the retries run out.
     use super::*;
+    use std::os::unix::fs::FileExt;
     use aws_sdk_ebs::error::ErrorMetadata;
     use aws_sdk_ebs::operation::complete_snapshot::CompleteSnapshotOutput;
     use aws_sdk_ebs::operation::put_snapshot_block::{
@@ -431,12 +474,16 @@ mod throttling {
             .then_output(|| CompleteSnapshotOutput::builder().build());
         let ebs = client(&[&put, &complete]);
         let mut j = journal(dir.path());
+        let file = crate::image::source::open_file(&one_block_file(dir.path())).unwrap();
+        let blocks = file_blocks(&file);
         let (snap, stats) = upload_journaled(
             &ebs,
             "us-east-1",
-            &one_block_file(dir.path()),
+            file,
+            blocks,
             "d",
             &[],
+            None,
             None,
             &mut j,
         )
@@ -466,12 +513,16 @@ mod throttling {
             .then_output(|| CompleteSnapshotOutput::builder().build());
         let ebs = client(&[&put, &complete]);
         let mut j = journal(dir.path());
+        let file = crate::image::source::open_file(&one_block_file(dir.path())).unwrap();
+        let blocks = file_blocks(&file);
         let err = upload_journaled(
             &ebs,
             "us-east-1",
-            &one_block_file(dir.path()),
+            file,
+            blocks,
             "d",
             &[],
+            None,
             None,
             &mut j,
         )

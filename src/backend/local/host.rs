@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::image::boot;
 use crate::kernels::KernelName;
 use crate::migrate::{
-    HvmRegistration, Journal, MigrationHost, Source, SourceDisk, SourceFile, MIGRATION_TAG,
+    HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG,
 };
 
 fn open_disk(path: &Path) -> Result<crate::image::source::Disk> {
@@ -110,20 +110,6 @@ impl MigrationHost for LocalBackend {
             snapshot_id: None,
             flavor,
             volume_type: None,
-        })
-    }
-
-    async fn source_file(
-        &self,
-        _region: &str,
-        source: &SourceDisk,
-        _journal: &mut Journal,
-        _work: &Path,
-    ) -> Result<SourceFile> {
-        // The state directory's own file, read where it lies.
-        Ok(SourceFile {
-            path: source.disk.name(),
-            downloaded: false,
         })
     }
 

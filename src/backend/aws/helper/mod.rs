@@ -19,10 +19,10 @@ use aws_sdk_ec2::types::VolumeType;
 
 use crate::backend::aws::AwsBackend;
 use crate::error::{Error, Result};
-use crate::migrate::journal::{Journal, Upload};
+use crate::migrate::journal::Journal;
 use crate::migrate::method::{Job, Method};
 use crate::migrate::script::{self, Device, Mode, Params, Report};
-use crate::migrate::{Recorder, MIGRATION_TAG};
+use crate::migrate::Recorder;
 
 pub use crate::migrate::HelperOptions;
 
@@ -66,36 +66,123 @@ pub(crate) struct Helper<'a> {
 }
 
 impl Helper<'_> {
-    /// The HVM disk's first MiB (MBR, boot.img, core.img), built in Rust as
-    /// for every method and staged as a snapshot the target volume is made
-    /// from: the helper's script writes no boot code.
-    async fn boot_snapshot(&self, job: &Job<'_>, journal: &mut Journal) -> Result<String> {
-        if let Some(s) = &journal.boot_snapshot {
-            return Ok(s.clone());
-        }
+    /// The helper's part, which only moves bytes: the source and an empty
+    /// target volume attached to the helper, the planned ranges copied by
+    /// the script, the target snapshotted. The copy's snapshot id.
+    async fn copy(
+        &self,
+        job: &Job<'_>,
+        journal: &mut Journal,
+        rec: &mut Recorder,
+        snapshot: &str,
+        (src_gib, dst_gib): (u64, u64),
+        (vtype, target_type): (&VolumeType, &VolumeType),
+    ) -> Result<String> {
+        let aws = self.aws;
         let region = journal.region.clone();
-        let work = tempfile::tempdir()
-            .map_err(|e| Error::io("create a work directory in", std::env::temp_dir(), e))?;
-        let area = crate::image::hvm::boot_area(&job.plan.layout, &job.plan.cfg, work.path())
-            .map_err(|e| Error::InvalidInput(format!("build the boot area: {e}")))?;
-        let mid = journal.migration_id.clone();
-        let tags = [
-            (MIGRATION_TAG.to_string(), mid.clone()),
-            (resources::ROLE_TAG.to_string(), "boot".to_string()),
-        ];
-        let snap = crate::backend::aws::transfer::upload_bytes(
-            &self.aws.ebs(&region),
-            &region,
-            job.plan.volume_gib(),
-            &area,
-            &format!("amitool {mid}: the HVM disk's boot area"),
-            &tags,
-            &format!("{mid}-boot"),
-        )
-        .await?;
-        journal.boot_snapshot = Some(snap.clone());
+        let plan = job.plan;
+        let (instance, zone) = aws.helper(&region, &self.options, journal).await?;
+        rec.done(
+            "helper",
+            format!(
+                "{instance} in {zone}{}",
+                if journal.helper_launched {
+                    " (launched)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        if journal.source_volume.is_none() {
+            journal.source_volume = Some(
+                aws.volume(
+                    &region,
+                    &zone,
+                    ("source", Some(snapshot)),
+                    src_gib,
+                    vtype,
+                    journal,
+                )
+                .await?,
+            );
+            journal.save()?;
+        }
+        if journal.target_volume.is_none() {
+            journal.target_volume = Some(
+                aws.volume(
+                    &region,
+                    &zone,
+                    ("target", None),
+                    dst_gib,
+                    target_type,
+                    journal,
+                )
+                .await?,
+            );
+            journal.save()?;
+        }
+        let (src_vol, dst_vol) = (
+            journal.source_volume.clone().unwrap_or_default(),
+            journal.target_volume.clone().unwrap_or_default(),
+        );
+        aws.attach(&region, &src_vol, &instance, "/dev/sdf").await?;
+        aws.attach(&region, &dst_vol, &instance, "/dev/sdg").await?;
+        rec.done(
+            "volumes",
+            format!(
+                "{src_vol} (source) on /dev/sdf, {dst_vol} (target, {dst_gib} GiB) on /dev/sdg"
+            ),
+        );
+
+        let layout = &plan.layout;
+        let params = Params {
+            mode: Mode::Convert,
+            migration_id: journal.migration_id.clone(),
+            source: device("/dev/sdf", src_gib, &src_vol),
+            target: device("/dev/sdg", dst_gib, &dst_vol),
+            ranges: layout.ranges.clone(),
+            // Where each filesystem amitool writes into lies on the source.
+            filesystems: plan
+                .mounts
+                .iter()
+                .filter_map(|m| {
+                    layout
+                        .ranges
+                        .iter()
+                        .find(|r| m.offset >= r.dst && m.offset - r.dst < r.len)
+                        .map(|r| r.src + (m.offset - r.dst))
+                })
+                .collect(),
+        };
+        let done = aws
+            .run_script(
+                &region,
+                &instance,
+                &journal.migration_id,
+                &script::render(&params)?,
+            )
+            .await?;
+        if !done.ok {
+            return Err(refused(&done, "convert"));
+        }
+        rec.done(
+            "copy",
+            format!(
+                "{} range(s) copied onto {dst_vol} at their HVM offsets ({} bytes)",
+                params.ranges.len(),
+                done.bytes_copied.unwrap_or(0)
+            ),
+        );
+
+        for vol in [&src_vol, &dst_vol] {
+            aws.detach(&region, vol, false).await?;
+        }
+        // create_snapshot_of finds the one an earlier run made of this volume.
+        let snap = aws
+            .create_snapshot_of(&region, &dst_vol, &journal.migration_id)
+            .await?;
+        journal.copy_snapshot = Some(snap.clone());
         journal.save()?;
-        self.aws.wait_snapshot(&region, &snap).await?;
         Ok(snap)
     }
 }
@@ -137,131 +224,44 @@ impl Method for Helper<'_> {
             .map(VolumeType::from)
             .unwrap_or_else(|| vtype.clone());
 
-        let boot_snapshot = self.boot_snapshot(job, journal).await?;
-        rec.done(
-            "boot area",
-            format!("{boot_snapshot}: the MBR and core.img, staged for the target volume"),
-        );
-        let (instance, zone) = aws.helper(&region, &self.options, journal).await?;
-        rec.done(
-            "helper",
-            format!(
-                "{instance} in {zone}{}",
-                if journal.helper_launched {
-                    " (launched)"
-                } else {
-                    ""
-                }
-            ),
-        );
-        if journal.source_volume.is_none() {
-            journal.source_volume = Some(
-                aws.volume(
-                    &region,
-                    &zone,
-                    ("source", Some(&snapshot)),
-                    src_gib,
-                    &vtype,
-                    journal,
-                )
-                .await?,
-            );
-            journal.save()?;
-        }
-        if journal.target_volume.is_none() {
-            journal.target_volume = Some(
-                aws.volume(
-                    &region,
-                    &zone,
-                    ("target", Some(&boot_snapshot)),
-                    dst_gib,
-                    &target_type,
-                    journal,
-                )
-                .await?,
-            );
-            journal.save()?;
-        }
-        let (src_vol, dst_vol) = (
-            journal.source_volume.clone().unwrap_or_default(),
-            journal.target_volume.clone().unwrap_or_default(),
-        );
-        aws.attach(&region, &src_vol, &instance, "/dev/sdf").await?;
-        aws.attach(&region, &dst_vol, &instance, "/dev/sdg").await?;
-        rec.done(
-            "volumes",
-            format!(
-                "{src_vol} (source) on /dev/sdf, {dst_vol} (target, {dst_gib} GiB) on /dev/sdg"
-            ),
-        );
-
-        let layout = &plan.layout;
-        let params = Params {
-            mode: Mode::Convert,
-            migration_id: journal.migration_id.clone(),
-            source: device("/dev/sdf", src_gib, &src_vol),
-            target: device("/dev/sdg", dst_gib, &dst_vol),
-            ranges: layout.ranges.clone(),
-            // Where each filesystem amitool writes into lies on the source.
-            filesystems: plan
-                .mounts
-                .iter()
-                .filter_map(|m| {
-                    layout
-                        .ranges
-                        .iter()
-                        .find(|r| m.offset >= r.dst && m.offset - r.dst < r.len)
-                        .map(|r| r.src + (m.offset - r.dst))
-                })
-                .collect(),
-            fixes: plan
-                .placed_files()
-                .map_err(|e| Error::InvalidInput(format!("plan the helper's writes: {e}")))?,
-        };
-        let done = aws
-            .run_script(
-                &region,
-                &instance,
-                &journal.migration_id,
-                &script::render(&params)?,
-            )
-            .await?;
-        if !done.ok {
-            return Err(refused(&done, "convert"));
-        }
-        rec.done(
-            "convert",
-            format!(
-                "{} range(s) copied onto {dst_vol}, {} file(s) written",
-                params.ranges.len(),
-                params.fixes.len()
-            ),
-        );
-
-        for vol in [&src_vol, &dst_vol] {
-            aws.detach(&region, vol, false).await?;
-        }
-        // create_snapshot_of finds the one an earlier run made of this volume.
-        let target_snapshot = match journal.upload.as_ref().filter(|u| u.completed) {
-            Some(u) => u.snapshot_id.clone(),
+        // A resume after the copy's snapshot goes straight on to the child.
+        let copy = match journal.copy_snapshot.clone() {
+            Some(s) => s,
             None => {
-                let snap = aws
-                    .create_snapshot_of(&region, &dst_vol, &journal.migration_id)
-                    .await?;
-                journal.upload = Some(Upload {
-                    snapshot_id: snap.clone(),
-                    ..Default::default()
-                });
-                journal.save()?;
-                aws.wait_snapshot(&region, &snap).await?;
-                journal.upload.as_mut().expect("set above").completed = true;
-                journal.save()?;
-                snap
+                self.copy(job, journal, rec, &snapshot, (src_gib, dst_gib), (&vtype, &target_type))
+                    .await?
             }
         };
-        aws.tag_resource(&region, &target_snapshot, job.tags)
+        aws.wait_snapshot(&region, &copy).await?;
+        rec.done("snapshot copy", copy.clone());
+
+        // The rest is the shared Rust code's, as for the direct method: the
+        // view over the source where it lies, its files written by
+        // libext2fs; blocks 0-1 and the overlay's go into a child snapshot
+        // of the helper's copy, which keeps every other block.
+        let now = journal.edit_time()?;
+        let (p, disk, work) = (plan.clone(), job.source.disk.clone(), job.work.to_path_buf());
+        let busy = crate::interrupt::Busy::start();
+        let view = tokio::task::spawn_blocking(move || {
+            let _busy = busy;
+            p.view(&disk, &work, now)
+        })
+            .await
+            .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))??;
+        let mut blocks: Vec<u64> = vec![0, 1];
+        blocks.extend(view.edited());
+        blocks.sort_unstable();
+        blocks.dedup();
+        let (target_snapshot, stats) = aws
+            .upload(&region, view, blocks, Some(&copy), job.tags, journal)
             .await?;
-        rec.done("snapshot target", target_snapshot.clone());
+        rec.done(
+            "snapshot target",
+            format!(
+                "{target_snapshot}: a child of {copy} with blocks 0-1 (MBR, core.img) and the {} block(s) libext2fs changed",
+                stats.blocks_written.saturating_sub(2)
+            ),
+        );
         Ok(target_snapshot)
     }
 
@@ -282,6 +282,9 @@ impl Method for Helper<'_> {
         }
         if let Some(s) = &journal.boot_snapshot {
             kept.push(format!("the boot area snapshot {s}"));
+        }
+        if let Some(s) = &journal.copy_snapshot {
+            kept.push(format!("the snapshot of the helper's copy {s}"));
         }
         if let Some(u) = &journal.upload {
             kept.push(format!(

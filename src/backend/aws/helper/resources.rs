@@ -400,25 +400,8 @@ impl AwsBackend {
             .map_err(|e| transfer_err("wait for a detachment", region, e))
     }
 
-    /// Tag a resource (the converted disk's snapshot gets the new image's tags).
-    pub(super) async fn tag_resource(
-        &self,
-        region: &str,
-        id: &str,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<()> {
-        let mut req = self.ec2(region).create_tags().resources(id);
-        for (k, v) in tags.iter().filter(|(k, _)| !k.starts_with("aws:")) {
-            req = req.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
-        }
-        req.send()
-            .await
-            .map(|_| ())
-            .map_err(ec2_err(self, "CreateTags", region))
-    }
-
     /// Remove what a helper migration made for the copy (the helper if
-    /// amitool launched it, the volumes and the boot area's snapshot), never
+    /// amitool launched it, the volumes, the copy's snapshot), never
     /// the source's temporary snapshot, the converted disk's snapshot or the
     /// registered image; with `keep_temp`, only the helper (the volumes and
     /// the snapshot stay, in the journal for `--cleanup`).
@@ -457,10 +440,22 @@ impl AwsBackend {
                 *slot = None;
             }
         }
-        if let Some(snap) = journal.boot_snapshot.clone().filter(|_| !keep_temp) {
+        // The copy's snapshot stays while its child (the result) is being
+        // written, for a resume; once the child is complete, or was never
+        // started, it goes (deleting a parent leaves its children whole).
+        let child_pending = journal.upload.as_ref().is_some_and(|u| !u.completed);
+        let copy = journal.copy_snapshot.clone().filter(|_| !child_pending);
+        for (snap, is_copy) in [(journal.boot_snapshot.clone(), false), (copy, true)] {
+            let Some(snap) = snap.filter(|_| !keep_temp) else {
+                continue;
+            };
             if self.delete_snapshot_quietly(&region, &snap).await.is_ok() {
                 removed.push(snap);
-                journal.boot_snapshot = None;
+                if is_copy {
+                    journal.copy_snapshot = None;
+                } else {
+                    journal.boot_snapshot = None;
+                }
             }
         }
         let _ = journal.save();
