@@ -189,7 +189,10 @@ impl SnapshotSource {
                     if *i == index {
                         first = Some(b.clone());
                     }
-                    self.keep(*i, b);
+                    // A stream reads each block once: only small reads are kept.
+                    if read_ahead || *i != index {
+                        self.keep(*i, b);
+                    }
                 }
                 Err(e) => err = err.or(Some(e)),
             }
