@@ -178,10 +178,27 @@ mod tests {
         let t = compat();
         assert!(t.sources.contains_key(&t.previous_generation.source));
         let current = |n: &str| t.instance_type(n).unwrap().current_generation;
-        for n in ["m5.large", "c5.large", "m6i.large", "r5.large", "t2.micro", "t3.micro", "m7i.large"] {
+        for n in [
+            "m5.large",
+            "c5.large",
+            "m6i.large",
+            "r5.large",
+            "t2.micro",
+            "t3.micro",
+            "m7i.large",
+        ] {
             assert!(current(n), "{n} is current generation");
         }
-        for n in ["t1.micro", "m1.small", "m2.xlarge", "m3.medium", "c1.medium", "c3.large", "m4.large", "c4.large"] {
+        for n in [
+            "t1.micro",
+            "m1.small",
+            "m2.xlarge",
+            "m3.medium",
+            "c1.medium",
+            "c3.large",
+            "m4.large",
+            "c4.large",
+        ] {
             assert!(!current(n), "{n} is previous generation");
         }
         // Every PV family is previous generation.

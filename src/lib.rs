@@ -15,5 +15,6 @@ pub mod model;
 pub mod output;
 pub mod progress;
 pub mod regions;
+pub mod successor;
 
 pub use error::{Error, Result};

@@ -108,6 +108,45 @@ impl ImageFilter {
     }
 }
 
+/// One EBS volume attached to an instance (`instances` JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceVolume {
+    pub device: String,
+    pub volume_id: String,
+    pub size_gib: Option<i64>,
+    pub volume_type: Option<String>,
+    pub delete_on_termination: Option<bool>,
+}
+
+/// An instance as `amitool instances` reports it. The keys, in this order,
+/// are the `--output json` contract; null where EC2 has none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceInfo {
+    pub region: String,
+    pub instance_id: String,
+    /// The Name tag.
+    pub name: Option<String>,
+    pub instance_type: String,
+    pub state: String,
+    pub virtualization_type: Option<Virtualization>,
+    pub image_id: Option<String>,
+    pub kernel_id: Option<String>,
+    pub root_device_type: Option<String>,
+    pub root_device_name: Option<String>,
+    pub volumes: Vec<InstanceVolume>,
+    /// How many instance-store volumes the instance type has.
+    pub instance_store: Option<u32>,
+    pub public_ip: Option<String>,
+    pub elastic_ip: Option<String>,
+    pub subnet_id: Option<String>,
+    /// Security group ids.
+    pub security_groups: Vec<String>,
+    /// Whether the type is of a family that ran PV (t1, m1, m2, m3, c1, c3, hs1).
+    pub retired_family: bool,
+    pub successor_type: Option<String>,
+    pub successor_reasons: Vec<String>,
+}
+
 /// What EC2 says an instance type accepts. The first eight fields are the
 /// `compat --instance-type` JSON contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +168,9 @@ pub struct InstanceType {
     pub vcpus: i32,
     #[serde(skip_serializing)]
     pub memory_mib: i64,
+    /// How many instance-store volumes the type has (0 for EBS-only types).
+    #[serde(skip_serializing, default)]
+    pub instance_store: u32,
 }
 
 impl InstanceType {

@@ -214,7 +214,9 @@ async fn kill_mid_upload_then_resume_finishes_and_cleans() {
 
     let done = journaled_blocks(&journal)
         + journal["upload"]["zero"].as_array().map_or(0, |z| {
-            z.iter().map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1).sum()
+            z.iter()
+                .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1)
+                .sum()
         });
     let m = env.json(&["migrate", "--resume", &mid]);
     assert_eq!(m["migration_id"], mid.as_str());

@@ -639,10 +639,8 @@ async fn ctrl_c_cleans_up_what_the_run_made_and_resume_finishes() {
     let env = Env::new();
     let ami = env.import("ext3-uuid");
     let name = format!("ctrl-c-{}", env.unique());
-    let (code, said) = env.ctrl_c_after_step(
-        &helper_migrate(&["--ami", &ami, "--name", &name]),
-        "copy",
-    );
+    let (code, said) =
+        env.ctrl_c_after_step(&helper_migrate(&["--ami", &ami, "--name", &name]), "copy");
     assert_eq!(code, Some(130), "{said:?}");
     let last = said.last().unwrap();
     assert!(said[0].contains("interrupted: cleaning up"), "{said:?}");

@@ -1414,6 +1414,21 @@ fn the_local_host_terminates_its_instances() {
             .count()
     };
     assert_eq!(volumes(&host), 2);
+    // `instances` lists both, PV, with a successor from the built-in table.
+    let listed = host.json(&["instances", "--virtualization", "pv", "--offline"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for i in listed {
+        assert_eq!(i["instance_type"], "m1.small", "{i}");
+        assert_eq!(i["state"], "running", "{i}");
+        assert_eq!(i["retired_family"], true, "{i}");
+        assert_eq!(i["instance_store"], 1, "{i}");
+        assert_eq!(i["successor_type"], "t3.small", "{i}");
+        assert_eq!(i["volumes"].as_array().unwrap().len(), 1, "{i}");
+    }
+    assert!(host.json(&["instances", "--virtualization", "hvm"]).as_array().unwrap().is_empty());
+    let bad = host.run(&["instances", "--successor-family", "M5;"]);
+    assert_eq!(bad.status.code(), Some(2));
     let unknown = host.run(&["terminate", &a, "i-0123456789abcdef0"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert_eq!(volumes(&host), 2, "an unknown id ends none");
@@ -1425,6 +1440,8 @@ fn the_local_host_terminates_its_instances() {
         assert_eq!(e["state"], "terminated", "{e}");
     }
     assert_eq!(volumes(&host), 0, "the root volumes went with them");
+    let stopped = host.json(&["instances", "--state", "running"]);
+    assert!(stopped.as_array().unwrap().is_empty(), "{stopped}");
     let again = host.json(&["terminate", &a]);
     assert_eq!(again[0]["previous_state"], "terminated");
     let m = host.run(&["migrate", "--instance", &a]);

@@ -44,10 +44,7 @@ impl Drop for Loop {
 fn run(params: &Params, dir: &Path) -> (i32, Report) {
     let path = dir.join(format!("prepare-{:?}.sh", params.mode));
     std::fs::write(&path, script::render(params).unwrap()).unwrap();
-    let out = Command::new("bash")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new("bash").arg(&path).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let report = script::parse_report(&stdout).unwrap_or_else(|e| {
         panic!(
@@ -173,7 +170,11 @@ fn converted_on_loop_devices_then_boots(name: &str) {
 /// What the child snapshot adds on AWS (ParentSnapshotId = the helper's
 /// copy): blocks 0-1 and the overlay's, from the shared Rust view, written
 /// over the script's copy.
-fn write_child_blocks(s: &Setup, disk: &amitool::image::source::Disk, plan: &amitool::migrate::Plan) {
+fn write_child_blocks(
+    s: &Setup,
+    disk: &amitool::image::source::Disk,
+    plan: &amitool::migrate::Plan,
+) {
     use std::os::unix::fs::FileExt;
     let now: i64 = common::FAKE_TIME.parse().unwrap();
     let view = plan.view(disk, s.dir.path(), now).unwrap();
@@ -185,7 +186,8 @@ fn write_child_blocks(s: &Setup, disk: &amitool::image::source::Disk, plan: &ami
     blocks.extend(view.edited());
     assert!(view.edited().len() < 64, "{:?}", view.edited());
     for b in blocks {
-        f.write_all_at(&view.block(b).unwrap(), b * 512 * 1024).unwrap();
+        f.write_all_at(&view.block(b).unwrap(), b * 512 * 1024)
+            .unwrap();
     }
 }
 

@@ -115,6 +115,16 @@ pub trait Backend: Send + Sync {
     /// its kernel reads it as, when the kernel says.
     async fn image_disk(&self, region: &str, image_id: &str) -> Result<ImageDisk>;
 
+    /// The instances of one region whose state is `state` (any when `None`)
+    /// and virtualization `virt`, with their volumes, Elastic IP and the
+    /// instance-store count of their type; successors are the caller's.
+    async fn describe_instances(
+        &self,
+        region: &str,
+        state: Option<&str>,
+        virt: Option<Virtualization>,
+    ) -> Result<Vec<crate::model::InstanceInfo>>;
+
     /// The local Xen host, for what only it can do (launch, QEMU boots).
     /// Terminate instances (EC2's TerminateInstances; the local host removes
     /// their root volumes, as DeleteOnTermination does): each one's state before and after.

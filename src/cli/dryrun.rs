@@ -37,6 +37,9 @@ pub(super) async fn dry_run(ctx: &Context, a: &MigrateArgs, sources: &[Source]) 
                     Ok(p) => plan.inspection = p,
                     Err(e) => plan.inspection_error = Some(crate::error::chain(&e)),
                 }
+                if let (true, Source::Instance(id)) = (a.replace, source) {
+                    plan.replacement = Some(replace_preview(ctx, aws, &region, id, a).await?);
+                }
                 DryRun::Aws(Box::new(plan))
             }
             (None, Err(e)) => return Err(e),
@@ -115,6 +118,99 @@ fn print_preview(p: &migrate::Preview) {
     }
 }
 
+/// The replacement `--replace` would launch for `instance`, and EC2's
+/// DryRun answers (asked with the source's image: the new one does not exist yet).
+async fn replace_preview(
+    ctx: &Context,
+    aws: &crate::backend::aws::AwsBackend,
+    region: &str,
+    instance: &str,
+    a: &MigrateArgs,
+) -> Result<migrate::cutover::ReplacePreview> {
+    let facts = aws.source_facts(region, instance).await?;
+    let itype = facts
+        .instance
+        .instance_type()
+        .map(|t| t.as_str().to_string())
+        .unwrap_or_default();
+    let (instance_type, reasons) = match &a.instance_type {
+        Some(t) => (t.clone(), vec![format!("{t}: asked with --instance-type")]),
+        None => {
+            let src = crate::cli::instances::source_type(ctx, region, &itype, false)
+                .await
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "{itype} is described nowhere: give --instance-type"
+                    ))
+                })?;
+            let needs =
+                crate::cli::instances::needs_of(ctx, region, facts.instance.image_id()).await;
+            let offered = crate::cli::instances::candidates(ctx, region, false).await?;
+            crate::successor::successor(&src, &needs, &offered, a.successor_family.as_deref())
+                .map_err(|e| Error::InvalidInput(format!("--replace: {e}; give --instance-type")))?
+        }
+    };
+    let image = facts.instance.image_id().unwrap_or_default().to_string();
+    let checks = aws
+        .replace_dry_run(region, &facts, &image, &instance_type)
+        .await;
+    Ok(migrate::cutover::ReplacePreview {
+        source_instance_id: instance.to_string(),
+        instance_type,
+        reasons,
+        subnet_id: facts.instance.subnet_id().map(String::from),
+        security_groups: facts
+            .instance
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(String::from))
+            .collect(),
+        key_name: facts.instance.key_name().map(String::from),
+        volumes: facts.volumes.clone(),
+        elastic_ip: facts.elastic_ip.clone(),
+        stops_source: !a.keep_source_running,
+        checks,
+    })
+}
+
+fn print_replacement(r: &migrate::cutover::ReplacePreview) {
+    output::emit(&format!(
+        "would replace {} by a {} in {} (groups {}; key {}){}",
+        r.source_instance_id,
+        r.instance_type,
+        r.subnet_id.as_deref().unwrap_or("-"),
+        if r.security_groups.is_empty() {
+            "-".into()
+        } else {
+            r.security_groups.join(", ")
+        },
+        r.key_name.as_deref().unwrap_or("-"),
+        if r.stops_source {
+            ", the source stopped first"
+        } else {
+            ", the source left running"
+        }
+    ));
+    for why in &r.reasons {
+        output::emit(&format!("  because: {why}"));
+    }
+    for v in &r.volumes {
+        output::emit(&format!(
+            "  would copy: {} {} ({} GiB {})",
+            v.device,
+            v.volume_id,
+            v.size_gib,
+            v.volume_type.as_deref().unwrap_or("-")
+        ));
+    }
+    if let Some(ip) = &r.elastic_ip {
+        output::emit(&format!("  would move: the Elastic IP {ip}"));
+    }
+    for c in &r.checks {
+        output::emit(&format!("  {c}"));
+    }
+}
+
 fn print_aws_plan(plan: &crate::backend::aws::dryrun::Plan) {
     output::emit(&format!(
         "dry run: migrate {} in {} with the {} method",
@@ -129,6 +225,9 @@ fn print_aws_plan(plan: &crate::backend::aws::dryrun::Plan) {
     }
     if let Some(s) = &plan.script {
         output::emit(&format!("the helper's device check (check mode):\n{s}"));
+    }
+    if let Some(r) = &plan.replacement {
+        print_replacement(r);
     }
     match (&plan.inspection, &plan.inspection_error) {
         (Some(p), _) => print_preview(p),

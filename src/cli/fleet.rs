@@ -24,16 +24,31 @@ pub struct Outcome {
     /// Whether --verify booted the result.
     pub verified: bool,
     pub findings: Vec<String>,
+    /// `--replace`: the replacement, its type, the Elastic IP, the source's state.
+    pub replacement: Option<String>,
+    pub instance_type: Option<String>,
+    pub elastic_ip: Option<String>,
+    pub source_state: Option<String>,
     pub error: Option<String>,
 }
 
 impl Tabular for Outcome {
     fn headers() -> Vec<&'static str> {
-        vec!["SOURCE", "MIGRATION", "IMAGE", "VERIFIED", "OUTCOME"]
+        vec![
+            "SOURCE",
+            "MIGRATION",
+            "IMAGE",
+            "VERIFIED",
+            "REPLACEMENT",
+            "TYPE",
+            "EIP",
+            "SOURCE STATE",
+            "OUTCOME",
+        ]
     }
 
     fn wrapping_column() -> Option<usize> {
-        Some(4)
+        Some(8)
     }
 
     fn row(&self) -> Vec<String> {
@@ -42,6 +57,10 @@ impl Tabular for Outcome {
             cell(self.migration_id.as_deref()),
             cell(self.image_id.as_deref()),
             if self.verified { "yes" } else { "no" }.into(),
+            cell(self.replacement.as_deref()),
+            cell(self.instance_type.as_deref()),
+            cell(self.elastic_ip.as_deref()),
+            cell(self.source_state.as_deref()),
             match (&self.error, self.findings.len()) {
                 (Some(e), _) => e.clone(),
                 (None, 0) => "migrated".into(),
@@ -90,6 +109,10 @@ pub(super) async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) 
                     image_id: Some(m.image_id),
                     verified: m.steps.iter().any(|s| s.name == "verify-boot"),
                     findings: m.findings,
+                    replacement: m.replacement.as_ref().map(|r| r.instance_id.clone()),
+                    instance_type: m.replacement.as_ref().map(|r| r.instance_type.clone()),
+                    elastic_ip: m.replacement.as_ref().and_then(|r| r.elastic_ip.clone()),
+                    source_state: m.replacement.as_ref().map(|r| r.source_state.clone()),
                     error: None,
                 },
                 Err(e) => Outcome {
@@ -102,6 +125,10 @@ pub(super) async fn fleet(ctx: &Context, a: &MigrateArgs, sources: Vec<Source>) 
                     migration_id: mid,
                     verified: false,
                     findings: vec![],
+                    replacement: None,
+                    instance_type: None,
+                    elastic_ip: None,
+                    source_state: None,
                     error: Some(crate::error::chain(&e)),
                 },
             }

@@ -31,6 +31,25 @@ pub struct MigrateArgs {
     /// Finish a migration that stopped, from its journal.
     #[arg(long, value_name = "MIGRATION_ID", conflicts_with_all = ["cleanup", "ami", "instance", "from_file"])]
     pub resume: Option<String>,
+    /// Undo a --replace cut-over: stop the replacement (never terminate it),
+    /// move the Elastic IP back, start the source. Safe to repeat.
+    #[arg(long, value_name = "MIGRATION_ID", conflicts_with_all = ["cleanup", "ami", "instance", "from_file", "resume", "dry_run", "replace"])]
+    pub rollback: Option<String>,
+    /// --instance: after the image is registered (and with --verify booted),
+    /// launch its replacement with the source's subnet, security groups,
+    /// key, profile, tags, user data and data volumes, move its Elastic IP
+    /// and stop the source (AWS).
+    #[arg(long)]
+    pub replace: bool,
+    /// --replace: the replacement's instance type (default: the successor).
+    #[arg(long, value_name = "TYPE", requires = "replace")]
+    pub instance_type: Option<String>,
+    /// --replace: choose the successor in this family (m5, c6i, r5, t3, ...).
+    #[arg(long, value_name = "FAMILY", requires = "replace")]
+    pub successor_family: Option<String>,
+    /// --replace: leave the source running (its data volumes are then copied crash-consistent).
+    #[arg(long, requires = "replace")]
+    pub keep_source_running: bool,
     /// Remove what a migration made (but a registered image), from its journal.
     #[arg(long, value_name = "MIGRATION_ID")]
     pub cleanup: Option<String>,
@@ -122,6 +141,28 @@ fn print(ctx: &Context, m: &Migration) {
                     m.source_image_id, m.image_id, m.region, m.migration_id
                 )),
                 _ => output::emit(&result),
+            }
+            if let (Some(r), Some(src)) = (&m.replacement, &m.source_instance_id) {
+                match f {
+                    Format::Text => output::emit(&format!(
+                        "replaced\t{src}\t{}\t{}\t{}\t{}",
+                        r.instance_id,
+                        r.instance_type,
+                        r.elastic_ip.as_deref().unwrap_or("-"),
+                        r.source_state
+                    )),
+                    _ => output::emit(&format!(
+                        "{src} ({}) replaced by {} ({}){}; roll back with `amitool migrate --rollback {}`",
+                        r.source_state,
+                        r.instance_id,
+                        r.instance_type,
+                        r.elastic_ip
+                            .as_ref()
+                            .map(|ip| format!(", Elastic IP {ip} moved"))
+                            .unwrap_or_default(),
+                        m.migration_id
+                    )),
+                }
             }
         }
     }
@@ -254,7 +295,131 @@ pub(super) fn options(a: &MigrateArgs) -> Options {
         .into(),
         helper: helper_options(a),
         stop_source: a.stop_source,
+        replace: a.replace.then(|| crate::migrate::cutover::ReplaceOptions {
+            instance_type: a.instance_type.clone(),
+            successor_family: a.successor_family.clone(),
+            keep_source_running: a.keep_source_running,
+        }),
     }
+}
+
+/// `--replace` needs the AWS backend and instance sources; its ids checked.
+fn check_replace(ctx: &Context, a: &MigrateArgs) -> Result<()> {
+    if !a.replace {
+        return Ok(());
+    }
+    if ctx.backend.as_aws().is_none() {
+        return Err(Error::InvalidInput(
+            "--replace runs on the AWS backend: the local host has no network identity to move"
+                .into(),
+        ));
+    }
+    if !a.ami.is_empty() {
+        return Err(Error::InvalidInput(
+            "--replace replaces instances: give --instance (or instance ids in --from-file), not --ami"
+                .into(),
+        ));
+    }
+    if let Some(t) = &a.instance_type {
+        ids::check_instance_type(t)?;
+    }
+    if let Some(f) = &a.successor_family {
+        crate::cli::instances::check_family(f)?;
+    }
+    Ok(())
+}
+
+/// The cut-over after a migration of an instance with --replace (also when
+/// a resume finds the image registered and the cut-over unfinished).
+pub(super) async fn cut_over(ctx: &Context, m: &mut Migration) -> Result<()> {
+    let Some(aws) = ctx.backend.as_aws() else {
+        return Ok(());
+    };
+    let host = host(ctx)?;
+    let mut journal = migrate::Journal::load(&host.journal_dir(), &m.migration_id)?;
+    let Some(r) = journal.replace.clone() else {
+        return Ok(());
+    };
+    if r.instance_type.is_none() {
+        let (t, why) = replacement_type(ctx, &journal, m, &r.options).await?;
+        let mut r = r.clone();
+        r.instance_type = Some(t);
+        r.reasons = why;
+        journal.replace = Some(r);
+        journal.save()?;
+    }
+    let mut rec = migrate::Recorder::new();
+    let done = aws.cut_over(&mut journal, &m.image_id, &mut rec).await;
+    m.steps.extend(std::mem::take(&mut rec.steps));
+    m.replacement = Some(done?);
+    Ok(())
+}
+
+/// The replacement's type: --instance-type, or the successor of the
+/// source's type for the new image (its drivers as the inspection found them).
+async fn replacement_type(
+    ctx: &Context,
+    journal: &migrate::Journal,
+    m: &Migration,
+    o: &crate::migrate::cutover::ReplaceOptions,
+) -> Result<(String, Vec<String>)> {
+    if let Some(t) = &o.instance_type {
+        return Ok((t.clone(), vec![format!("{t}: asked with --instance-type")]));
+    }
+    let region = &journal.region;
+    let aws = ctx.backend.as_aws().expect("checked by the caller");
+    let inst = aws.describe_instance(region, &journal.source_id).await?;
+    let itype = inst
+        .instance_type()
+        .map(|t| t.as_str().to_string())
+        .unwrap_or_default();
+    let src = crate::cli::instances::source_type(ctx, region, &itype, false)
+        .await
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{itype} is described nowhere: give --instance-type"
+            ))
+        })?;
+    let mut needs = crate::cli::instances::needs_of(ctx, region, Some(&m.image_id)).await;
+    if let Some(i) = &m.inspection {
+        needs.ena = Some(i.drivers.ena);
+        needs.nvme = Some(i.drivers.nvme);
+    }
+    let offered = crate::cli::instances::candidates(ctx, region, false).await?;
+    crate::successor::successor(&src, &needs, &offered, o.successor_family.as_deref())
+        .map_err(|e| Error::InvalidInput(format!("--replace: {e}; give --instance-type")))
+}
+
+/// `--rollback MIGRATION_ID`.
+async fn rollback(ctx: &Context, id: &str) -> Result<u8> {
+    crate::migrate::journal::check_migration_id(id)?;
+    let aws = ctx.backend.as_aws().ok_or_else(|| {
+        Error::InvalidInput("--rollback undoes a --replace, which runs on the AWS backend".into())
+    })?;
+    let host = host(ctx)?;
+    let mut journal = migrate::Journal::load(&host.journal_dir(), id)?;
+    let done = aws.roll_back(&mut journal).await?;
+    match ctx.format() {
+        Format::Json => output::emit(&output::json(&done)),
+        f => {
+            for s in &done.steps {
+                output::emit(&output::labelled(f, "done", s));
+            }
+            output::emit(&format!(
+                "{}: {} {} (the source), {} {} (the replacement){}",
+                done.migration_id,
+                done.source_instance_id,
+                done.source_state,
+                done.replacement_instance_id,
+                done.replacement_state,
+                done.elastic_ip
+                    .as_ref()
+                    .map(|ip| format!(", {ip} on {}", done.elastic_ip_on.as_deref().unwrap_or("-")))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    Ok(0)
 }
 
 pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
@@ -274,6 +439,10 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         // Ctrl-C stops the migrations, which clean up and keep their journals.
         crate::interrupt::install();
     }
+    if let Some(id) = &a.rollback {
+        return rollback(ctx, id).await;
+    }
+    check_replace(ctx, &a)?;
     let host = host(ctx)?;
     if let Some(id) = &a.cleanup {
         let removed = migrate::cleanup(host, id).await?;
@@ -297,6 +466,7 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         if a.verify {
             verify(ctx, &a, &mut m).await?;
         }
+        cut_over(ctx, &mut m).await?;
         print(ctx, &m);
         return Ok(0);
     }
@@ -377,6 +547,7 @@ pub(super) async fn migrate_item(
         if a.verify {
             verify(ctx, a, &mut m).await?;
         }
+        cut_over(ctx, &mut m).await?;
         Ok(m)
     }
     .await;

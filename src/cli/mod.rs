@@ -13,6 +13,7 @@ pub mod compat;
 mod dryrun;
 mod fleet;
 pub mod images;
+pub mod instances;
 pub mod kernels;
 pub mod list;
 pub mod migrate;
@@ -92,6 +93,8 @@ pub enum Command {
     Inspect(images::InspectArgs),
     /// Start an instance the way Xen would and say whether it boots (local backend).
     Launch(images::LaunchArgs),
+    /// Instances by virtualization and state, each with its successor type and why.
+    Instances(instances::InstancesArgs),
     /// A PV image or instance to a registered HVM image.
     Migrate(Box<migrate::MigrateArgs>),
     /// End instances (the local host removes their root volumes).
@@ -201,6 +204,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Export(a) => images::export(&ctx, a).await,
         Command::Inspect(a) => images::inspect_image(&ctx, a).await,
         Command::Launch(a) => images::launch(&ctx, a).await,
+        Command::Instances(a) => instances::run(&ctx, a).await,
         Command::Migrate(a) => migrate::run(&ctx, *a).await,
         Command::Terminate(a) => images::terminate(&ctx, a).await,
         Command::Migrations(a) => state::migrations(&ctx, a).await,

@@ -161,8 +161,8 @@ pub fn write_files(
     if rc == 0 {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&msg[..msg.iter().position(|&b| b == 0).unwrap_or(0)])
-        .to_string();
+    let text =
+        String::from_utf8_lossy(&msg[..msg.iter().position(|&b| b == 0).unwrap_or(0)]).to_string();
     Err(match ctx.error {
         Some(e) => format!("{text} ({e})"),
         None => text,

@@ -86,6 +86,9 @@ pub struct Journal {
     /// What making the disk read and wrote.
     #[serde(default)]
     pub transfer: Option<crate::image::overlay::TransferStats>,
+    /// `--replace`: the cut-over to a replacement instance, step by step.
+    #[serde(default)]
+    pub replace: Option<crate::migrate::cutover::Replace>,
     pub image_id: Option<String>,
     /// `running`, `failed`, `done` or `cleaned`.
     pub state: String,

@@ -14,12 +14,12 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::image::boot;
-use crate::image::guest::{self, Guest, Mount};
 use crate::image::extwrite::{self, NewFile};
+use crate::image::guest::{self, Guest, Mount};
 use crate::image::guestfix::{self, GuestFix};
 use crate::image::hvm;
-use crate::image::overlay::HvmView;
 use crate::image::inspect::Inspection;
+use crate::image::overlay::HvmView;
 use crate::image::source::Disk;
 use crate::migrate::journal::Journal;
 use crate::migrate::{plan_config, MigrationHost, Recorder, SourceDisk};
@@ -118,7 +118,11 @@ impl Plan {
             extwrite::write_files(&view, offset, end, &new, now).map_err(|e| {
                 Error::InvalidInput(format!(
                     "write {} into the copy: {e}",
-                    files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
+                    files
+                        .iter()
+                        .map(|f| f.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })?;
         }
@@ -216,7 +220,11 @@ impl Method for Direct<'_> {
     ) -> Result<String> {
         let region = journal.region.clone();
         let now = journal.edit_time()?;
-        let (plan, disk, work) = (job.plan.clone(), job.source.disk.clone(), job.work.to_path_buf());
+        let (plan, disk, work) = (
+            job.plan.clone(),
+            job.source.disk.clone(),
+            job.work.to_path_buf(),
+        );
         let busy = crate::interrupt::Busy::start();
         let view = joined(
             tokio::task::spawn_blocking(move || {
@@ -241,10 +249,7 @@ impl Method for Direct<'_> {
                 view.edited().len(),
             ),
         );
-        let (snapshot_id, stats) = self
-            .0
-            .store_view(&region, view, job.tags, journal)
-            .await?;
+        let (snapshot_id, stats) = self.0.store_view(&region, view, job.tags, journal).await?;
         rec.done(
             "upload",
             format!(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
+pub mod cutover;
 pub mod journal;
 pub mod method;
 mod preview;
@@ -186,6 +187,9 @@ pub struct Migration {
     /// What making the disk moved: `blocks_read`, `blocks_written`,
     /// `bytes_read`, `bytes_written` (512 KiB blocks).
     pub transfer: crate::image::overlay::TransferStats,
+    /// `--replace`: the instance that replaced the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<cutover::Replacement>,
     #[serde(skip)]
     pub inspection: Option<Inspection>,
 }
@@ -206,6 +210,8 @@ pub struct Options {
     /// Stop a running source instance for its root snapshot, and start it again after.
     pub stop_source: bool,
     pub helper: HelperOptions,
+    /// `--replace`: cut over to a replacement instance after the image is registered.
+    pub replace: Option<cutover::ReplaceOptions>,
 }
 
 /// A new migration id: `mig-` and 12 hex digits from the clock and pid.
@@ -333,6 +339,7 @@ pub fn new_journal(
     journal.fix_guest = opts.fix_guest;
     journal.stop_source = opts.stop_source;
     journal.volume_type = opts.volume_type.clone();
+    journal.replace = opts.replace.clone().map(cutover::Replace::new);
     journal.save()?;
     Ok(journal)
 }
@@ -423,6 +430,7 @@ pub fn finished(journal: &Journal) -> Option<Migration> {
         findings: vec![format!("{said}; nothing was made")],
         changes: vec![],
         transfer: Default::default(),
+        replacement: None,
         inspection: None,
     })
 }

@@ -116,6 +116,7 @@ pub(crate) async fn execute(
         findings,
         changes: insp.boot_changes.clone(),
         transfer: journal.transfer.unwrap_or_default(),
+        replacement: None,
         inspection: Some(insp),
     })
 }

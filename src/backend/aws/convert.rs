@@ -63,6 +63,16 @@ pub fn instance_type(t: &InstanceTypeInfo) -> InstanceType {
         current_generation: t.current_generation().unwrap_or(false),
         vcpus: t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or(0),
         memory_mib: t.memory_info().and_then(|m| m.size_in_mib()).unwrap_or(0),
+        instance_store: t
+            .instance_storage_info()
+            .map(|s| {
+                s.disks()
+                    .iter()
+                    .filter_map(|d| d.count())
+                    .sum::<i32>()
+                    .max(0) as u32
+            })
+            .unwrap_or(0),
     }
 }
 

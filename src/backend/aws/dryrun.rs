@@ -35,6 +35,9 @@ pub struct Plan {
     pub inspection: Option<crate::migrate::Preview>,
     /// Why the source could not be read in place, when it could not.
     pub inspection_error: Option<String>,
+    /// `--replace`: the replacement that would be launched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<crate::migrate::cutover::ReplacePreview>,
 }
 
 impl Tabular for Check {
@@ -106,6 +109,7 @@ pub async fn plan(
         });
     }
     let mut p = Plan {
+        replacement: None,
         method: if helper.is_some() { "helper" } else { "direct" },
         region: region.to_string(),
         source_image_id: image_id.clone(),

@@ -20,8 +20,7 @@ use crate::backend::aws::{filter, AwsBackend};
 use crate::error::{Error, Result};
 use crate::kernels::KernelName;
 use crate::migrate::{
-    HelperOptions, HvmRegistration, Journal, MigrationHost, Source, SourceDisk,
-    MIGRATION_TAG,
+    HelperOptions, HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG,
 };
 use crate::model::{Image, ImageFilter};
 
@@ -248,7 +247,10 @@ impl MigrationHost for AwsBackend {
     ) -> Result<String> {
         let disk = crate::image::source::open_file(path).map_err(|e| Error::io("open", path, e))?;
         let blocks = transfer::file_blocks(&disk);
-        Ok(self.upload(region, disk, blocks, None, tags, journal).await?.0)
+        Ok(self
+            .upload(region, disk, blocks, None, tags, journal)
+            .await?
+            .0)
     }
 
     /// The stream: each block of the view read where the source lies and

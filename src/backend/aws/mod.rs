@@ -14,6 +14,7 @@ use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 pub mod blocks;
 pub mod client;
 pub(crate) mod convert;
+pub mod cutover;
 pub mod dryrun;
 pub mod error;
 pub mod helper;
@@ -299,6 +300,15 @@ impl Backend for AwsBackend {
         out: &std::path::Path,
     ) -> Result<u64> {
         self.export(region, image_id, out).await
+    }
+
+    async fn describe_instances(
+        &self,
+        region: &str,
+        state: Option<&str>,
+        virt: Option<Virtualization>,
+    ) -> Result<Vec<crate::model::InstanceInfo>> {
+        self.list_instances(region, state, virt).await
     }
 
     async fn offered_instance_types(&self, region: &str) -> Result<BTreeSet<String>> {

@@ -304,7 +304,9 @@ pub async fn upload_journaled(
         &format!("upload {snapshot_id}"),
         Some((done.len() + skipped.len() + todo.len()) as u64),
     );
-    progress.bar().set_position((done.len() + skipped.len()) as u64);
+    progress
+        .bar()
+        .set_position((done.len() + skipped.len()) as u64);
     crate::migrate::test_pause_in("stream").await;
     test_pause(done.len());
     for batch in todo.chunks(UPLOAD_CONCURRENCY) {
@@ -320,9 +322,9 @@ pub async fn upload_journaled(
                         let _busy = busy;
                         read_block(&*disk, index)
                     })
-                        .await
-                        .map_err(|e| Error::InvalidInput(format!("a reader stopped: {e}")))?
-                        .map_err(|e| Error::io("read", name, e))?;
+                    .await
+                    .map_err(|e| Error::InvalidInput(format!("a reader stopped: {e}")))?
+                    .map_err(|e| Error::io("read", name, e))?;
                     // Over a parent, a zero block must still replace the parent's.
                     if parent.is_none() && data.iter().all(|&b| b == 0) {
                         return Ok((index, false));
@@ -414,7 +416,6 @@ mod throttling {
     //! Failures LocalStack cannot produce: throttling, then success; and
     //! throttling until the retries run out.
     use super::*;
-    use std::os::unix::fs::FileExt;
     use aws_sdk_ebs::error::ErrorMetadata;
     use aws_sdk_ebs::operation::complete_snapshot::CompleteSnapshotOutput;
     use aws_sdk_ebs::operation::put_snapshot_block::{
@@ -423,6 +424,7 @@ mod throttling {
     use aws_sdk_ebs::types::error::RequestThrottledException;
     use aws_sdk_ebs::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use std::os::unix::fs::FileExt;
 
     fn throttled() -> PutSnapshotBlockError {
         PutSnapshotBlockError::RequestThrottledException(

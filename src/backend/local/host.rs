@@ -10,9 +10,7 @@ use crate::backend::local::LocalBackend;
 use crate::error::Result;
 use crate::image::boot;
 use crate::kernels::KernelName;
-use crate::migrate::{
-    HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG,
-};
+use crate::migrate::{HvmRegistration, Journal, MigrationHost, Source, SourceDisk, MIGRATION_TAG};
 
 fn open_disk(path: &Path) -> Result<crate::image::source::Disk> {
     crate::image::source::open_file(path).map_err(|e| crate::error::Error::io("open", path, e))

@@ -16,6 +16,7 @@ use crate::kernels::KernelName;
 use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 
 mod host;
+mod instances;
 pub mod store;
 
 use store::{ImageRecord, InstanceRecord, Kind, SnapshotRecord, Store, VolumeRecord};
@@ -470,6 +471,15 @@ impl Backend for LocalBackend {
             })
             .cloned()
             .collect())
+    }
+
+    async fn describe_instances(
+        &self,
+        region: &str,
+        state: Option<&str>,
+        virt: Option<Virtualization>,
+    ) -> Result<Vec<crate::model::InstanceInfo>> {
+        self.list_instances(region, state, virt)
     }
 
     async fn offered_instance_types(&self, region: &str) -> Result<BTreeSet<String>> {

@@ -228,8 +228,15 @@ impl Method for Helper<'_> {
         let copy = match journal.copy_snapshot.clone() {
             Some(s) => s,
             None => {
-                self.copy(job, journal, rec, &snapshot, (src_gib, dst_gib), (&vtype, &target_type))
-                    .await?
+                self.copy(
+                    job,
+                    journal,
+                    rec,
+                    &snapshot,
+                    (src_gib, dst_gib),
+                    (&vtype, &target_type),
+                )
+                .await?
             }
         };
         aws.wait_snapshot(&region, &copy).await?;
@@ -240,14 +247,18 @@ impl Method for Helper<'_> {
         // libext2fs; blocks 0-1 and the overlay's go into a child snapshot
         // of the helper's copy, which keeps every other block.
         let now = journal.edit_time()?;
-        let (p, disk, work) = (plan.clone(), job.source.disk.clone(), job.work.to_path_buf());
+        let (p, disk, work) = (
+            plan.clone(),
+            job.source.disk.clone(),
+            job.work.to_path_buf(),
+        );
         let busy = crate::interrupt::Busy::start();
         let view = tokio::task::spawn_blocking(move || {
             let _busy = busy;
             p.view(&disk, &work, now)
         })
-            .await
-            .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))??;
+        .await
+        .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))??;
         let mut blocks: Vec<u64> = vec![0, 1];
         blocks.extend(view.edited());
         blocks.sort_unstable();

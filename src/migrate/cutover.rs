@@ -1,0 +1,116 @@
+//! The cut-over of `migrate --instance I --replace`, as the journal keeps
+//! it: the replacement's type and why, each step's result, so a killed
+//! run goes on where it stopped and `--rollback` knows what to undo.
+
+use serde::{Deserialize, Serialize};
+
+/// `--replace`'s choices.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplaceOptions {
+    /// `--instance-type`: the replacement's type instead of the successor.
+    pub instance_type: Option<String>,
+    /// `--successor-family`.
+    pub successor_family: Option<String>,
+    /// `--keep-source-running`: the source is not stopped (its data volumes
+    /// are then copied crash-consistent).
+    pub keep_source_running: bool,
+}
+
+/// A non-root EBS volume of the source, and its copy for the replacement.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataVolume {
+    pub device: String,
+    pub volume_id: String,
+    pub size_gib: i32,
+    pub volume_type: Option<String>,
+    pub iops: Option<i32>,
+    pub throughput: Option<i32>,
+    pub delete_on_termination: bool,
+    /// The snapshot it was copied through, once taken.
+    pub snapshot_id: Option<String>,
+}
+
+/// The cut-over's state, in the journal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Replace {
+    pub options: ReplaceOptions,
+    /// The replacement's type and why (the successor rule, or --instance-type).
+    pub instance_type: Option<String>,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Whether amitool stopped the source for the cut-over.
+    #[serde(default)]
+    pub stopped_source: bool,
+    #[serde(default)]
+    pub volumes: Vec<DataVolume>,
+    /// Whether every data volume was snapshotted (after the stop).
+    #[serde(default)]
+    pub volumes_copied: bool,
+    pub replacement: Option<String>,
+    /// The source's Elastic IP: its allocation id and address.
+    pub allocation_id: Option<String>,
+    pub elastic_ip: Option<String>,
+    #[serde(default)]
+    pub eip_moved: bool,
+    #[serde(default)]
+    pub source_tagged: bool,
+    #[serde(default)]
+    pub done: bool,
+    #[serde(default)]
+    pub rolled_back: bool,
+}
+
+impl Replace {
+    pub fn new(options: ReplaceOptions) -> Self {
+        Replace {
+            options,
+            ..Default::default()
+        }
+    }
+}
+
+/// What `--replace` reports (the `replacement` object of `migrate --output json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Replacement {
+    pub instance_id: String,
+    pub instance_type: String,
+    pub reasons: Vec<String>,
+    pub subnet_id: Option<String>,
+    pub security_groups: Vec<String>,
+    /// The replacement's data volumes: device and volume id.
+    pub volumes: Vec<(String, String)>,
+    pub elastic_ip: Option<String>,
+    /// The source's state after the cut-over (`stopped`, or `running` with --keep-source-running).
+    pub source_state: String,
+}
+
+/// What `--rollback` did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Rollback {
+    pub migration_id: String,
+    pub source_instance_id: String,
+    pub source_state: String,
+    pub replacement_instance_id: String,
+    pub replacement_state: String,
+    pub elastic_ip: Option<String>,
+    /// Where the Elastic IP is now.
+    pub elastic_ip_on: Option<String>,
+    pub steps: Vec<String>,
+}
+
+/// What `--replace --dry-run` would launch, and what EC2 said to DryRun=true.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReplacePreview {
+    pub source_instance_id: String,
+    pub instance_type: String,
+    pub reasons: Vec<String>,
+    pub subnet_id: Option<String>,
+    pub security_groups: Vec<String>,
+    pub key_name: Option<String>,
+    pub volumes: Vec<DataVolume>,
+    pub elastic_ip: Option<String>,
+    /// Whether the source would be stopped first.
+    pub stops_source: bool,
+    /// EC2's answers to RunInstances, CreateVolume and AssociateAddress with DryRun=true.
+    pub checks: Vec<String>,
+}
