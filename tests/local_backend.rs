@@ -1426,7 +1426,11 @@ fn the_local_host_terminates_its_instances() {
         assert_eq!(i["successor_type"], "t3.small", "{i}");
         assert_eq!(i["volumes"].as_array().unwrap().len(), 1, "{i}");
     }
-    assert!(host.json(&["instances", "--virtualization", "hvm"]).as_array().unwrap().is_empty());
+    assert!(host
+        .json(&["instances", "--virtualization", "hvm"])
+        .as_array()
+        .unwrap()
+        .is_empty());
     let bad = host.run(&["instances", "--successor-family", "M5;"]);
     assert_eq!(bad.status.code(), Some(2));
     let unknown = host.run(&["terminate", &a, "i-0123456789abcdef0"]);

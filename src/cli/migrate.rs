@@ -303,125 +303,6 @@ pub(super) fn options(a: &MigrateArgs) -> Options {
     }
 }
 
-/// `--replace` needs the AWS backend and instance sources; its ids checked.
-fn check_replace(ctx: &Context, a: &MigrateArgs) -> Result<()> {
-    if !a.replace {
-        return Ok(());
-    }
-    if ctx.backend.as_aws().is_none() {
-        return Err(Error::InvalidInput(
-            "--replace runs on the AWS backend: the local host has no network identity to move"
-                .into(),
-        ));
-    }
-    if !a.ami.is_empty() {
-        return Err(Error::InvalidInput(
-            "--replace replaces instances: give --instance (or instance ids in --from-file), not --ami"
-                .into(),
-        ));
-    }
-    if let Some(t) = &a.instance_type {
-        ids::check_instance_type(t)?;
-    }
-    if let Some(f) = &a.successor_family {
-        crate::cli::instances::check_family(f)?;
-    }
-    Ok(())
-}
-
-/// The cut-over after a migration of an instance with --replace (also when
-/// a resume finds the image registered and the cut-over unfinished).
-pub(super) async fn cut_over(ctx: &Context, m: &mut Migration) -> Result<()> {
-    let Some(aws) = ctx.backend.as_aws() else {
-        return Ok(());
-    };
-    let host = host(ctx)?;
-    let mut journal = migrate::Journal::load(&host.journal_dir(), &m.migration_id)?;
-    let Some(r) = journal.replace.clone() else {
-        return Ok(());
-    };
-    if r.instance_type.is_none() {
-        let (t, why) = replacement_type(ctx, &journal, m, &r.options).await?;
-        let mut r = r.clone();
-        r.instance_type = Some(t);
-        r.reasons = why;
-        journal.replace = Some(r);
-        journal.save()?;
-    }
-    let mut rec = migrate::Recorder::new();
-    let done = aws.cut_over(&mut journal, &m.image_id, &mut rec).await;
-    m.steps.extend(std::mem::take(&mut rec.steps));
-    m.replacement = Some(done?);
-    Ok(())
-}
-
-/// The replacement's type: --instance-type, or the successor of the
-/// source's type for the new image (its drivers as the inspection found them).
-async fn replacement_type(
-    ctx: &Context,
-    journal: &migrate::Journal,
-    m: &Migration,
-    o: &crate::migrate::cutover::ReplaceOptions,
-) -> Result<(String, Vec<String>)> {
-    if let Some(t) = &o.instance_type {
-        return Ok((t.clone(), vec![format!("{t}: asked with --instance-type")]));
-    }
-    let region = &journal.region;
-    let aws = ctx.backend.as_aws().expect("checked by the caller");
-    let inst = aws.describe_instance(region, &journal.source_id).await?;
-    let itype = inst
-        .instance_type()
-        .map(|t| t.as_str().to_string())
-        .unwrap_or_default();
-    let src = crate::cli::instances::source_type(ctx, region, &itype, false)
-        .await
-        .ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{itype} is described nowhere: give --instance-type"
-            ))
-        })?;
-    let mut needs = crate::cli::instances::needs_of(ctx, region, Some(&m.image_id)).await;
-    if let Some(i) = &m.inspection {
-        needs.ena = Some(i.drivers.ena);
-        needs.nvme = Some(i.drivers.nvme);
-    }
-    let offered = crate::cli::instances::candidates(ctx, region, false).await?;
-    crate::successor::successor(&src, &needs, &offered, o.successor_family.as_deref())
-        .map_err(|e| Error::InvalidInput(format!("--replace: {e}; give --instance-type")))
-}
-
-/// `--rollback MIGRATION_ID`.
-async fn rollback(ctx: &Context, id: &str) -> Result<u8> {
-    crate::migrate::journal::check_migration_id(id)?;
-    let aws = ctx.backend.as_aws().ok_or_else(|| {
-        Error::InvalidInput("--rollback undoes a --replace, which runs on the AWS backend".into())
-    })?;
-    let host = host(ctx)?;
-    let mut journal = migrate::Journal::load(&host.journal_dir(), id)?;
-    let done = aws.roll_back(&mut journal).await?;
-    match ctx.format() {
-        Format::Json => output::emit(&output::json(&done)),
-        f => {
-            for s in &done.steps {
-                output::emit(&output::labelled(f, "done", s));
-            }
-            output::emit(&format!(
-                "{}: {} {} (the source), {} {} (the replacement){}",
-                done.migration_id,
-                done.source_instance_id,
-                done.source_state,
-                done.replacement_instance_id,
-                done.replacement_state,
-                done.elastic_ip
-                    .as_ref()
-                    .map(|ip| format!(", {ip} on {}", done.elastic_ip_on.as_deref().unwrap_or("-")))
-                    .unwrap_or_default()
-            ));
-        }
-    }
-    Ok(0)
-}
-
 pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
     // Flags that make no sense together, refused before anything is asked.
     if a.method != Method::Helper {
@@ -440,9 +321,9 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         crate::interrupt::install();
     }
     if let Some(id) = &a.rollback {
-        return rollback(ctx, id).await;
+        return super::replace::rollback(ctx, id).await;
     }
-    check_replace(ctx, &a)?;
+    super::replace::check(ctx, &a)?;
     let host = host(ctx)?;
     if let Some(id) = &a.cleanup {
         let removed = migrate::cleanup(host, id).await?;
@@ -466,7 +347,7 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         if a.verify {
             verify(ctx, &a, &mut m).await?;
         }
-        cut_over(ctx, &mut m).await?;
+        super::replace::cut_over(ctx, &mut m).await?;
         print(ctx, &m);
         return Ok(0);
     }
@@ -547,7 +428,7 @@ pub(super) async fn migrate_item(
         if a.verify {
             verify(ctx, a, &mut m).await?;
         }
-        cut_over(ctx, &mut m).await?;
+        super::replace::cut_over(ctx, &mut m).await?;
         Ok(m)
     }
     .await;

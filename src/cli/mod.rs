@@ -17,6 +17,7 @@ pub mod instances;
 pub mod kernels;
 pub mod list;
 pub mod migrate;
+mod replace;
 pub mod state;
 
 #[derive(Debug, Parser)]

@@ -143,27 +143,28 @@ impl AwsBackend {
                 .unwrap_or_else(|| "imported".into())
         });
         let description = format!("imported by amitool from {}", req.file.display());
-        let tags = vec![aws_sdk_ebs::types::Tag::builder()
-            .key("amitool:import")
-            .value(&name)
-            .build()];
-        let progress =
-            crate::progress::Transfer::new(&format!("upload {}", req.file.display()), None);
-        let snapshot_id = coldsnap::SnapshotUploader::new(self.ebs(region))
-            .upload_from_file(
-                &req.file,
-                None,
-                Some(&description),
-                Some(tags),
-                Some(progress.bar()),
-                Some(coldsnap::UploadZeroBlocks::Omit),
-                None,
-                None,
-                None,
-            )
-            .await
-            .map_err(|e| transfer_err("upload the image", region, e))?;
-        drop(progress);
+        // Only the blocks that hold data are read (SEEK_DATA) and sent: a
+        // sparse 1 TiB image costs its data, not a scan of its holes.
+        let tags = vec![("amitool:import".to_string(), name.clone())];
+        let disk = crate::image::source::open_file(&req.file)
+            .map_err(|e| Error::io("open", &req.file, e))?;
+        let blocks = crate::backend::aws::transfer::file_blocks(&disk);
+        let scratch = tempfile::tempdir()
+            .map_err(|e| Error::io("create a work directory in", std::env::temp_dir(), e))?;
+        let mut journal =
+            crate::migrate::Journal::new(scratch.path(), &crate::migrate::new_migration_id());
+        let (snapshot_id, _) = crate::backend::aws::transfer::upload_journaled(
+            &self.ebs(region),
+            region,
+            disk,
+            blocks,
+            &description,
+            &tags,
+            None,
+            None,
+            &mut journal,
+        )
+        .await?;
         let registered = async {
             self.wait_snapshot(region, &snapshot_id).await?;
             let root = if pv { "/dev/sda1" } else { "/dev/xvda" };
