@@ -91,15 +91,24 @@ impl HvmView {
             let index = at / BLOCK;
             let within = (at % BLOCK) as usize;
             let n = (BLOCK as usize - within).min((end - at) as usize);
+            let from = (at - offset) as usize;
             let mut overlay = self.overlay.lock().expect("overlay lock");
             if !overlay.contains_key(&index) {
                 drop(overlay);
+                // Bytes written as they already are change nothing: no
+                // block for the overlay (libext2fs writes back every bitmap
+                // it read, changed or not).
+                let mut now = vec![0u8; n];
+                self.read_composed(&mut now, at)?;
+                if now == buf[from..from + n] {
+                    at += n as u64;
+                    continue;
+                }
                 let b = self.compose(index)?;
                 overlay = self.overlay.lock().expect("overlay lock");
                 overlay.entry(index).or_insert(b);
             }
             let block = overlay.get_mut(&index).expect("inserted above");
-            let from = (at - offset) as usize;
             block[within..within + n].copy_from_slice(&buf[from..from + n]);
             at += n as u64;
         }
@@ -287,6 +296,16 @@ mod tests {
         assert_eq!(b, [7]);
         // Bytes holds no sparseness facts: every source block is listed.
         assert_eq!(v.blocks().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn writing_what_is_there_makes_no_overlay_block() {
+        let src = vec![1u8; 2 * BLOCK as usize];
+        let v = view(src, 0, 2 * BLOCK);
+        v.write_at(&[1, 1, 1], 2 * BLOCK + 7).unwrap();
+        assert!(v.edited().is_empty());
+        v.write_at(&[1, 2], 2 * BLOCK + 7).unwrap();
+        assert_eq!(v.edited(), vec![2]);
     }
 
     #[test]

@@ -17,8 +17,13 @@ use crate::backend::aws::transfer::BLOCK;
 use crate::error::{Error, Result};
 use crate::image::source::BlockSource;
 
-/// Blocks kept in memory (32 MiB).
-const CACHE_BLOCKS: usize = 64;
+/// Blocks kept as they are (8 MiB), for the many small reads of one block.
+const CACHE_BLOCKS: usize = 16;
+/// Blocks pushed out of that, kept LZ4-compressed up to this many bytes:
+/// metadata blocks (bitmaps, inode tables, directories) of a sparse
+/// filesystem shrink to a few KiB, so a stream finds the blocks the
+/// inspection and the overlay read and fetches none of them again.
+const PACKED_BYTES: usize = 32 << 20;
 /// Data blocks fetched together after a miss (sequential files: kernels, initramfs).
 const READ_AHEAD: usize = 4;
 
@@ -30,6 +35,7 @@ pub struct SnapshotSource {
     len: u64,
     tokens: HashMap<i32, String>,
     cache: Mutex<VecDeque<(i32, Arc<Vec<u8>>)>>,
+    packed: Mutex<(VecDeque<(i32, Vec<u8>)>, usize)>,
     /// Blocks being fetched now: a second reader waits for the first.
     in_flight: Mutex<HashSet<i32>>,
     landed: Condvar,
@@ -73,6 +79,7 @@ impl SnapshotSource {
             len,
             tokens,
             cache: Mutex::new(VecDeque::new()),
+            packed: Mutex::new((VecDeque::new(), 0)),
             in_flight: Mutex::new(HashSet::new()),
             landed: Condvar::new(),
             fetched: AtomicU64::new(0),
@@ -85,20 +92,49 @@ impl SnapshotSource {
     }
 
     fn cached(&self, index: i32) -> Option<Arc<Vec<u8>>> {
-        let cache = self.cache.lock().expect("cache lock");
-        cache
-            .iter()
-            .find(|(i, _)| *i == index)
-            .map(|(_, b)| b.clone())
+        let hot = {
+            let cache = self.cache.lock().expect("cache lock");
+            cache
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, b)| b.clone())
+        };
+        if hot.is_some() {
+            return hot;
+        }
+        let packed = self.packed.lock().expect("cache lock");
+        let (_, bytes) = packed.0.iter().find(|(i, _)| *i == index)?;
+        let block = lz4_flex::block::decompress_size_prepended(bytes).ok()?;
+        drop(packed);
+        let block = Arc::new(block);
+        self.keep(index, block.clone());
+        Some(block)
     }
 
     fn keep(&self, index: i32, block: Arc<Vec<u8>>) {
         let mut cache = self.cache.lock().expect("cache lock");
-        cache.retain(|(i, _)| *i != index);
-        if cache.len() >= CACHE_BLOCKS {
-            cache.pop_front();
+        if cache.iter().any(|(i, _)| *i == index) {
+            return;
         }
+        let out = (cache.len() >= CACHE_BLOCKS)
+            .then(|| cache.pop_front())
+            .flatten();
         cache.push_back((index, block));
+        drop(cache);
+        if let Some((i, b)) = out {
+            let bytes = lz4_flex::block::compress_prepend_size(&b);
+            let mut packed = self.packed.lock().expect("cache lock");
+            if !packed.0.iter().any(|(j, _)| *j == i) {
+                packed.1 += bytes.len();
+                packed.0.push_back((i, bytes));
+                while packed.1 > PACKED_BYTES {
+                    match packed.0.pop_front() {
+                        Some((_, b)) => packed.1 -= b.len(),
+                        None => break,
+                    }
+                }
+            }
+        }
     }
 
     async fn fetch(&self, index: i32) -> std::io::Result<Vec<u8>> {

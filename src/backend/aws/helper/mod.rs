@@ -59,6 +59,86 @@ fn refused(r: &Report, what: &str) -> Error {
     ))
 }
 
+const BLOCK: u64 = 512 * 1024;
+
+/// `ranges` cut into slices of at most `most` bytes each, in order.
+fn slices(ranges: &[crate::image::hvm::Range], most: u64) -> Vec<Vec<crate::image::hvm::Range>> {
+    let mut out: Vec<Vec<crate::image::hvm::Range>> = vec![vec![]];
+    let mut room = most;
+    for r in ranges {
+        let mut at = 0;
+        while at < r.len {
+            if room == 0 {
+                out.push(vec![]);
+                room = most;
+            }
+            let n = (r.len - at).min(room);
+            out.last_mut()
+                .expect("never empty")
+                .push(crate::image::hvm::Range {
+                    src: r.src + at,
+                    len: n,
+                    dst: r.dst + at,
+                });
+            at += n;
+            room -= n;
+        }
+    }
+    out.retain(|c| !c.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::hvm::Range;
+
+    #[test]
+    fn slices_keep_every_byte_in_order() {
+        let r = [
+            Range {
+                src: 0,
+                len: 10,
+                dst: 100,
+            },
+            Range {
+                src: 20,
+                len: 5,
+                dst: 200,
+            },
+        ];
+        let s = slices(&r, 4);
+        let flat: Vec<Range> = s.iter().flatten().copied().collect();
+        assert_eq!(flat.iter().map(|r| r.len).sum::<u64>(), 15);
+        assert_eq!(s.len(), 4);
+        assert_eq!(
+            flat[0],
+            Range {
+                src: 0,
+                len: 4,
+                dst: 100
+            }
+        );
+        assert_eq!(
+            flat[2],
+            Range {
+                src: 8,
+                len: 2,
+                dst: 108
+            }
+        );
+        assert_eq!(
+            flat[3],
+            Range {
+                src: 20,
+                len: 2,
+                dst: 200
+            }
+        );
+        assert_eq!(slices(&r, 1 << 30).len(), 1);
+    }
+}
+
 /// The helper method, on the AWS backend.
 pub(crate) struct Helper<'a> {
     pub aws: &'a AwsBackend,
@@ -135,12 +215,12 @@ impl Helper<'_> {
         );
 
         let layout = &plan.layout;
-        let params = Params {
+        let mut params = Params {
             mode: Mode::Convert,
             migration_id: journal.migration_id.clone(),
             source: device("/dev/sdf", src_gib, &src_vol),
             target: device("/dev/sdg", dst_gib, &dst_vol),
-            ranges: layout.ranges.clone(),
+            ranges: vec![],
             // Where each filesystem amitool writes into lies on the source.
             filesystems: plan
                 .mounts
@@ -154,23 +234,40 @@ impl Helper<'_> {
                 })
                 .collect(),
         };
-        let done = aws
-            .run_script(
-                &region,
-                &instance,
-                &journal.migration_id,
-                &script::render(&params)?,
-            )
-            .await?;
-        if !done.ok {
-            return Err(refused(&done, "convert"));
+        // The copy runs as a few SSM commands, each a slice of the ranges,
+        // so the progress line moves as the helper copies (SSM gives a
+        // command's output only when it ends).
+        let total: u64 = layout.ranges.iter().map(|r| r.len).sum();
+        let chunks = slices(&layout.ranges, (total / 16).max(8 << 30));
+        let progress = crate::progress::Transfer::new(
+            &format!("copy on {instance}"),
+            Some(total.div_ceil(BLOCK)),
+        );
+        let mut copied = 0;
+        for chunk in &chunks {
+            params.ranges = chunk.clone();
+            let done = aws
+                .run_script(
+                    &region,
+                    &instance,
+                    &journal.migration_id,
+                    &script::render(&params)?,
+                )
+                .await?;
+            if !done.ok {
+                return Err(refused(&done, "convert"));
+            }
+            let n = done.bytes_copied.unwrap_or(0);
+            copied += n;
+            progress.bar().inc(n.div_ceil(BLOCK));
         }
+        drop(progress);
         rec.done(
             "copy",
             format!(
-                "{} range(s) copied onto {dst_vol} at their HVM offsets ({} bytes)",
-                params.ranges.len(),
-                done.bytes_copied.unwrap_or(0)
+                "{} range(s) copied onto {dst_vol} at their HVM offsets ({copied} bytes, {} SSM command(s))",
+                layout.ranges.len(),
+                chunks.len()
             ),
         );
 
