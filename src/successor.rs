@@ -165,6 +165,31 @@ pub fn successor(
     Ok((best.instance_type.clone(), reasons))
 }
 
+/// The fstab lines that mount instance-store volumes: one of the first
+/// `count` of EC2's default ephemeral devices (/dev/sdb to /dev/sde, or the
+/// same as /dev/xvd*), or cloud-init's ephemeral mount (`comment=cloudconfig`).
+pub fn instance_store_mounts(fstab: &str, count: u32) -> Vec<String> {
+    let devices: Vec<String> = ["b", "c", "d", "e"]
+        .iter()
+        .take(count as usize)
+        .flat_map(|l| [format!("/dev/sd{l}"), format!("/dev/xvd{l}")])
+        .collect();
+    fstab
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| {
+            let dev = l.split_whitespace().next().unwrap_or_default();
+            devices.iter().any(|d| d == dev)
+                || (count > 0
+                    && l.split_whitespace()
+                        .nth(3)
+                        .is_some_and(|o| o.contains("comment=cloudconfig")))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +268,17 @@ mod tests {
             all_why.contains("ena driver is unknown") || all_why.contains("driver is unknown"),
             "{all_why}"
         );
+    }
+
+    #[test]
+    fn fstab_entries_on_instance_store_are_found() {
+        let fstab = "LABEL=/ / ext4 defaults 1 1\n/dev/xvdb\t/mnt\tauto\tdefaults,nofail,comment=cloudconfig\t0\t2\n/dev/sdc /data ext3 defaults 0 0\n# /dev/sdb /old ext3\n/dev/xvdf /srv ext4 defaults 0 2\n";
+        assert_eq!(
+            instance_store_mounts(fstab, 1),
+            ["/dev/xvdb /mnt auto defaults,nofail,comment=cloudconfig 0 2"]
+        );
+        assert_eq!(instance_store_mounts(fstab, 2).len(), 2);
+        assert!(instance_store_mounts(fstab, 0).is_empty());
     }
 
     #[test]

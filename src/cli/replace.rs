@@ -91,8 +91,43 @@ async fn replacement_type(
         needs.nvme = Some(i.drivers.nvme);
     }
     let offered = crate::cli::instances::candidates(ctx, region, false).await?;
-    crate::successor::successor(&src, &needs, &offered, o.successor_family.as_deref())
-        .map_err(|e| Error::InvalidInput(format!("--replace: {e}; give --instance-type")))
+    let (t, mut why) =
+        crate::successor::successor(&src, &needs, &offered, o.successor_family.as_deref())
+            .map_err(|e| Error::InvalidInput(format!("--replace: {e}; give --instance-type")))?;
+    let kept = offered
+        .iter()
+        .find(|x| x.instance_type == t)
+        .map_or(0, |x| x.instance_store);
+    if src.instance_store > kept {
+        let lines = lost_mounts(ctx, region, &m.image_id, src.instance_store).await;
+        if !lines.is_empty() {
+            why.push(format!(
+                "fstab entries on instance-store volumes {t} lacks: {}",
+                lines.join("; ")
+            ));
+        }
+    }
+    Ok((t, why))
+}
+
+/// The new image's fstab lines that mount the source type's instance-store
+/// volumes (read where the image's snapshot lies); none when unreadable.
+async fn lost_mounts(ctx: &Context, region: &str, image_id: &str, count: u32) -> Vec<String> {
+    let Ok(disk) = ctx.backend.image_disk(region, image_id).await else {
+        return vec![];
+    };
+    let busy = crate::interrupt::Busy::start();
+    tokio::task::spawn_blocking(move || {
+        let _busy = busy;
+        let d = crate::image::guest::discover_in(&disk.disk, None).ok()?;
+        let g = crate::image::guest::Guest::open_in(&disk.disk, &d.mounts).ok()?;
+        let fstab = g.read_text("/etc/fstab")?;
+        Some(crate::successor::instance_store_mounts(&fstab, count))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 /// `--rollback MIGRATION_ID`.
