@@ -51,22 +51,8 @@ impl HvmView {
         let start = index.checked_mul(BLOCK).ok_or_else(eof)?;
         let end = start.saturating_add(BLOCK).min(self.layout.disk_size);
         let mut buf = vec![0u8; BLOCK as usize];
-        if start >= end {
-            return Ok(buf);
-        }
-        let head_end = (self.head.len() as u64).min(PART_OFFSET);
-        if start < head_end {
-            let n = (head_end.min(end) - start) as usize;
-            buf[..n].copy_from_slice(&self.head[start as usize..start as usize + n]);
-        }
-        for r in &self.layout.ranges {
-            let (a, b) = (start.max(r.dst), end.min(r.dst.saturating_add(r.len)));
-            if a >= b {
-                continue;
-            }
-            let src = r.src + (a - r.dst);
-            let slice = &mut buf[(a - start) as usize..(b - start) as usize];
-            self.source.read_exact_at(slice, src)?;
+        if start < end {
+            self.read_composed(&mut buf[..(end - start) as usize], start)?;
         }
         Ok(buf)
     }
