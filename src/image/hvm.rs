@@ -121,6 +121,35 @@ impl Layout {
         }
     }
 
+    /// The layout's ranges cut to the source's bytes that may hold data
+    /// (`data`: (offset, length) pairs in order, as `BlockSource::data_ranges`
+    /// gives them), in the ranges' order. A copy of only these onto an empty
+    /// disk equals a copy of every range: the rest reads as zeros.
+    pub fn restrict(&self, data: &[(u64, u64)]) -> Vec<Range> {
+        let mut out: Vec<Range> = vec![];
+        for r in &self.ranges {
+            let end = r.src.saturating_add(r.len);
+            for &(s, len) in data {
+                let (a, b) = (s.max(r.src), s.saturating_add(len).min(end));
+                if a >= b {
+                    continue;
+                }
+                let piece = Range {
+                    src: a,
+                    len: b - a,
+                    dst: r.dst + (a - r.src),
+                };
+                match out.last_mut() {
+                    Some(l) if l.src + l.len == piece.src && l.dst + l.len == piece.dst => {
+                        l.len += piece.len
+                    }
+                    _ => out.push(piece),
+                }
+            }
+        }
+        out
+    }
+
     /// Where the byte at `src` of the source lies on the HVM disk.
     pub fn target(&self, src: u64) -> Option<u64> {
         self.ranges
@@ -268,6 +297,61 @@ mod tests {
         assert_eq!(parsed[1].sectors as u64, l.partitions[0].sectors);
         assert_eq!(parsed[1].sys, 0x83);
         assert_eq!(parsed[1].boot, 0x80);
+    }
+
+    #[test]
+    fn restrict_keeps_only_data_at_its_hvm_offsets() {
+        // A whole-disk filesystem of 8 MiB: data in [0,1M), [2M,3M) and
+        // [3M,4M) (adjacent: merged) and past the end (dropped).
+        let l = Layout::new(0, 8 * MIB, "u");
+        let data = [(0, MIB), (2 * MIB, MIB), (3 * MIB, MIB), (9 * MIB, MIB)];
+        assert_eq!(
+            l.restrict(&data),
+            vec![
+                Range {
+                    src: 0,
+                    len: MIB,
+                    dst: PART_OFFSET
+                },
+                Range {
+                    src: 2 * MIB,
+                    len: 2 * MIB,
+                    dst: PART_OFFSET + 2 * MIB
+                },
+            ]
+        );
+        // Two partitions: a data run across their boundary is cut at it.
+        let l = Layout {
+            ranges: vec![
+                Range {
+                    src: MIB,
+                    len: MIB,
+                    dst: MIB,
+                },
+                Range {
+                    src: 2 * MIB,
+                    len: MIB,
+                    dst: 4 * MIB,
+                },
+            ],
+            ..Layout::new(0, MIB, "u")
+        };
+        assert_eq!(
+            l.restrict(&[(MIB + 4096, MIB)]),
+            vec![
+                Range {
+                    src: MIB + 4096,
+                    len: MIB - 4096,
+                    dst: MIB + 4096
+                },
+                Range {
+                    src: 2 * MIB,
+                    len: 4096,
+                    dst: 4 * MIB
+                },
+            ]
+        );
+        assert!(l.restrict(&[]).is_empty());
     }
 
     #[test]

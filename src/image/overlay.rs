@@ -120,16 +120,8 @@ impl HvmView {
             .source
             .data_ranges()
             .unwrap_or_else(|| vec![(0, self.source.len())]);
-        for (s, len) in data {
-            let e = s.saturating_add(len);
-            for r in &self.layout.ranges {
-                let (a, b) = (s.max(r.src), e.min(r.src.saturating_add(r.len)));
-                if a >= b {
-                    continue;
-                }
-                let (da, db) = (r.dst + (a - r.src), r.dst + (b - r.src));
-                out.extend(da / BLOCK..db.div_ceil(BLOCK));
-            }
+        for r in self.layout.restrict(&data) {
+            out.extend(r.dst / BLOCK..(r.dst + r.len).div_ceil(BLOCK));
         }
         out.extend(self.edited());
         out.sort_unstable();

@@ -19,6 +19,7 @@ use aws_sdk_ec2::types::VolumeType;
 
 use crate::backend::aws::AwsBackend;
 use crate::error::{Error, Result};
+use crate::image::hvm::Range;
 use crate::migrate::journal::Journal;
 use crate::migrate::method::{Job, Method};
 use crate::migrate::script::{self, Device, Mode, Params, Report};
@@ -61,25 +62,50 @@ fn refused(r: &Report, what: &str) -> Error {
 
 const BLOCK: u64 = 512 * 1024;
 
-/// `ranges` cut into slices of at most `most` bytes each, in order.
-fn slices(ranges: &[crate::image::hvm::Range], most: u64) -> Vec<Vec<crate::image::hvm::Range>> {
-    let mut out: Vec<Vec<crate::image::hvm::Range>> = vec![vec![]];
+/// Ranges closer than this on both sides are copied as one: the bytes
+/// between hold no data and read as zeros (dd's conv=sparse writes none of
+/// them), and one dd costs more than reading a few MiB of an unwritten volume.
+const JOIN_GAP: u64 = 4 << 20;
+/// At most this many ranges per SSM command (each is a line of the script).
+const RANGES_PER_COMMAND: usize = 512;
+
+/// `ranges` with the small gaps between neighbours (by source and target
+/// alike) filled, in order.
+fn coalesce(ranges: &[Range], gap: u64) -> Vec<Range> {
+    let mut out: Vec<Range> = vec![];
+    for r in ranges {
+        match out.last_mut() {
+            Some(l)
+                if r.src >= l.src + l.len
+                    && r.src - (l.src + l.len) <= gap
+                    && r.dst.checked_sub(l.dst) == Some(r.src - l.src) =>
+            {
+                l.len = r.src + r.len - l.src
+            }
+            _ => out.push(*r),
+        }
+    }
+    out
+}
+
+/// `ranges` cut into slices of at most `most` bytes and `count` ranges
+/// each, in order.
+fn slices(ranges: &[Range], most: u64, count: usize) -> Vec<Vec<Range>> {
+    let mut out: Vec<Vec<Range>> = vec![vec![]];
     let mut room = most;
     for r in ranges {
         let mut at = 0;
         while at < r.len {
-            if room == 0 {
+            if room == 0 || out.last().is_some_and(|c| c.len() >= count) {
                 out.push(vec![]);
                 room = most;
             }
             let n = (r.len - at).min(room);
-            out.last_mut()
-                .expect("never empty")
-                .push(crate::image::hvm::Range {
-                    src: r.src + at,
-                    len: n,
-                    dst: r.dst + at,
-                });
+            out.last_mut().expect("never empty").push(Range {
+                src: r.src + at,
+                len: n,
+                dst: r.dst + at,
+            });
             at += n;
             room -= n;
         }
@@ -91,7 +117,6 @@ fn slices(ranges: &[crate::image::hvm::Range], most: u64) -> Vec<Vec<crate::imag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::hvm::Range;
 
     #[test]
     fn slices_keep_every_byte_in_order() {
@@ -107,7 +132,7 @@ mod tests {
                 dst: 200,
             },
         ];
-        let s = slices(&r, 4);
+        let s = slices(&r, 4, 100);
         let flat: Vec<Range> = s.iter().flatten().copied().collect();
         assert_eq!(flat.iter().map(|r| r.len).sum::<u64>(), 15);
         assert_eq!(s.len(), 4);
@@ -135,7 +160,21 @@ mod tests {
                 dst: 200
             }
         );
-        assert_eq!(slices(&r, 1 << 30).len(), 1);
+        assert_eq!(slices(&r, 1 << 30, 100).len(), 1);
+        // At most `count` ranges per slice.
+        assert_eq!(slices(&r, 1 << 30, 1).len(), 2);
+    }
+
+    #[test]
+    fn coalesce_fills_only_small_gaps_that_keep_offsets() {
+        let r = |src, len, dst| Range { src, len, dst };
+        let a = [r(0, 10, 100), r(14, 2, 114), r(40, 5, 140), r(50, 5, 300)];
+        assert_eq!(
+            coalesce(&a, 4),
+            vec![r(0, 16, 100), r(40, 5, 140), r(50, 5, 300)]
+        );
+        assert_eq!(coalesce(&a, 100), vec![r(0, 45, 100), r(50, 5, 300)]);
+        assert!(coalesce(&[], 4).is_empty());
     }
 }
 
@@ -234,11 +273,20 @@ impl Helper<'_> {
                 })
                 .collect(),
         };
+        // Only the bytes that hold data are copied (the snapshot's listed
+        // blocks): the target is a new, empty volume, where every other
+        // byte reads as zeros, so a 1 TiB volume costs its data, not its size.
+        let data = job
+            .source
+            .disk
+            .data_ranges()
+            .unwrap_or_else(|| vec![(0, job.source.disk.len())]);
+        let ranges = coalesce(&layout.restrict(&data), JOIN_GAP);
         // The copy runs as a few SSM commands, each a slice of the ranges,
         // so the progress line moves as the helper copies (SSM gives a
         // command's output only when it ends).
-        let total: u64 = layout.ranges.iter().map(|r| r.len).sum();
-        let chunks = slices(&layout.ranges, (total / 16).max(8 << 30));
+        let total: u64 = ranges.iter().map(|r| r.len).sum();
+        let chunks = slices(&ranges, (total / 16).max(8 << 30), RANGES_PER_COMMAND);
         let progress = crate::progress::Transfer::new(
             &format!("copy on {instance}"),
             Some(total.div_ceil(BLOCK)),
@@ -265,8 +313,8 @@ impl Helper<'_> {
         rec.done(
             "copy",
             format!(
-                "{} range(s) copied onto {dst_vol} at their HVM offsets ({copied} bytes, {} SSM command(s))",
-                layout.ranges.len(),
+                "{} range(s) that hold data copied onto {dst_vol} at their HVM offsets ({copied} bytes, {} SSM command(s))",
+                ranges.len(),
                 chunks.len()
             ),
         );
