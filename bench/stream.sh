@@ -40,7 +40,7 @@ peak_disk() {
 # run NAME CMD...: wall, RSS (KiB) and peak local disk of one command, its JSON kept.
 run() {
   local name=$1; shift
-  /usr/bin/time -f '%e %M' -o "$work/$name.time" "$@" > "$work/$name.json" &
+  /usr/bin/time -f '%e %M %U %S' -o "$work/$name.time" "$@" > "$work/$name.json" &
   local pid=$!
   peak_disk "$pid" "$work/$name.disk" &
   wait "$pid"
@@ -56,8 +56,7 @@ for size in "${BENCH_SIZE:-8G}" "${BENCH_BIG:-1T}"; do
   rm -f "$img"
   run "inspect-$size" "$bin" --no-progress inspect "$ami" --output json
   run "direct-$size" "$bin" --no-progress migrate --ami "$ami" --name "bench-direct-$size-$(basename "$work")" --output json
-  # BENCH_BIG_HELPER=0 skips the helper on the big volume: its dd reads
-  # every byte of the source volume (on LocalStack, a 1 TiB file's holes).
+  # BENCH_BIG_HELPER=0 skips the helper on the big volume.
   if [ "$size" = "${BENCH_SIZE:-8G}" ] || [ "${BENCH_BIG_HELPER:-1}" = 1 ]; then
     run "helper-$size" "$bin" --no-progress migrate --method helper --helper-profile "$profile_name" --ami "$ami" \
       --name "bench-helper-$size-$(basename "$work")" --output json
@@ -73,13 +72,13 @@ python3 - "$work" "${BENCH_SIZE:-8G}" "${BENCH_BIG:-1T}" <<'PY'
 import json, os, sys
 w, small, big = sys.argv[1], sys.argv[2], sys.argv[3]
 def facts(name):
-    wall, rss = open(f"{w}/{name}.time").read().split()
+    wall, rss, user, system = open(f"{w}/{name}.time").read().split()[-4:]
     disk = int(open(f"{w}/{name}.disk").read() or 0)
-    return float(wall), int(rss), disk, json.load(open(f"{w}/{name}.json"))
+    return float(wall), int(rss), disk, json.load(open(f"{w}/{name}.json")), float(user) + float(system)
 rows = {}
 for size in (small, big):
     data = int(open(f"{w}/data-{size}").read())
-    iw, irss, idisk, i = facts(f"inspect-{size}")
+    iw, irss, idisk, i, _ = facts(f"inspect-{size}")
     ir = i.get("blocks_read")
     print(f"{size}: source data blocks {data}")
     print(f"  inspect           wall {iw:7.2f} s  RSS {irss/1024:6.1f} MiB  local disk {idisk/2**20:6.1f} MiB  blocks read {ir} ({100*ir/data:.2f} % of the data blocks)")
@@ -87,10 +86,10 @@ for size in (small, big):
         if not os.path.exists(f"{w}/{method}-{size}.time"):
             print(f"  migrate {method:8s}  not run (BENCH_BIG_HELPER=0)")
             continue
-        mw, mrss, mdisk, m = facts(f"{method}-{size}")
+        mw, mrss, mdisk, m, cpu = facts(f"{method}-{size}")
         t = m["transfer"]
         rows[(size, method)] = mw
-        print(f"  migrate {method:8s}  wall {mw:7.2f} s  RSS {mrss/1024:6.1f} MiB  local disk {mdisk/2**20:6.1f} MiB  "
+        print(f"  migrate {method:8s}  wall {mw:7.2f} s  amitool CPU {cpu:6.2f} s  RSS {mrss/1024:6.1f} MiB  local disk {mdisk/2**20:6.1f} MiB  "
               f"blocks read {t['blocks_read']}  written {t['blocks_written']}  bytes sent {t['bytes_written']}")
 for method in ("direct", "helper"):
     if (big, method) in rows:

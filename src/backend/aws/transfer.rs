@@ -24,6 +24,15 @@ use crate::migrate::journal::{Journal, Upload};
 pub const BLOCK: u64 = 512 * 1024;
 /// Blocks in flight at once for one snapshot (EBS throttles per snapshot).
 pub const UPLOAD_CONCURRENCY: usize = 16;
+/// Blocks started per second at most. EBS direct allows about 1,000
+/// GetSnapshotBlock and 1,000 PutSnapshotBlock requests a second per
+/// snapshot (not adjustable); each block is one of each, on two snapshots.
+const BLOCKS_PER_SECOND: f64 = 900.0;
+
+/// When the `k`th block of a stream may start, from the stream's start.
+fn pace(k: usize) -> Duration {
+    Duration::from_secs_f64(k as f64 / BLOCKS_PER_SECOND)
+}
 const GIB: u64 = 1 << 30;
 
 pub fn transfer_err(
@@ -227,8 +236,9 @@ pub async fn upload_bytes(
 /// it and return its id. `disk` is the HVM view where the source lies (a
 /// stream: no local copy) or a local file. Reads block their thread, so
 /// each runs on a blocking thread; at most UPLOAD_CONCURRENCY blocks are in
-/// flight, well under EBS's per-snapshot limit of about 1,000 requests a
-/// second; the SDK's standard retries back off on throttling.
+/// flight and BLOCKS_PER_SECOND start a second, under EBS's per-snapshot
+/// limit of about 1,000 requests a second; the SDK's standard retries back
+/// off on throttling.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_journaled(
     ebs: &aws_sdk_ebs::Client,
@@ -309,65 +319,82 @@ pub async fn upload_journaled(
         .set_position((done.len() + skipped.len()) as u64);
     crate::migrate::test_pause_in("stream").await;
     test_pause(done.len());
-    for batch in todo.chunks(UPLOAD_CONCURRENCY) {
-        let results: Vec<Result<(i32, bool)>> = stream::iter(batch.iter().copied())
-            .map(|index| {
-                let disk = disk.clone();
-                let snapshot_id = &snapshot_id;
-                async move {
-                    let name = disk.name();
-                    // Counted, so a Ctrl-C cleanup waits for the read to end.
-                    let busy = crate::interrupt::Busy::start();
-                    let data = tokio::task::spawn_blocking(move || {
-                        let _busy = busy;
-                        read_block(&*disk, index)
-                    })
-                    .await
-                    .map_err(|e| Error::InvalidInput(format!("a reader stopped: {e}")))?
-                    .map_err(|e| Error::io("read", name, e))?;
-                    // Over a parent, a zero block must still replace the parent's.
-                    if parent.is_none() && data.iter().all(|&b| b == 0) {
-                        return Ok((index, false));
-                    }
-                    put_block(ebs, region, snapshot_id, index, data).await?;
-                    Ok((index, true))
+    // One pipeline: a block starts as soon as one of the UPLOAD_CONCURRENCY
+    // in flight ends (no batch waits for its slowest block), no sooner than
+    // its slot at BLOCKS_PER_SECOND, and the journal is saved every
+    // UPLOAD_CONCURRENCY blocks done (a resume repeats at most those).
+    let start = tokio::time::Instant::now();
+    let mut pipeline = stream::iter(todo.into_iter().enumerate())
+        .map(|(k, index)| {
+            let disk = disk.clone();
+            let snapshot_id = &snapshot_id;
+            async move {
+                tokio::time::sleep_until(start + pace(k)).await;
+                let name = disk.name();
+                // Counted, so a Ctrl-C cleanup waits for the read to end.
+                let busy = crate::interrupt::Busy::start();
+                let data = tokio::task::spawn_blocking(move || {
+                    let _busy = busy;
+                    read_block(&*disk, index)
+                })
+                .await
+                .map_err(|e| Error::InvalidInput(format!("a reader stopped: {e}")))?
+                .map_err(|e| Error::io("read", name, e))?;
+                // Over a parent, a zero block must still replace the parent's.
+                if parent.is_none() && data.iter().all(|&b| b == 0) {
+                    return Ok((index, false));
                 }
-            })
-            .buffered(UPLOAD_CONCURRENCY)
-            .collect()
-            .await;
-        let upload = journal.upload.as_mut().expect("set above");
-        let mut first_err = None;
-        for r in results {
-            match r {
-                Ok((i, written)) => {
-                    progress.bar().inc(1);
-                    stats.streamed_now += 1;
-                    stats.blocks_read += 1;
-                    stats.bytes_read += BLOCK;
-                    if written {
-                        upload.blocks.insert(i);
-                        stats.blocks_written += 1;
-                        stats.bytes_written += BLOCK;
-                    } else {
-                        upload.zero.insert(i);
-                    }
+                put_block(ebs, region, snapshot_id, index, data).await?;
+                Ok((index, true))
+            }
+        })
+        .buffer_unordered(UPLOAD_CONCURRENCY);
+    let mut unsaved = 0;
+    let mut failed = None;
+    loop {
+        let next = pipeline.next().await;
+        let end = next.is_none();
+        match next {
+            Some(Ok((i, written))) => {
+                let upload = journal.upload.as_mut().expect("set above");
+                progress.bar().inc(1);
+                stats.streamed_now += 1;
+                stats.blocks_read += 1;
+                stats.bytes_read += BLOCK;
+                if written {
+                    upload.blocks.insert(i);
+                    stats.blocks_written += 1;
+                    stats.bytes_written += BLOCK;
+                } else {
+                    upload.zero.insert(i);
                 }
-                Err(e) => first_err = first_err.or(Some(e)),
+                unsaved += 1;
+            }
+            Some(Err(e)) => failed = Some(e),
+            None => {}
+        }
+        // A failure saves what is done, for --resume.
+        if failed.is_some() || (unsaved > 0 && (unsaved >= UPLOAD_CONCURRENCY || end)) {
+            // A remote source counts what it fetched (metadata included).
+            if let Some(n) = disk.blocks_read() {
+                stats.blocks_read = earlier + n;
+                stats.bytes_read = stats.blocks_read * BLOCK;
+            }
+            journal.transfer = Some(stats);
+            journal.save()?;
+            unsaved = 0;
+            if failed.is_none() {
+                test_pause(journal.upload.as_ref().expect("set above").blocks.len());
             }
         }
-        // A remote source counts what it fetched (metadata included).
-        if let Some(n) = disk.blocks_read() {
-            stats.blocks_read = earlier + n;
-            stats.bytes_read = stats.blocks_read * BLOCK;
-        }
-        journal.transfer = Some(stats);
-        journal.save()?;
-        if let Some(e) = first_err {
+        if let Some(e) = failed {
             return Err(e);
         }
-        test_pause(journal.upload.as_ref().expect("set above").blocks.len());
+        if end {
+            break;
+        }
     }
+    drop(pipeline);
     let count = journal.upload.as_ref().expect("set above").blocks.len();
     ebs.complete_snapshot()
         .snapshot_id(&snapshot_id)
