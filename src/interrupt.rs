@@ -79,6 +79,19 @@ impl Drop for Busy {
     }
 }
 
+/// `f` on a blocking thread (reads of a remote disk block theirs), counted
+/// as [`Busy`] from before it starts, so a Ctrl-C cleanup waits for it; a
+/// thread that panicked is an error, not a second panic.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let busy = Busy::start();
+    tokio::task::spawn_blocking(move || {
+        let _busy = busy;
+        f()
+    })
+    .await
+    .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))
+}
+
 /// Resolves once no [`Busy`] work is left running.
 pub async fn settled() {
     let mut rx = busy_count().subscribe();

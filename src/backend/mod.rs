@@ -138,6 +138,12 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// The cut-over to a replacement instance (`migrate --replace`), where
+    /// the backend can move an instance's network identity.
+    fn cut_over(&self) -> Option<&dyn crate::migrate::cutover::CutOver> {
+        None
+    }
+
     /// The AWS backend, for what only it does (a helper instance driven by SSM).
     fn as_aws(&self) -> Option<&aws::AwsBackend> {
         None

@@ -38,7 +38,7 @@ pub(super) async fn dry_run(ctx: &Context, a: &MigrateArgs, sources: &[Source]) 
                     Err(e) => plan.inspection_error = Some(crate::error::chain(&e)),
                 }
                 if let (true, Source::Instance(id)) = (a.replace, source) {
-                    plan.replacement = Some(replace_preview(ctx, aws, &region, id, a).await?);
+                    plan.replacement = Some(replace_preview(ctx, &region, id, a).await?);
                 }
                 DryRun::Aws(Box::new(plan))
             }
@@ -122,55 +122,30 @@ fn print_preview(p: &migrate::Preview) {
 /// DryRun answers (asked with the source's image: the new one does not exist yet).
 async fn replace_preview(
     ctx: &Context,
-    aws: &crate::backend::aws::AwsBackend,
     region: &str,
     instance: &str,
     a: &MigrateArgs,
 ) -> Result<migrate::cutover::ReplacePreview> {
-    let facts = aws.source_facts(region, instance).await?;
-    let itype = facts
-        .instance
-        .instance_type()
-        .map(|t| t.as_str().to_string())
-        .unwrap_or_default();
-    let (instance_type, reasons) = match &a.instance_type {
-        Some(t) => (t.clone(), vec![format!("{t}: asked with --instance-type")]),
-        None => {
-            let src = crate::cli::instances::source_type(ctx, region, &itype, false)
-                .await
-                .ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "{itype} is described nowhere: give --instance-type"
-                    ))
-                })?;
-            let needs =
-                crate::cli::instances::needs_of(ctx, region, facts.instance.image_id()).await;
-            let offered = crate::cli::instances::candidates(ctx, region, false).await?;
-            crate::successor::successor(&src, &needs, &offered, a.successor_family.as_deref())
-                .map_err(|e| Error::InvalidInput(format!("--replace: {e}; give --instance-type")))?
-        }
-    };
-    let image = facts.instance.image_id().unwrap_or_default().to_string();
-    let checks = aws
-        .replace_dry_run(region, &facts, &image, &instance_type)
-        .await;
-    Ok(migrate::cutover::ReplacePreview {
-        source_instance_id: instance.to_string(),
-        instance_type,
+    let co = crate::cli::replace::cut_over_of(ctx)?;
+    let (_, image) = co.instance_of(region, instance).await?;
+    let o = options(a).replace.unwrap_or_default();
+    let (instance_type, reasons) = crate::cli::replace::replacement_type(
+        ctx,
+        co,
+        region,
+        instance,
+        (image.as_deref(), None),
+        &o,
+    )
+    .await?;
+    co.preview(
+        region,
+        instance,
+        &instance_type,
         reasons,
-        subnet_id: facts.instance.subnet_id().map(String::from),
-        security_groups: facts
-            .instance
-            .security_groups()
-            .iter()
-            .filter_map(|g| g.group_id().map(String::from))
-            .collect(),
-        key_name: facts.instance.key_name().map(String::from),
-        volumes: facts.volumes.clone(),
-        elastic_ip: facts.elastic_ip.clone(),
-        stops_source: !a.keep_source_running,
-        checks,
-    })
+        !a.keep_source_running,
+    )
+    .await
 }
 
 fn print_replacement(r: &migrate::cutover::ReplacePreview) {

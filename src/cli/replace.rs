@@ -5,6 +5,7 @@ use crate::cli::migrate::{host, MigrateArgs};
 use crate::cli::Context;
 use crate::error::{Error, Result};
 use crate::ids;
+use crate::migrate::cutover::CutOver;
 use crate::migrate::{self, Migration};
 use crate::output::{self, Format};
 
@@ -13,12 +14,7 @@ pub(super) fn check(ctx: &Context, a: &MigrateArgs) -> Result<()> {
     if !a.replace {
         return Ok(());
     }
-    if ctx.backend.as_aws().is_none() {
-        return Err(Error::InvalidInput(
-            "--replace runs on the AWS backend: the local host has no network identity to move"
-                .into(),
-        ));
-    }
+    cut_over_of(ctx)?;
     if !a.ami.is_empty() {
         return Err(Error::InvalidInput(
             "--replace replaces instances: give --instance (or instance ids in --from-file), not --ami"
@@ -34,10 +30,20 @@ pub(super) fn check(ctx: &Context, a: &MigrateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The backend's cut-over, or why it has none.
+pub(super) fn cut_over_of(ctx: &Context) -> Result<&dyn CutOver> {
+    ctx.backend.cut_over().ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "--replace and --rollback run on the AWS backend: the {} backend has no network identity to move",
+            ctx.backend.name()
+        ))
+    })
+}
+
 /// The cut-over after a migration of an instance with --replace (also when
 /// a resume finds the image registered and the cut-over unfinished).
 pub(super) async fn cut_over(ctx: &Context, m: &mut Migration) -> Result<()> {
-    let Some(aws) = ctx.backend.as_aws() else {
+    let Some(co) = ctx.backend.cut_over() else {
         return Ok(());
     };
     let host = host(ctx)?;
@@ -46,7 +52,19 @@ pub(super) async fn cut_over(ctx: &Context, m: &mut Migration) -> Result<()> {
         return Ok(());
     };
     if r.instance_type.is_none() {
-        let (t, why) = replacement_type(ctx, &journal, m, &r.options).await?;
+        let drivers = m
+            .inspection
+            .as_ref()
+            .map(|i| (i.drivers.ena, i.drivers.nvme));
+        let (t, why) = replacement_type(
+            ctx,
+            co,
+            &journal.region,
+            &journal.source_id,
+            (Some(&m.image_id), drivers),
+            &r.options,
+        )
+        .await?;
         let mut r = r.clone();
         r.instance_type = Some(t);
         r.reasons = why;
@@ -54,30 +72,28 @@ pub(super) async fn cut_over(ctx: &Context, m: &mut Migration) -> Result<()> {
         journal.save()?;
     }
     let mut rec = migrate::Recorder::new();
-    let done = aws.cut_over(&mut journal, &m.image_id, &mut rec).await;
+    let done = co.cut_over(&mut journal, &m.image_id, &mut rec).await;
     m.steps.extend(std::mem::take(&mut rec.steps));
     m.replacement = Some(done?);
     Ok(())
 }
 
-/// The replacement's type: --instance-type, or the successor of the
-/// source's type for the new image (its drivers as the inspection found them).
-async fn replacement_type(
+/// The replacement's type, and why: --instance-type, or the successor of
+/// the source's type for `image` (the new image, with the drivers the
+/// inspection found; or, in a dry run, the source's own image), with the
+/// fstab lines on instance-store volumes the successor lacks.
+pub(super) async fn replacement_type(
     ctx: &Context,
-    journal: &migrate::Journal,
-    m: &Migration,
+    co: &dyn CutOver,
+    region: &str,
+    instance_id: &str,
+    (image, drivers): (Option<&str>, Option<(bool, bool)>),
     o: &crate::migrate::cutover::ReplaceOptions,
 ) -> Result<(String, Vec<String>)> {
     if let Some(t) = &o.instance_type {
         return Ok((t.clone(), vec![format!("{t}: asked with --instance-type")]));
     }
-    let region = &journal.region;
-    let aws = ctx.backend.as_aws().expect("checked by the caller");
-    let inst = aws.describe_instance(region, &journal.source_id).await?;
-    let itype = inst
-        .instance_type()
-        .map(|t| t.as_str().to_string())
-        .unwrap_or_default();
+    let (itype, _) = co.instance_of(region, instance_id).await?;
     let src = crate::cli::instances::source_type(ctx, region, &itype, false)
         .await
         .ok_or_else(|| {
@@ -85,10 +101,10 @@ async fn replacement_type(
                 "{itype} is described nowhere: give --instance-type"
             ))
         })?;
-    let mut needs = crate::cli::instances::needs_of(ctx, region, Some(&m.image_id)).await;
-    if let Some(i) = &m.inspection {
-        needs.ena = Some(i.drivers.ena);
-        needs.nvme = Some(i.drivers.nvme);
+    let mut needs = crate::cli::instances::needs_of(ctx, region, image).await;
+    if let Some((ena, nvme)) = drivers {
+        needs.ena = Some(ena);
+        needs.nvme = Some(nvme);
     }
     let offered = crate::cli::instances::candidates(ctx, region, false).await?;
     let (t, mut why) =
@@ -98,8 +114,8 @@ async fn replacement_type(
         .iter()
         .find(|x| x.instance_type == t)
         .map_or(0, |x| x.instance_store);
-    if src.instance_store > kept {
-        let lines = lost_mounts(ctx, region, &m.image_id, src.instance_store).await;
+    if let (true, Some(image)) = (src.instance_store > kept, image) {
+        let lines = lost_mounts(ctx, region, image, src.instance_store).await;
         if !lines.is_empty() {
             why.push(format!(
                 "fstab entries on instance-store volumes {t} lacks: {}",
@@ -116,9 +132,7 @@ async fn lost_mounts(ctx: &Context, region: &str, image_id: &str, count: u32) ->
     let Ok(disk) = ctx.backend.image_disk(region, image_id).await else {
         return vec![];
     };
-    let busy = crate::interrupt::Busy::start();
-    tokio::task::spawn_blocking(move || {
-        let _busy = busy;
+    crate::interrupt::blocking(move || {
         let d = crate::image::guest::discover_in(&disk.disk, None).ok()?;
         let g = crate::image::guest::Guest::open_in(&disk.disk, &d.mounts).ok()?;
         let fstab = g.read_text("/etc/fstab")?;
@@ -133,12 +147,10 @@ async fn lost_mounts(ctx: &Context, region: &str, image_id: &str, count: u32) ->
 /// `--rollback MIGRATION_ID`.
 pub(super) async fn rollback(ctx: &Context, id: &str) -> Result<u8> {
     crate::migrate::journal::check_migration_id(id)?;
-    let aws = ctx.backend.as_aws().ok_or_else(|| {
-        Error::InvalidInput("--rollback undoes a --replace, which runs on the AWS backend".into())
-    })?;
+    let co = cut_over_of(ctx)?;
     let host = host(ctx)?;
     let mut journal = migrate::Journal::load(&host.journal_dir(), id)?;
-    let done = aws.roll_back(&mut journal).await?;
+    let done = co.roll_back(&mut journal).await?;
     match ctx.format() {
         Format::Json => output::emit(&output::json(&done)),
         f => {

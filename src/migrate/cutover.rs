@@ -2,7 +2,43 @@
 //! it: the replacement's type and why, each step's result, so a killed
 //! run goes on where it stopped and `--rollback` knows what to undo.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::migrate::{Journal, Recorder};
+
+/// What a backend whose instances have a network identity to move can do
+/// for `--replace` and `--rollback` (a capability: `Backend::cut_over`).
+#[async_trait]
+pub trait CutOver: Send + Sync {
+    /// The instance's type and the image it was launched from.
+    async fn instance_of(
+        &self,
+        region: &str,
+        instance_id: &str,
+    ) -> Result<(String, Option<String>)>;
+    /// The cut-over to a replacement of `instance_type` launched from
+    /// `image_id`, after the image is registered; every step journaled.
+    async fn cut_over(
+        &self,
+        journal: &mut Journal,
+        image_id: &str,
+        rec: &mut Recorder,
+    ) -> Result<Replacement>;
+    /// Undo a cut-over; a second run changes nothing.
+    async fn roll_back(&self, journal: &mut Journal) -> Result<Rollback>;
+    /// What the cut-over of `instance_id` to `instance_type` would launch
+    /// and copy, and what the provider says to it without acting.
+    async fn preview(
+        &self,
+        region: &str,
+        instance_id: &str,
+        instance_type: &str,
+        reasons: Vec<String>,
+        stops_source: bool,
+    ) -> Result<ReplacePreview>;
+}
 
 /// `--replace`'s choices.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

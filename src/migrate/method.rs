@@ -206,10 +206,6 @@ pub trait Method: Send + Sync {
 /// (a snapshot streamed through the EBS direct APIs; the local host's file).
 pub struct Direct<'a>(pub &'a dyn MigrationHost);
 
-fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
-    r.map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))?
-}
-
 #[async_trait]
 impl Method for Direct<'_> {
     async fn make_disk(
@@ -225,22 +221,18 @@ impl Method for Direct<'_> {
             job.source.disk.clone(),
             job.work.to_path_buf(),
         );
-        let busy = crate::interrupt::Busy::start();
-        let view = joined(
-            tokio::task::spawn_blocking(move || {
-                let _busy = busy;
-                let view = plan.view(&disk, &work, now)?;
-                let problems = boot::hvm_problems_in(&(view.clone() as Disk), Some(&plan.cfg));
-                if !problems.is_empty() {
-                    return Err(Error::InvalidInput(format!(
-                        "the HVM disk would not boot: {}",
-                        problems.join("; ")
-                    )));
-                }
-                Ok(view)
-            })
-            .await,
-        )?;
+        let view = crate::interrupt::blocking(move || {
+            let view = plan.view(&disk, &work, now)?;
+            let problems = boot::hvm_problems_in(&(view.clone() as Disk), Some(&plan.cfg));
+            if !problems.is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "the HVM disk would not boot: {}",
+                    problems.join("; ")
+                )));
+            }
+            Ok(view)
+        })
+        .await??;
         rec.done(
             "build",
             format!(

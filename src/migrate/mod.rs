@@ -130,14 +130,10 @@ pub trait MigrationHost: Send + Sync {
         let _ = std::fs::remove_file(&out);
         let _ = std::fs::remove_file(out.with_extension("partial"));
         let path = out.clone();
-        let busy = crate::interrupt::Busy::start();
-        let stats = tokio::task::spawn_blocking(move || {
-            let _busy = busy;
-            crate::image::overlay::write_file(&view, &path)
-        })
-        .await
-        .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))?
-        .map_err(|e| Error::write(&out, e))?;
+        let stats =
+            crate::interrupt::blocking(move || crate::image::overlay::write_file(&view, &path))
+                .await?
+                .map_err(|e| Error::write(&out, e))?;
         let id = self.store_disk(region, &out, tags, journal).await?;
         let _ = std::fs::remove_file(&out);
         journal.transfer = Some(stats);

@@ -263,9 +263,8 @@ impl MigrationHost for AwsBackend {
         journal: &mut Journal,
     ) -> Result<(String, crate::image::overlay::TransferStats)> {
         let v = view.clone();
-        let blocks = tokio::task::spawn_blocking(move || v.blocks())
-            .await
-            .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))?
+        let blocks = crate::interrupt::blocking(move || v.blocks())
+            .await?
             .map_err(|e| Error::io("read", crate::image::source::BlockSource::name(&*view), e))?;
         self.upload(region, view, blocks, None, tags, journal).await
     }

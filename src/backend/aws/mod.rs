@@ -285,6 +285,10 @@ impl Backend for AwsBackend {
         Some(self)
     }
 
+    fn cut_over(&self) -> Option<&dyn crate::migrate::cutover::CutOver> {
+        Some(self)
+    }
+
     async fn import_image(
         &self,
         region: &str,

@@ -114,70 +114,6 @@ fn slices(ranges: &[Range], most: u64, count: usize) -> Vec<Vec<Range>> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slices_keep_every_byte_in_order() {
-        let r = [
-            Range {
-                src: 0,
-                len: 10,
-                dst: 100,
-            },
-            Range {
-                src: 20,
-                len: 5,
-                dst: 200,
-            },
-        ];
-        let s = slices(&r, 4, 100);
-        let flat: Vec<Range> = s.iter().flatten().copied().collect();
-        assert_eq!(flat.iter().map(|r| r.len).sum::<u64>(), 15);
-        assert_eq!(s.len(), 4);
-        assert_eq!(
-            flat[0],
-            Range {
-                src: 0,
-                len: 4,
-                dst: 100
-            }
-        );
-        assert_eq!(
-            flat[2],
-            Range {
-                src: 8,
-                len: 2,
-                dst: 108
-            }
-        );
-        assert_eq!(
-            flat[3],
-            Range {
-                src: 20,
-                len: 2,
-                dst: 200
-            }
-        );
-        assert_eq!(slices(&r, 1 << 30, 100).len(), 1);
-        // At most `count` ranges per slice.
-        assert_eq!(slices(&r, 1 << 30, 1).len(), 2);
-    }
-
-    #[test]
-    fn coalesce_fills_only_small_gaps_that_keep_offsets() {
-        let r = |src, len, dst| Range { src, len, dst };
-        let a = [r(0, 10, 100), r(14, 2, 114), r(40, 5, 140), r(50, 5, 300)];
-        assert_eq!(
-            coalesce(&a, 4),
-            vec![r(0, 16, 100), r(40, 5, 140), r(50, 5, 300)]
-        );
-        assert_eq!(coalesce(&a, 100), vec![r(0, 45, 100), r(50, 5, 300)]);
-        assert!(coalesce(&[], 4).is_empty());
-    }
-}
-
 /// The helper method, on the AWS backend.
 pub(crate) struct Helper<'a> {
     pub aws: &'a AwsBackend,
@@ -397,13 +333,7 @@ impl Method for Helper<'_> {
             job.source.disk.clone(),
             job.work.to_path_buf(),
         );
-        let busy = crate::interrupt::Busy::start();
-        let view = tokio::task::spawn_blocking(move || {
-            let _busy = busy;
-            p.view(&disk, &work, now)
-        })
-        .await
-        .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))??;
+        let view = crate::interrupt::blocking(move || p.view(&disk, &work, now)).await??;
         let mut blocks: Vec<u64> = vec![0, 1];
         blocks.extend(view.edited());
         blocks.sort_unstable();
@@ -449,5 +379,69 @@ impl Method for Helper<'_> {
             ));
         }
         kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_keep_every_byte_in_order() {
+        let r = [
+            Range {
+                src: 0,
+                len: 10,
+                dst: 100,
+            },
+            Range {
+                src: 20,
+                len: 5,
+                dst: 200,
+            },
+        ];
+        let s = slices(&r, 4, 100);
+        let flat: Vec<Range> = s.iter().flatten().copied().collect();
+        assert_eq!(flat.iter().map(|r| r.len).sum::<u64>(), 15);
+        assert_eq!(s.len(), 4);
+        assert_eq!(
+            flat[0],
+            Range {
+                src: 0,
+                len: 4,
+                dst: 100
+            }
+        );
+        assert_eq!(
+            flat[2],
+            Range {
+                src: 8,
+                len: 2,
+                dst: 108
+            }
+        );
+        assert_eq!(
+            flat[3],
+            Range {
+                src: 20,
+                len: 2,
+                dst: 200
+            }
+        );
+        assert_eq!(slices(&r, 1 << 30, 100).len(), 1);
+        // At most `count` ranges per slice.
+        assert_eq!(slices(&r, 1 << 30, 1).len(), 2);
+    }
+
+    #[test]
+    fn coalesce_fills_only_small_gaps_that_keep_offsets() {
+        let r = |src, len, dst| Range { src, len, dst };
+        let a = [r(0, 10, 100), r(14, 2, 114), r(40, 5, 140), r(50, 5, 300)];
+        assert_eq!(
+            coalesce(&a, 4),
+            vec![r(0, 16, 100), r(40, 5, 140), r(50, 5, 300)]
+        );
+        assert_eq!(coalesce(&a, 100), vec![r(0, 45, 100), r(50, 5, 300)]);
+        assert!(coalesce(&[], 4).is_empty());
     }
 }
