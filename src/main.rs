@@ -21,8 +21,41 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// glibc gives each thread that allocates at once an arena of its own (up
+/// to 8 a core), and every arena keeps the 512 KiB block buffers freed in
+/// it: a 1 TiB stream's 16 readers grew the process to 140 MiB, with two
+/// arenas to 100 MiB at the same speed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn few_malloc_arenas() {
+    extern "C" {
+        fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+    }
+    const M_ARENA_MAX: std::os::raw::c_int = -8;
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // other thread exists.
+    unsafe {
+        mallopt(M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn few_malloc_arenas() {}
+
+fn main() -> ExitCode {
+    few_malloc_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("amitool: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     // Usage errors in one line (clap's own say more over several); help and
     // --version as clap prints them.
     let cli = match Cli::try_parse() {

@@ -225,7 +225,7 @@ pub fn write_file(view: &HvmView, out: &std::path::Path) -> std::io::Result<Tran
             stats.blocks_read += 1;
             stats.bytes_read += BLOCK;
             stats.streamed_now += 1;
-            if block.iter().all(|&b| b == 0) {
+            if crate::image::source::all_zero(&block) {
                 continue;
             }
             let at = index * BLOCK;

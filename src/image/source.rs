@@ -35,6 +35,16 @@ pub trait BlockSource: Send + Sync {
     }
 }
 
+/// Whether every byte of `buf` is zero. A byte-by-byte loop costs
+/// milliseconds a 512 KiB block in an unoptimised build; a shifted compare
+/// is one memcmp.
+pub fn all_zero(buf: &[u8]) -> bool {
+    match buf.split_first() {
+        None => true,
+        Some((&first, rest)) => first == 0 && buf[..rest.len()] == *rest,
+    }
+}
+
 /// A shared handle to a disk.
 pub type Disk = Arc<dyn BlockSource>;
 
@@ -89,5 +99,20 @@ impl BlockSource for Bytes {
     }
     fn name(&self) -> PathBuf {
         PathBuf::from(self.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn all_zero_finds_any_set_byte() {
+        assert!(super::all_zero(&[]));
+        assert!(super::all_zero(&[0; 4096]));
+        for at in [0, 1, 2047, 4095] {
+            let mut b = vec![0u8; 4096];
+            b[at] = 1;
+            assert!(!super::all_zero(&b), "{at}");
+        }
+        assert!(!super::all_zero(&[7; 16]));
     }
 }

@@ -213,7 +213,7 @@ pub async fn upload_bytes(
         .to_string();
     let mut written = 0;
     for (index, chunk) in data.chunks(BLOCK as usize).enumerate() {
-        if chunk.iter().all(|&b| b == 0) {
+        if crate::image::source::all_zero(chunk) {
             continue;
         }
         let mut block = chunk.to_vec();
@@ -331,17 +331,11 @@ pub async fn upload_journaled(
             async move {
                 tokio::time::sleep_until(start + pace(k)).await;
                 let name = disk.name();
-                // Counted, so a Ctrl-C cleanup waits for the read to end.
-                let busy = crate::interrupt::Busy::start();
-                let data = tokio::task::spawn_blocking(move || {
-                    let _busy = busy;
-                    read_block(&*disk, index)
-                })
-                .await
-                .map_err(|e| Error::InvalidInput(format!("a reader stopped: {e}")))?
-                .map_err(|e| Error::io("read", name, e))?;
+                let data = crate::interrupt::blocking(move || read_block(&*disk, index))
+                    .await?
+                    .map_err(|e| Error::io("read", name, e))?;
                 // Over a parent, a zero block must still replace the parent's.
-                if parent.is_none() && data.iter().all(|&b| b == 0) {
+                if parent.is_none() && crate::image::source::all_zero(&data) {
                     return Ok((index, false));
                 }
                 put_block(ebs, region, snapshot_id, index, data).await?;
