@@ -27,6 +27,9 @@ const PACKED_BYTES: usize = 32 << 20;
 /// Data blocks fetched together after a miss (sequential files: kernels, initramfs).
 const READ_AHEAD: usize = 4;
 
+/// LZ4-packed blocks, oldest first, and their bytes in all.
+type Packed = (VecDeque<(i32, Vec<u8>)>, usize);
+
 pub struct SnapshotSource {
     ebs: aws_sdk_ebs::Client,
     handle: tokio::runtime::Handle,
@@ -35,7 +38,7 @@ pub struct SnapshotSource {
     len: u64,
     tokens: HashMap<i32, String>,
     cache: Mutex<VecDeque<(i32, Arc<Vec<u8>>)>>,
-    packed: Mutex<(VecDeque<(i32, Vec<u8>)>, usize)>,
+    packed: Mutex<Packed>,
     /// Blocks being fetched now: a second reader waits for the first.
     in_flight: Mutex<HashSet<i32>>,
     landed: Condvar,

@@ -460,7 +460,7 @@ impl AwsBackend {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let key = journal.kms_key.clone();
-        let (snapshot_id, stats) = transfer::upload_journaled(
+        let (snapshot_id, stats) = crate::backend::aws::stream::upload_journaled(
             &self.ebs(region),
             region,
             disk,

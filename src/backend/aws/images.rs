@@ -153,7 +153,7 @@ impl AwsBackend {
             .map_err(|e| Error::io("create a work directory in", std::env::temp_dir(), e))?;
         let mut journal =
             crate::migrate::Journal::new(scratch.path(), &crate::migrate::new_migration_id());
-        let (snapshot_id, _) = crate::backend::aws::transfer::upload_journaled(
+        let (snapshot_id, _) = crate::backend::aws::stream::upload_journaled(
             &self.ebs(region),
             region,
             disk,

@@ -21,6 +21,7 @@ pub mod helper;
 mod host;
 pub mod images;
 mod instances;
+pub mod stream;
 pub mod transfer;
 pub mod verify;
 

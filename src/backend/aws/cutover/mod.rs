@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::migrate::cutover::{DataVolume, Replace, Replacement};
 use crate::migrate::{Journal, Recorder, MIGRATION_TAG};
 
+mod capability;
 mod request;
 mod rollback;
 
@@ -453,68 +454,6 @@ impl AwsBackend {
             volumes,
             elastic_ip: r.elastic_ip.clone(),
             source_state: self.instance_state(region, source).await?,
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::migrate::cutover::CutOver for AwsBackend {
-    async fn instance_of(
-        &self,
-        region: &str,
-        instance_id: &str,
-    ) -> Result<(String, Option<String>)> {
-        let inst = self.describe_instance(region, instance_id).await?;
-        Ok((
-            inst.instance_type()
-                .map(|t| t.as_str().to_string())
-                .unwrap_or_default(),
-            inst.image_id().map(String::from),
-        ))
-    }
-
-    async fn cut_over(
-        &self,
-        journal: &mut Journal,
-        image_id: &str,
-        rec: &mut Recorder,
-    ) -> Result<Replacement> {
-        AwsBackend::cut_over(self, journal, image_id, rec).await
-    }
-
-    async fn roll_back(&self, journal: &mut Journal) -> Result<crate::migrate::cutover::Rollback> {
-        AwsBackend::roll_back(self, journal).await
-    }
-
-    async fn preview(
-        &self,
-        region: &str,
-        instance_id: &str,
-        instance_type: &str,
-        reasons: Vec<String>,
-        stops_source: bool,
-    ) -> Result<crate::migrate::cutover::ReplacePreview> {
-        let facts = self.source_facts(region, instance_id).await?;
-        let image = facts.instance.image_id().unwrap_or_default().to_string();
-        let checks = self
-            .replace_dry_run(region, &facts, &image, instance_type)
-            .await;
-        Ok(crate::migrate::cutover::ReplacePreview {
-            source_instance_id: instance_id.to_string(),
-            instance_type: instance_type.to_string(),
-            reasons,
-            subnet_id: facts.instance.subnet_id().map(String::from),
-            security_groups: facts
-                .instance
-                .security_groups()
-                .iter()
-                .filter_map(|g| g.group_id().map(String::from))
-                .collect(),
-            key_name: facts.instance.key_name().map(String::from),
-            volumes: facts.volumes.clone(),
-            elastic_ip: facts.elastic_ip.clone(),
-            stops_source,
-            checks,
         })
     }
 }
