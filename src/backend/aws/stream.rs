@@ -166,11 +166,8 @@ pub async fn upload_journaled(
         })
         .buffer_unordered(UPLOAD_CONCURRENCY);
     let mut unsaved = 0;
-    let mut failed = None;
     loop {
-        let next = pipeline.next().await;
-        let end = next.is_none();
-        match next {
+        let (end, failed) = match pipeline.next().await {
             Some(Ok((i, written))) => {
                 let upload = journal.upload.as_mut().expect("set above");
                 progress.bar().inc(1);
@@ -185,10 +182,11 @@ pub async fn upload_journaled(
                     upload.zero.insert(i);
                 }
                 unsaved += 1;
+                (false, None)
             }
-            Some(Err(e)) => failed = Some(e),
-            None => {}
-        }
+            Some(Err(e)) => (false, Some(e)),
+            None => (true, None),
+        };
         // A failure saves what is done, for --resume.
         if failed.is_some() || (unsaved > 0 && (unsaved >= UPLOAD_CONCURRENCY || end)) {
             // A remote source counts what it fetched (metadata included).
@@ -263,6 +261,14 @@ mod throttling {
         p
     }
 
+    /// The one-block file streamed into a new snapshot, journaled in `dir`.
+    async fn stream_one_block(ebs: &Client, dir: &Path) -> Result<(String, TransferStats)> {
+        let mut j = journal(dir);
+        let file = crate::image::source::open_file(&one_block_file(dir)).unwrap();
+        let blocks = file_blocks(&file);
+        upload_journaled(ebs, "us-east-1", file, blocks, "d", &[], None, None, &mut j).await
+    }
+
     fn journal(dir: &Path) -> Journal {
         let mut j = Journal::new(dir, "mig-00000000beef");
         j.upload = Some(Upload {
@@ -290,22 +296,7 @@ mod throttling {
         let complete = mock!(Client::complete_snapshot)
             .then_output(|| CompleteSnapshotOutput::builder().build());
         let ebs = client(&[&put, &complete]);
-        let mut j = journal(dir.path());
-        let file = crate::image::source::open_file(&one_block_file(dir.path())).unwrap();
-        let blocks = file_blocks(&file);
-        let (snap, stats) = upload_journaled(
-            &ebs,
-            "us-east-1",
-            file,
-            blocks,
-            "d",
-            &[],
-            None,
-            None,
-            &mut j,
-        )
-        .await
-        .unwrap();
+        let (snap, stats) = stream_one_block(&ebs, dir.path()).await.unwrap();
         assert_eq!(snap, "snap-0123456789abcdef0");
         assert_eq!(stats.blocks_written, 1);
         assert_eq!(
@@ -329,22 +320,7 @@ mod throttling {
         let complete = mock!(Client::complete_snapshot)
             .then_output(|| CompleteSnapshotOutput::builder().build());
         let ebs = client(&[&put, &complete]);
-        let mut j = journal(dir.path());
-        let file = crate::image::source::open_file(&one_block_file(dir.path())).unwrap();
-        let blocks = file_blocks(&file);
-        let err = upload_journaled(
-            &ebs,
-            "us-east-1",
-            file,
-            blocks,
-            "d",
-            &[],
-            None,
-            None,
-            &mut j,
-        )
-        .await
-        .unwrap_err();
+        let err = stream_one_block(&ebs, dir.path()).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             "PutSnapshotBlock in us-east-1: RequestThrottledException: Rate exceeded"

@@ -27,11 +27,11 @@ impl crate::migrate::cutover::CutOver for AwsBackend {
         image_id: &str,
         rec: &mut Recorder,
     ) -> Result<Replacement> {
-        AwsBackend::cut_over(self, journal, image_id, rec).await
+        self.run_cut_over(journal, image_id, rec).await
     }
 
     async fn roll_back(&self, journal: &mut Journal) -> Result<Rollback> {
-        AwsBackend::roll_back(self, journal).await
+        self.run_roll_back(journal).await
     }
 
     async fn preview(

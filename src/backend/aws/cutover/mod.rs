@@ -49,7 +49,11 @@ pub struct SourceFacts {
 
 impl AwsBackend {
     /// The source instance, its user data, non-root EBS volumes and Elastic IP.
-    pub async fn source_facts(&self, region: &str, instance_id: &str) -> Result<SourceFacts> {
+    pub(super) async fn source_facts(
+        &self,
+        region: &str,
+        instance_id: &str,
+    ) -> Result<SourceFacts> {
         let ec2 = self.ec2(region);
         let instance = self.describe_instance(region, instance_id).await?;
         let user_data = ec2
@@ -177,7 +181,7 @@ impl AwsBackend {
     }
 
     /// The cut-over, after the image is registered: every step journaled.
-    pub async fn cut_over(
+    async fn run_cut_over(
         &self,
         journal: &mut Journal,
         image_id: &str,

@@ -125,7 +125,7 @@ impl AwsBackend {
 
     /// Ask EC2 with DryRun=true whether the replacement, its volumes and the
     /// address move would be accepted; each answer, in words.
-    pub async fn replace_dry_run(
+    pub(super) async fn replace_dry_run(
         &self,
         region: &str,
         facts: &SourceFacts,

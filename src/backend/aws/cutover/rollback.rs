@@ -13,7 +13,7 @@ impl AwsBackend {
     /// `--rollback`: the replacement stopped (never terminated), the Elastic
     /// IP back on the source, the source started. Each step checks first,
     /// so a second rollback changes nothing.
-    pub async fn roll_back(&self, journal: &mut Journal) -> Result<Rollback> {
+    pub(super) async fn run_roll_back(&self, journal: &mut Journal) -> Result<Rollback> {
         let region = journal.region.clone();
         let source = journal.source_id.clone();
         let mid = journal.migration_id.clone();
