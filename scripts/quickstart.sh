@@ -2,14 +2,34 @@
 # The main job with no AWS account: build a sample PV image from Debian
 # packages, import it into the local Xen host, migrate it to HVM, boot the
 # result under QEMU and show what happened.
+#
+# System packages come from scripts/install-deps.sh (the default set: it
+# installs only what is missing and never removes or downgrades a package).
+# The binary is the one cargo builds from this checkout, wherever cargo puts
+# it (CARGO_TARGET_DIR, build.target-dir); AMITOOL=/path/to/amitool uses an
+# installed one instead (`cargo install --path .` puts it in ~/.cargo/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
-fixtures="${AMITOOL_FIXTURES:-$HOME/.cache/amitool/fixture-images}"
+fixtures="${AMITOOL_QUICKSTART_IMAGES:-$HOME/.cache/amitool/quickstart-images}"
 state="${AMITOOL_STATE_DIR:-$(mktemp -d)}"
-bash tests/fixtures/build-images.sh "$fixtures" | tail -n 1
-cargo build -q
-amitool() { "$CARGO_TARGET_DIR/debug/amitool" --backend local --state-dir "$state" --region eu-central-1 "$@"; }
+
+bash scripts/install-deps.sh
+bash tests/fixtures/build-images.sh "$fixtures" menulst-root-hd0 | tail -n 1
+if [ -n "${AMITOOL:-}" ]; then
+  bin=$AMITOOL
+else
+  command -v cargo >/dev/null || { echo "quickstart: cargo not found: install Rust (https://rustup.rs), or set AMITOOL to an amitool binary" >&2; exit 1; }
+  bin=$(cargo build -q --bin amitool --message-format=json-render-diagnostics \
+    | python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])' | tail -n 1)
+fi
+[ -x "$bin" ] || { echo "quickstart: no amitool binary at '$bin'" >&2; exit 1; }
+echo "== amitool: $bin"
+amitool() { "$bin" --backend local --state-dir "$state" --region eu-central-1 "$@"; }
 
 echo "== PV-GRUB kernels of the local eu-central-1 (hd0, x86_64)"
 amitool kernels --flavor hd0 --arch x86_64

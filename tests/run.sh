@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
 export AMITOOL_FIXTURES="${AMITOOL_FIXTURES:-$HOME/.cache/amitool/fixture-images}"
 
+# System packages: installs only what is missing (a no-op in well under a
+# second when everything is there); never removes or downgrades a package.
+bash scripts/install-deps.sh --tests
+
 started=0
 if ! curl -fsS -m 2 http://127.0.0.1:4566/_localstack/health >/dev/null 2>&1; then
   started=1
