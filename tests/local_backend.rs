@@ -1223,7 +1223,8 @@ fn rehearsals_refuse_what_ec2_refuses_and_reruns_make_nothing() {
 }
 
 /// On an 80-column terminal (a pty made by script(1)), tables fit: no line
-/// is wider, and no id or name is split across lines.
+/// is wider, `list` prints one row per image (the one region left out, long
+/// names cut with … but still told apart), and no id is split or cut.
 #[test]
 fn tables_fit_an_80_column_terminal_without_splitting_ids() {
     let host = Host::new();
@@ -1273,9 +1274,16 @@ fn tables_fit_an_80_column_terminal_without_splitting_ids() {
             l.chars().count()
         );
     }
-    for (id, name) in &names {
-        assert!(list.contains(id.as_str()), "{id} split\n{list}");
-        assert!(list.contains(name.as_str()), "{name} split\n{list}");
+    // a header and one row per image: the 5 imported and the region's 6 AKIs
+    assert_eq!(list.lines().count(), 1 + names.len() + 6, "{list}");
+    assert!(!list.contains(host.region), "one region is left out:\n{list}");
+    for (i, (id, name)) in names.iter().enumerate() {
+        let row = list
+            .lines()
+            .find(|l| l.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} split or cut\n{list}"));
+        assert!(row.contains('…') && !row.contains(name.as_str()), "{name} cut:\n{list}");
+        assert!(row.contains(&format!("fleet-{i}-")), "{name} told apart:\n{list}");
     }
     let insp = in_pty(&format!("inspect {}", names[2].0));
     for l in insp.lines().filter(|l| {
@@ -1291,10 +1299,13 @@ fn tables_fit_an_80_column_terminal_without_splitting_ids() {
         );
     }
     assert!(insp.contains("/boot/vmlinuz-6.1.0-99-amd64"), "{insp}");
-    // A pipe gets one record a line, never wrapped.
+    // A pipe gets one record a line, never wrapped or cut.
     let piped = host.run(&["list"]);
     let piped = String::from_utf8_lossy(&piped.stdout);
     assert_eq!(piped.lines().count(), 1 + names.len() + 6, "{piped}");
+    for (_, name) in &names {
+        assert!(piped.contains(name.as_str()), "{name} whole in a pipe:\n{piped}");
+    }
 }
 
 /// `migrations` lists the journals; `migrations rm` removes a finished one

@@ -116,8 +116,12 @@ impl Tabular for Image {
         ]
     }
 
-    fn wrapping_column() -> Option<usize> {
-        Some(2)
+    fn elided_columns() -> Vec<usize> {
+        vec![2]
+    }
+
+    fn optional_columns() -> Vec<usize> {
+        vec![6, 4]
     }
 
     fn row(&self) -> Vec<String> {
