@@ -221,6 +221,16 @@ suite_with_source_version() { # PKG SOURCE-VERSION -> suite or nothing
   done < <(apt-cache madison "$pkg" 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); split($3, a, " "); split(a[2], b, "/"); print $2, b[1]}')
 }
 
+# the source version of PKG's newest version in SUITE
+source_version_in_suite() { # PKG SUITE -> source version or nothing
+  local v suite s
+  while read -r v suite; do
+    [ "$suite" = "$2" ] || continue
+    s=$(apt-cache show "$1=$v" 2>/dev/null | awk '/^Source:/ && $3 ~ /^\(/ {gsub(/[()]/, "", $3); print $3; exit}')
+    echo "${s:-$v}"; return
+  done < <(apt-cache madison "$1" 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); split($3, a, " "); split(a[2], b, "/"); print $2, b[1]}')
+}
+
 if [ "$dry" = 1 ]; then
   say "would install on $PRETTY_NAME: ${missing[*]}$([ "$need_i386" = 1 ] && echo ' (and the i386 architecture, for apt-get download of the 32-bit fixture)')"
   say "dry run: nothing changed (the versions and suites are decided after apt-get update, which a dry run does not run)"
@@ -236,7 +246,7 @@ fi
 apt_update
 
 # Decide each missing package's suite.
-declare -A pin_suite=() pin_why=()
+declare -A pin_suite=() pin_why=() upgrade_with=()
 inst=$(installed_sources)
 added_source=""
 for p in "${missing[@]}"; do
@@ -280,8 +290,17 @@ for p in "${missing[@]}"; do
       added_source=$suite
       apt_update
     fi
-    [ -n "$(suite_with_source_version "$p" "$sib_sver")" ] \
-      || die "cannot install $p: the installed $sib_pkg is at $sib_ver, and $suite has no $p of that source version (it may have moved on: upgrade $sib_pkg from $suite, then run this again)"
+    if [ -z "$(suite_with_source_version "$p" "$sib_sver")" ]; then
+      # The suite moved on (backports keeps only its newest version): take p
+      # at the suite's version and upgrade the sibling with it, from there.
+      # An upgrade, never a downgrade (the simulation below refuses one).
+      newer=$(source_version_in_suite "$p" "$suite")
+      if [ -z "$newer" ] || ! dpkg --compare-versions "$newer" gt "$sib_sver"; then
+        die "cannot install $p: the installed $sib_pkg is at $sib_ver, and $suite has no $p of that source version or a newer one"
+      fi
+      upgrade_with[$sib_pkg]=$suite
+      say "$suite has moved on from $sib_pkg $sib_ver: $p and $sib_pkg come from there at source version $newer"
+    fi
   fi
   pin_suite[$p]=$suite
   pin_why[$p]="$sib_pkg $sib_ver"
@@ -298,6 +317,7 @@ for p in "${missing[@]}"; do
   groups[$s]+="$p "
   [ "$s" = default ] || say "$p comes from $s, to match the installed ${pin_why[$p]}"
 done
+for p in "${!upgrade_with[@]}"; do groups[${upgrade_with[$p]}]+="$p "; done
 suites=()
 for s in "${!groups[@]}"; do [ "$s" = default ] || suites+=("$s"); done
 [ -z "${groups[default]:-}" ] || suites+=(default)
