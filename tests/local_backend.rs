@@ -150,6 +150,12 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
         let file = fixtures().0.join(fx["file"].as_str().unwrap());
         let before = sha256(&file);
         let ami = host.import(&fx);
+        // inspect names the entry PV-GRUB boots (`default saved` included).
+        let insp = host.json(&["inspect", &ami]);
+        if let Some(title) = fx["default_title"].as_str() {
+            assert_eq!(insp["default_title"], title, "{name}: {insp}");
+        }
+        assert_eq!(insp["kernel"], fx["kernel"], "{name}");
 
         // Launch the PV image on a PV type first: it boots as PV-GRUB would see it
         // (m1.small for a 32-bit image: m3 runs 64-bit PV guests only).
@@ -330,7 +336,103 @@ fn good_fixtures_migrate_boot_and_survive(half: usize) {
             log.contains("console=ttyS0"),
             "{name}: no serial console\n{log}"
         );
+        if name == "ubuntu-default-saved" {
+            saved_default_survives(&volume, &new_kernel, &log, &marker, bus);
+        }
     }
+}
+
+/// A `default saved` guest after its kernel update: /boot/grub/default still
+/// says 1, now the new kernel's recovery entry; then the guest's own
+/// grub-set-default 0 (Debian grub-legacy's script, which grub-legacy-ec2
+/// wraps), and the next boot is entry 0.
+fn saved_default_survives(volume: &Path, new_kernel: &str, log: &str, marker: &str, bus: DiskBus) {
+    assert!(
+        log.contains("amitool: /boot/grub/default selects entry 1") && log.contains(" single"),
+        "entry 1 after the update is the recovery entry\n{log}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("grub-set-default");
+    std::fs::write(
+        &tool,
+        day2::cat(volume, "/usr/sbin/grub-set-default-legacy-ec2").expect("the guest's grub-set-default"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
+    let out = Command::new("bash")
+        .arg(&tool)
+        .arg(format!("--root-directory={}", dir.path().display()))
+        .arg("0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(dir.path().join("boot/grub/default")).unwrap();
+    assert_eq!(written, amitool::image::menulst::grub_set_default_text(0), "the tool's format");
+    day2::write(volume, "/boot/grub/default", &written);
+    let again = volume.with_extension("day2-default0.serial.log");
+    let q = qemu_boot(volume, &again, marker, Duration::from_secs(240), bus).unwrap();
+    let log = std::fs::read_to_string(&again).unwrap_or_default();
+    assert!(q.reached, "no boot after grub-set-default 0\n{log}");
+    assert!(
+        log.contains("amitool: /boot/grub/default selects entry 0")
+            && log.contains(&format!("BOOT_IMAGE={new_kernel} "))
+            && !log.contains(" single"),
+        "grub-set-default 0 must boot entry 0\n{log}"
+    );
+}
+
+/// The fixtures' initramfs waits for a `resume=` device for ever, as dracut
+/// 004 (EL6, Amazon Linux 1) and systemd from v245 do: a PV name left on the
+/// kernel line stops the boot; the UUID amitool writes does not.
+#[test]
+fn a_resume_device_by_a_xen_name_stops_the_boot_and_by_uuid_it_does_not() {
+    let (dir, manifest) = fixtures();
+    let fx = fixture("el6-resume-swap");
+    let kernel = dir.join(manifest["kernel"].as_str().unwrap());
+    let initrd = dir.join(manifest["initrd"].as_str().unwrap());
+    let disk = dir.join(fx["file"].as_str().unwrap());
+    let root = fx["uuid"].as_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let boot = |resume: &str, wait: u64| {
+        let log = work.path().join(format!("{}.log", resume.replace('/', "_")));
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-machine", "pc", "-m", "512", "-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .arg("-append")
+            .arg(format!("root=UUID={root} ro resume={resume} console=ttyS0"))
+            .arg("-drive")
+            .arg(format!("if=none,id=d,file={},format=raw,snapshot=on", disk.display()))
+            .args(["-device", "nvme,drive=d,serial=amitoolroot"])
+            .arg("-serial")
+            .arg(format!("file:{}", log.display()))
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(wait) && child.try_wait().unwrap().is_none() {
+            if std::fs::read_to_string(&log).unwrap_or_default().contains("AMITOOL-ROOT-OK") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    let by_uuid = boot("UUID=0a3f1f32-5f2b-4c6e-9a54-1d0c0a0000f2", 120);
+    assert!(
+        by_uuid.contains("AMITOOL-RESUME-OK UUID=0a3f1f32-5f2b-4c6e-9a54-1d0c0a0000f2 is /dev/nvme0n1p2")
+            && by_uuid.contains("AMITOOL-ROOT-OK el6-resume-swap"),
+        "{by_uuid}"
+    );
+    // As long again as the boot by UUID took, and 20 s more: still waiting.
+    let by_name = boot("/dev/xvde2", 30);
+    assert!(
+        by_name.contains("AMITOOL-RESUME-WAIT /dev/xvde2") && !by_name.contains("AMITOOL-ROOT-OK"),
+        "{by_name}"
+    );
 }
 
 /// Launch `image` on `itype` and boot it under QEMU until `marker`: its
@@ -380,7 +482,7 @@ fn broken_fixtures_are_refused_with_a_reason() {
         let name = fx["name"].as_str().unwrap();
         // What is no disk image at all (random bytes, a truncated
         // filesystem) is refused at import, as the AWS backend refuses it.
-        if ["not-a-filesystem", "truncated"].contains(&name) {
+        if ["not-a-filesystem", "truncated", "xfs-root-hd0", "btrfs-root-hd00"].contains(&name) {
             let file = fixtures().0.join(fx["file"].as_str().unwrap());
             let out = host.run(&[
                 "import",
@@ -393,11 +495,15 @@ fn broken_fixtures_are_refused_with_a_reason() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{name}: {err}");
             assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
-            let why = if name == "truncated" {
-                "truncated: it spans 67108864 bytes but the image holds only 33554432"
-            } else {
-                "no ext2/3/4 filesystem"
+            let why = match name {
+                "truncated" => "truncated: it spans 67108864 bytes but the image holds only 33554432",
+                "xfs-root-hd0" => "is XFS: amitool reads and edits ext2/3/4 filesystems only; convert",
+                "btrfs-root-hd00" => "at byte 1048576 of",
+                _ => "no ext2/3/4 filesystem",
             };
+            if name == "btrfs-root-hd00" {
+                assert!(err.contains("is Btrfs: amitool reads and edits ext2/3/4"), "{err}");
+            }
             assert!(err.contains(why), "{name}: {err}");
             continue;
         }

@@ -121,7 +121,8 @@ pub fn hvm_problems_in(disk: &crate::image::source::Disk, grub_cfg: Option<&str>
     let default = match kind {
         ConfigKind::Grub2 => menulst::grub2_default_paths(&cfg),
         ConfigKind::Legacy => {
-            let menu = menulst::MenuLst::parse(&cfg);
+            let mut menu = menulst::MenuLst::parse(&cfg);
+            menu.apply_saved(fs.read_bytes(&menulst::default_file_of(&from)).as_deref());
             if let Some(e) = menu.default_entry() {
                 if e.root.as_deref() == Some("(hd0)") {
                     out.push(format!(

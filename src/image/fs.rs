@@ -17,6 +17,12 @@ pub enum FsError {
     },
     #[error("no ext2/3/4 filesystem at byte {offset} of {}", path.display())]
     NotExt { path: PathBuf, offset: u64 },
+    #[error("the filesystem at byte {offset} of {} is {kind}: amitool reads and edits ext2/3/4 filesystems only; convert this guest on a Linux machine that mounts {kind} (for example a helper instance, with the distribution's own tools), or copy its files onto an ext4 filesystem and migrate that", path.display())]
+    Unsupported {
+        path: PathBuf,
+        offset: u64,
+        kind: &'static str,
+    },
     #[error("the filesystem at byte {offset} of {} is damaged or truncated: {message}", path.display())]
     Damaged {
         path: PathBuf,
@@ -84,12 +90,73 @@ pub fn read_superblock(path: &Path, offset: u64) -> Result<Superblock, FsError> 
     superblock_in(&*open_disk(path)?, offset)
 }
 
+/// Signatures of what a guest's filesystem may be instead of ext2/3/4, as
+/// util-linux's libblkid finds them (libblkid/src/superblocks/*.c): the
+/// name, the byte offset and the magic.
+const FOREIGN: &[(&str, u64, &[u8])] = &[
+    ("XFS", 0, b"XFSB"),
+    ("Btrfs", 0x10040, b"_BHRfS_M"),
+    ("ReiserFS", 0x10034, b"ReIsEr2Fs"),
+    ("ReiserFS", 0x10034, b"ReIsEr3Fs"),
+    ("ReiserFS", 0x10034, b"ReIsErFs"),
+    ("ReiserFS", 0x2034, b"ReIsErFs"),
+    ("Reiser4", 0x10000, b"ReIsEr4"),
+    ("JFS", 0x8000, b"JFS1"),
+    ("F2FS", 0x400, &[0x10, 0x20, 0xF5, 0xF2]),
+    ("a LUKS-encrypted volume", 0, b"LUKS\xba\xbe"),
+    ("squashfs", 0, b"hsqs"),
+    ("swap space", 0xff6, b"SWAPSPACE2"),
+    ("swap space", 0xff6, b"SWAP-SPACE"),
+    ("an ISO 9660 filesystem", 0x8001, b"CD001"),
+];
+
+/// What the filesystem at `offset` of `disk` is when it is not ext2/3/4 but
+/// one amitool knows by its signature (`XFS`, `Btrfs`, ...).
+pub fn identify_foreign(disk: &dyn source::BlockSource, offset: u64) -> Option<&'static str> {
+    FOREIGN.iter().find_map(|(name, at, magic)| {
+        let mut buf = vec![0u8; magic.len()];
+        let pos = offset.checked_add(*at)?;
+        disk.read_exact_at(&mut buf, pos).ok()?;
+        (buf == *magic).then_some(*name)
+    })
+}
+
+/// The UUID of the Linux swap area at `offset` of `disk` (mkswap's header:
+/// `SWAPSPACE2` at the end of the first 4 KiB page, the UUID at byte 1036).
+pub fn swap_uuid(disk: &dyn source::BlockSource, offset: u64) -> Option<String> {
+    let mut page = [0u8; 4096];
+    disk.read_exact_at(&mut page, offset).ok()?;
+    if &page[4086..] != b"SWAPSPACE2" {
+        return None;
+    }
+    let u = &page[1036..1052];
+    if u.iter().all(|b| *b == 0) {
+        return None;
+    }
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
 /// The superblock of the filesystem at `offset` of `disk`.
 pub fn superblock_in(disk: &dyn source::BlockSource, offset: u64) -> Result<Superblock, FsError> {
     let mut sb = [0u8; 1024];
-    let not_ext = || FsError::NotExt {
-        path: disk.name(),
-        offset,
+    let not_ext = || match identify_foreign(disk, offset) {
+        Some(kind) => FsError::Unsupported {
+            path: disk.name(),
+            offset,
+            kind,
+        },
+        None => FsError::NotExt {
+            path: disk.name(),
+            offset,
+        },
     };
     let at = offset.checked_add(1024).ok_or_else(not_ext)?;
     disk.read_exact_at(&mut sb, at).map_err(|_| not_ext())?;
@@ -128,6 +195,8 @@ pub fn superblock_in(disk: &dyn source::BlockSource, offset: u64) -> Result<Supe
 /// ([`crate::image::guest::Guest`]), from a file or a snapshot where it lies.
 pub trait GuestFiles {
     fn read_text(&self, path: &str) -> Option<String>;
+    /// A regular file's bytes (after symlinks); `None` when absent.
+    fn read_bytes(&self, path: &str) -> Option<Vec<u8>>;
     /// `path` with every symlink resolved inside the guest; `None` when absent.
     fn canonical(&self, path: &str) -> Option<String>;
     fn exists(&self, path: &str) -> bool;
@@ -148,6 +217,9 @@ pub trait GuestFiles {
 impl GuestFiles for GuestFs {
     fn read_text(&self, path: &str) -> Option<String> {
         GuestFs::read_text(self, path)
+    }
+    fn read_bytes(&self, path: &str) -> Option<Vec<u8>> {
+        GuestFs::read_bytes(self, path)
     }
     fn canonical(&self, path: &str) -> Option<String> {
         GuestFs::canonical(self, path)

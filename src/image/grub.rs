@@ -8,9 +8,9 @@ use std::process::Command;
 
 /// Modules core.img needs: disk, MBR partitions, ext2/3/4, the Linux loader,
 /// the menu, the memdisk holding the configuration, the serial console, the
-/// search for the boot filesystem by UUID, and the readers of the guest's own
+/// search for the boot filesystem by UUID, the readers of the guest's own
 /// configuration (GRUB legacy's through legacycfg, GRUB 2's through
-/// configfile). The guest's grub.cfg may insmod others: those are looked up
+/// configfile), and what they call. The guest's grub.cfg may insmod others: those are looked up
 /// in the memdisk, fail, and the configuration goes on.
 pub const MODULES: &[&str] = &[
     "biosdisk",
@@ -30,6 +30,11 @@ pub const MODULES: &[&str] = &[
     "legacycfg",
     "linux16",
     "loadenv",
+    // GRUB 2's translation of `hiddenmenu`/`timeout` calls sleep, and a
+    // `default saved` menu's default file is matched by hashsum.
+    "sleep",
+    "hashsum",
+    "gcry_sha256",
 ];
 
 /// boot.img: GRUB_BOOT_MACHINE_KERNEL_SECTOR, the LBA of core.img's first sector (8 bytes).
@@ -75,11 +80,12 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GrubError {
     move |source| GrubError::Io { what, source }
 }
 
-/// A memdisk tar holding `boot/grub/grub.cfg`, with fixed owner and time so
+/// A memdisk tar holding `boot/grub/grub.cfg` and the files it reads
+/// ([`crate::image::bootcfg::memdisk_files`]), with fixed owner and time so
 /// the same configuration gives the same bytes.
 pub fn memdisk_tar(cfg: &str) -> Result<Vec<u8>, GrubError> {
     let mut b = tar::Builder::new(Vec::new());
-    for dir in ["boot/", "boot/grub/"] {
+    for dir in ["boot/", "boot/grub/", "boot/grub/legacy-default/"] {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
@@ -96,6 +102,15 @@ pub fn memdisk_tar(cfg: &str) -> Result<Vec<u8>, GrubError> {
     h.set_cksum();
     b.append_data(&mut h, "boot/grub/grub.cfg", cfg.as_bytes())
         .map_err(io("memdisk tar"))?;
+    for (path, data) in crate::image::bootcfg::memdisk_files() {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, &path, data.as_slice())
+            .map_err(io("memdisk tar"))?;
+    }
     b.into_inner().map_err(io("memdisk tar"))
 }
 
@@ -205,7 +220,12 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert_eq!(names, ["boot/", "boot/grub/", "boot/grub/grub.cfg"]);
+        assert_eq!(
+            names[..4],
+            ["boot/", "boot/grub/", "boot/grub/legacy-default/", "boot/grub/grub.cfg"]
+        );
+        assert!(names.contains(&"boot/grub/grubenv".to_string()));
+        assert!(names.contains(&"boot/grub/legacy-default/31".to_string()));
     }
 
     #[test]

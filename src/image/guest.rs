@@ -101,9 +101,14 @@ pub fn discover_in(disk: &Disk, flavor: Option<Flavor>) -> Result<Discovery, FsE
         Some(Flavor::Hd00) => partitioned(disk),
         // A whole-disk superblock that fails to open (truncated, damaged) is
         // that filesystem's error, not a missing partition table.
+        // A whole-disk filesystem of another kind (XFS) is named as such
+        // when the disk has no partition table either.
         None => whole().or_else(|e| match superblock_in(&**disk, 0) {
             Ok(_) => Err(e),
-            Err(_) => partitioned(disk),
+            Err(_) => partitioned(disk).map_err(|p| match (&e, p) {
+                (FsError::Unsupported { .. }, FsError::NotExt { .. }) => e,
+                (_, p) => p,
+            }),
         }),
     }
 }
@@ -136,8 +141,18 @@ fn partitioned(disk: &Disk) -> Result<Discovery, FsError> {
         d.mounts.push(boot_mount("/"));
         return Ok(d);
     }
-    // Partition 1 is a separate /boot: root is the first other filesystem with /etc/fstab.
+    // Partition 1 is a separate /boot: root is the first other filesystem
+    // with /etc/fstab; one of a kind amitool cannot read (XFS) is named
+    // when no root is found.
     let mut root = None;
+    let mut foreign = None;
+    let mut open = |at: u64| match GuestFs::open_in(disk, at) {
+        Err(e @ FsError::Unsupported { kind, .. }) if kind != "swap space" => {
+            foreign.get_or_insert(e);
+            None
+        }
+        other => other.ok(),
+    };
     for p in &parts[1..] {
         if p.kind == TYPE_LVM || lvm::is_pv(&**disk, p.offset()) {
             match lvm::logical_volumes(&**disk, p.offset(), p.len()) {
@@ -154,7 +169,7 @@ fn partitioned(disk: &Disk) -> Result<Discovery, FsError> {
                         };
                         let at = p.offset() + off;
                         if root.is_none() {
-                            if let Ok(fs) = GuestFs::open_in(disk, at) {
+                            if let Some(fs) = open(at) {
                                 if fs.is_file("/etc/fstab") {
                                     root = Some(mount_of(&fs, "/", at, Some(p.number), Some(name)));
                                 }
@@ -168,16 +183,17 @@ fn partitioned(disk: &Disk) -> Result<Discovery, FsError> {
                 )),
             }
         } else if root.is_none() {
-            if let Ok(fs) = GuestFs::open_in(disk, p.offset()) {
+            if let Some(fs) = open(p.offset()) {
                 if fs.is_file("/etc/fstab") {
                     root = Some(mount_of(&fs, "/", p.offset(), Some(p.number), None));
                 }
             }
         }
     }
-    match root {
-        Some(r) => d.mounts.push(r),
-        None => d.notes.push(
+    match (root, foreign) {
+        (Some(r), _) => d.mounts.push(r),
+        (None, Some(e)) => return Err(e),
+        (None, None) => d.notes.push(
             "partition 1 is a separate /boot and no other partition holds a root filesystem amitool can read: /etc/fstab, the guest's tools and its modules were not checked".into(),
         ),
     }
@@ -329,6 +345,9 @@ impl Guest {
 impl GuestFiles for Guest {
     fn read_text(&self, path: &str) -> Option<String> {
         Guest::read_text(self, path)
+    }
+    fn read_bytes(&self, path: &str) -> Option<Vec<u8>> {
+        Guest::read_bytes(self, path)
     }
     fn canonical(&self, path: &str) -> Option<String> {
         Guest::canonical(self, path)

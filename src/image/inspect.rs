@@ -105,7 +105,8 @@ fn fstab_findings(fs: &Guest, uuid: &str, boot_uuid: Option<&str>) -> Vec<String
         let (Some(dev), Some(mp)) = (w.next(), w.next()) else {
             continue;
         };
-        if dev.starts_with('#') {
+        // Swap is [`resume_findings`]'s.
+        if dev.starts_with('#') || w.next() == Some("swap") {
             continue;
         }
         let xen_name = ["/dev/sd", "/dev/xvd", "/dev/hd"]
@@ -129,6 +130,71 @@ fn fstab_findings(fs: &Guest, uuid: &str, boot_uuid: Option<&str>) -> Vec<String
                 "fstab line {}: {mp} is mounted from {dev}, a device name that changes on HVM; use nofail or a UUID",
                 n + 1
             ));
+        }
+    }
+    out
+}
+
+/// The root disk's partitions by number and the UUID each is known by (a
+/// filesystem's, a swap area's); a whole-disk filesystem is partition 1,
+/// the name EC2 attaches it under (`/dev/sda1`).
+fn device_map(src: &Disk, disk: &guest::Discovery) -> bootcfg::DeviceMap {
+    let mut partitions = std::collections::BTreeMap::new();
+    if disk.partitions.is_empty() {
+        partitions.insert(1, disk.root().map(|m| m.uuid.clone()));
+    }
+    for p in &disk.partitions {
+        let fs = disk
+            .mounts
+            .iter()
+            .find(|m| m.partition == Some(p.number) && m.logical_volume.is_none())
+            .map(|m| m.uuid.clone());
+        let uuid = fs.or_else(|| crate::image::fs::swap_uuid(&**src, p.offset()));
+        partitions.insert(p.number, uuid);
+    }
+    bootcfg::DeviceMap { partitions }
+}
+
+/// What becomes of a `resume=` and of fstab's swap lines that name the
+/// root disk's Xen devices.
+fn resume_findings(fs: &Guest, args: &[String], devices: &bootcfg::DeviceMap) -> Vec<String> {
+    use bootcfg::Resolved;
+    let mut out = vec![];
+    for dev in args.iter().filter_map(|a| a.strip_prefix("resume=")) {
+        match devices.resolve(dev) {
+            Resolved::Uuid(u) => out.push(format!(
+                "the kernel resumes from {dev}, a name that changes on HVM: the HVM copy's entries say resume=UUID={u}"
+            )),
+            Resolved::Gone => out.push(format!(
+                "the kernel resumes from {dev}, which is not in the image (another volume or instance store): the HVM copy's entries drop resume= and resume_offset=, as a dracut or systemd initramfs would wait for that device for ever"
+            )),
+            Resolved::Stays => {}
+        }
+    }
+    for (n, line) in fs.read_text("/etc/fstab").unwrap_or_default().lines().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [dev, _, "swap", ..] = f.as_slice() {
+            match devices.resolve(dev) {
+                Resolved::Uuid(u) => out.push(format!(
+                    "fstab line {}: swap on {dev}, a name that changes on HVM: the HVM copy uses UUID={u}",
+                    n + 1
+                )),
+                Resolved::Gone => out.push(format!(
+                    "fstab line {}: swap on {dev}, which is not in the image: the HVM copy comments the line out (systemd would wait for the device at every boot)",
+                    n + 1
+                )),
+                Resolved::Stays => {}
+            }
+        }
+    }
+    if let Some(conf) = fs.read_text("/etc/initramfs-tools/conf.d/resume") {
+        if let Some(dev) = conf.lines().find_map(|l| l.trim().strip_prefix("RESUME=")) {
+            let dev = dev.trim_matches(['"', '\'']);
+            if devices.resolve(dev) != Resolved::Stays {
+                out.push(format!(
+                    "/etc/initramfs-tools/conf.d/resume names {dev}: the HVM copy's file names it by UUID or none, for the next update-initramfs; the current initramfs still holds the old name unless the kernel line says resume= (it waits 30 s for it)"
+                ));
+            }
         }
     }
     out
@@ -181,7 +247,12 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
             problems.push(format!("{p} {why}"));
         }
     }
-    let menu = menu_text.as_deref().map(MenuLst::parse);
+    let mut menu = menu_text.as_deref().map(MenuLst::parse);
+    // `default saved`: PV-GRUB reads the entry from the `default` file beside the menu.
+    let saved_file = found.as_deref().map(menulst::default_file_of);
+    if let (Some(m), Some(f)) = (menu.as_mut(), &saved_file) {
+        m.apply_saved(fs.read_bytes(f).as_deref());
+    }
     let entry = menu.as_ref().and_then(|m| m.default_entry()).cloned();
     match (&found, &menu, &entry) {
         (None, _, _) => problems.push(format!(
@@ -251,6 +322,7 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
         .map(|f| f.version.clone())
         .or(kernel_version.clone());
     let drivers = hvm_facts.map(|f| f.drivers.clone()).unwrap_or_default();
+    let devices = device_map(src, &disk);
     let boot = bootcfg::plan(
         &fs,
         &bootcfg::Context {
@@ -259,6 +331,7 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
             grub_root: "(hd0,0)".into(),
             default_version: hvm_version.clone(),
             hvm_default,
+            devices: devices.clone(),
         },
     );
     // The file GRUB reads on HVM, when it is another legacy file than PV-GRUB's.
@@ -281,6 +354,11 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
         ));
     }
     findings.extend(console_findings(&fs));
+    findings.extend(resume_findings(
+        &fs,
+        entry.as_ref().map(|e| e.args.as_slice()).unwrap_or_default(),
+        &devices,
+    ));
     if let Some(e) = &entry {
         if let Some(c) = e
             .args
@@ -291,6 +369,14 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
                 "the kernel writes to the Xen console ({c}); the HVM copy's entries use console=tty0 console=ttyS0,115200 instead"
             ));
         }
+    }
+    if let (Some(m), Some(f)) = (menu.as_ref().filter(|m| m.saved), &saved_file) {
+        let title = entry.as_ref().map(|e| e.title.as_str()).unwrap_or("none");
+        findings.push(if fs.is_file(f) {
+            format!("the menu says `default saved`: {f} selects entry {} ({title}); the HVM copy reads that file at every boot, so grub-set-default keeps working", m.default)
+        } else {
+            format!("the menu says `default saved` and there is no {f}: PV-GRUB boots entry 0 ({title}), and so does the HVM copy until grub-set-default writes it")
+        });
     }
     if let Some(k) = &hvm_kernel {
         findings.push(format!(

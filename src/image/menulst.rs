@@ -25,8 +25,14 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MenuLst {
-    /// Index of the default entry (`default saved` reads as 0).
+    /// Index of the default entry: for `default saved`, what the `default`
+    /// file beside the menu says ([`MenuLst::apply_saved`]; 0 until then).
     pub default: usize,
+    /// The menu says `default saved`: GRUB legacy (and PV-GRUB) read the
+    /// entry from the `default` file grub-set-default and `savedefault` write.
+    pub saved: bool,
+    /// `fallback N`: the entry GRUB boots when the default does not exist.
+    pub fallback: Option<usize>,
     pub timeout: Option<u32>,
     pub hiddenmenu: bool,
     pub entries: Vec<Entry>,
@@ -56,6 +62,8 @@ impl MenuLst {
     pub fn parse(text: &str) -> Self {
         let mut m = MenuLst {
             default: 0,
+            saved: false,
+            fallback: None,
             timeout: None,
             hiddenmenu: false,
             entries: vec![],
@@ -75,7 +83,14 @@ impl MenuLst {
                     args: vec![],
                     initrd: None,
                 }),
+                ("default", None) if rest.split_whitespace().next() == Some("saved") => {
+                    m.saved = true;
+                    m.default = 0;
+                }
                 ("default", None) => m.default = rest.parse().unwrap_or(0),
+                ("fallback", None) => {
+                    m.fallback = rest.split_whitespace().next().and_then(|n| n.parse().ok())
+                }
                 ("timeout", None) => m.timeout = rest.parse().ok(),
                 ("hiddenmenu", None) => m.hiddenmenu = true,
                 ("root" | "rootnoverify", Some(e)) => e.root = Some(rest.to_string()),
@@ -111,6 +126,74 @@ impl MenuLst {
     pub fn default_entry(&self) -> Option<&Entry> {
         self.entries.get(self.default)
     }
+
+    /// For `default saved`: the entry the `default` file (`None` when there
+    /// is none) selects, as GRUB 0.97 and PV-GRUB read it: a missing or
+    /// unreadable file is entry 0, and a number past the last entry is the
+    /// `fallback` entry, else 0.
+    pub fn apply_saved(&mut self, file: Option<&[u8]>) {
+        if !self.saved {
+            return;
+        }
+        let n = file.and_then(saved_number).unwrap_or(0);
+        self.default = if n < self.entries.len() {
+            n
+        } else {
+            self.fallback.filter(|f| *f < self.entries.len()).unwrap_or(0)
+        };
+    }
+}
+
+/// The `default` file GRUB legacy reads for `default saved`: the one beside
+/// the menu it read (`/boot/grub/menu.lst` -> `/boot/grub/default`).
+pub fn default_file_of(menu: &str) -> String {
+    match menu.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/default"),
+        None => "default".into(),
+    }
+}
+
+/// The entry number in a `default` file, read as GRUB 0.97's stage2 reads
+/// it (stage2.c, with Debian's and Xen's `savedefault --once` patch): its
+/// first 9 bytes, the number after a `:` when there is one (`P:N`, written
+/// by grub-reboot), leading decimal digits (or `0x` hex). `None` when there
+/// is no number.
+pub fn saved_number(file: &[u8]) -> Option<usize> {
+    let head = &file[..file.len().min(9)];
+    let head = match head.iter().position(|&b| b == 0) {
+        Some(nul) => &head[..nul],
+        None => head,
+    };
+    let head = match head.iter().position(|&b| b == b':') {
+        Some(colon) => &head[colon + 1..],
+        None => head,
+    };
+    if let Some(hex) = head.strip_prefix(b"0x") {
+        let digits: String = hex
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .map(|&b| b as char)
+            .collect();
+        return usize::from_str_radix(&digits, 16).ok();
+    }
+    let digits: String = head
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|&b| b as char)
+        .collect();
+    digits.parse().ok()
+}
+
+/// What grub-set-default writes for entry `n`, byte for byte (GRUB 0.97's
+/// util/grub-set-default.in, Debian's and grub-legacy-ec2's copies: its
+/// here-document keeps the backslash of `\'`): the number, then padding that
+/// keeps the file longer than the 10 bytes stage2's `savedefault`
+/// overwrites in place.
+pub fn grub_set_default_text(n: usize) -> String {
+    format!(
+        "{n}\n{}# WARNING: If you want to edit this file directly, do not remove any line\n# from this file, including this warning. Using `grub-set-default\\' is\n# strongly recommended.\n",
+        "#\n".repeat(10)
+    )
 }
 
 /// Lines of a menu GRUB cannot read as written, each as "line N: why": a
@@ -253,6 +336,45 @@ mod tests {
                 "line 4: `kernel (hd0,0/boot/vmlinuz` opens a device name it never closes",
             ]
         );
+    }
+
+    #[test]
+    fn default_saved_reads_the_default_file_as_pv_grub_does() {
+        let menu = "default saved\nfallback 2\ntitle a\nkernel /a\nsavedefault\ntitle b\nkernel /b\ntitle c\nkernel /c\n";
+        let mut m = MenuLst::parse(menu);
+        assert!(m.saved);
+        assert_eq!(m.fallback, Some(2));
+        m.apply_saved(Some(grub_set_default_text(1).as_bytes()));
+        assert_eq!(m.default_entry().unwrap().title, "b");
+        // stage2's savedefault leaves the number, a NUL and newlines
+        m.apply_saved(Some(b"1\0\n\n\n\n\n\n\n\n# WARNING"));
+        assert_eq!(m.default, 1);
+        // grub-reboot's once: boot the number after the colon
+        m.apply_saved(Some(b"0:2"));
+        assert_eq!(m.default, 2);
+        // no file, no number: entry 0; past the end: the fallback
+        m.apply_saved(None);
+        assert_eq!(m.default, 0);
+        m.apply_saved(Some(b"garbage\n"));
+        assert_eq!(m.default, 0);
+        m.apply_saved(Some(b"7\n"));
+        assert_eq!(m.default, 2);
+        assert_eq!(saved_number(b"0x1\n"), Some(1));
+        assert_eq!(saved_number(b"1234567890"), Some(123456789));
+        assert_eq!(default_file_of("/boot/grub/menu.lst"), "/boot/grub/default");
+        // a numbered default is not saved, and the file is not read
+        let mut n = MenuLst::parse("default 1\ntitle a\ntitle b\n");
+        n.apply_saved(Some(b"0\n"));
+        assert_eq!(n.default, 1);
+    }
+
+    #[test]
+    fn grub_set_default_writes_a_padded_file() {
+        let t = grub_set_default_text(3);
+        assert!(t.starts_with("3\n#\n#\n"));
+        assert!(t.len() > 10);
+        assert_eq!(saved_number(t.as_bytes()), Some(3));
+        assert_eq!(t.lines().count(), 14);
     }
 
     #[test]

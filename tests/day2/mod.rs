@@ -191,6 +191,10 @@ pub fn update_grub_legacy_ec2(
             .map(str::to_string)
     };
     let kopt = opt("kopt").expect("a kopt line");
+    // `default saved` makes savedefault=true, which `# savedefault=` overrides:
+    // a `savedefault` line in each normal entry.
+    let saved = menu.lines().any(|l| l.starts_with("default") && l.contains("saved"));
+    let savedefault = opt("savedefault").map_or(saved, |v| v.trim() == "true");
     let groot = opt("groot").unwrap_or_else(|| "(hd0)".into());
     let defoptions = opt("defoptions").unwrap_or_else(|| "console=hvc0".into());
     let alt = opt("altoptions").and_then(|a| {
@@ -206,8 +210,9 @@ pub fn update_grub_legacy_ec2(
     out.push_str("\n\n");
     for v in versions {
         out.push_str(&format!(
-            "title\t\tUbuntu, kernel {v}\nroot\t\t{groot}\nkernel\t\t/boot/vmlinuz-{v} {kopt} {defoptions}\ninitrd\t\t{}\n\n",
-            initrd(v)
+            "title\t\tUbuntu, kernel {v}\nroot\t\t{groot}\nkernel\t\t/boot/vmlinuz-{v} {kopt} {defoptions}\ninitrd\t\t{}\n{}\n",
+            initrd(v),
+            if savedefault { "savedefault\n" } else { "" }
         ));
         if let Some((desc, opts)) = &alt {
             out.push_str(&format!(

@@ -3,7 +3,7 @@
 //! `# kopt=`/`# groot=`/`# defoptions=`, /etc/default/grub, bootstrap-vz's
 //! 40_custom, fstab's root).
 
-use super::{Change, Context, HVM_CONSOLE};
+use super::{Change, Context, DeviceMap, Resolved, HVM_CONSOLE};
 
 /// A Xen or SCSI device name: it changes on HVM (xvda1 on Xen, nvme0n1p1 on Nitro).
 pub fn xen_device(dev: &str) -> bool {
@@ -62,6 +62,33 @@ pub fn hvm_args(args: &[&str], root_uuid: Option<&str>, version: Option<&str>) -
     out
 }
 
+/// Kernel arguments with a `resume=` that names the root disk's Xen device
+/// by its UUID, or without it (and its `resume_offset=`) when that device is
+/// not in the image: a dracut or systemd initramfs waits for a missing
+/// resume device for ever (dracut 004 of EL6 and systemd from v245), and
+/// initramfs-tools for 30 s.
+pub fn resume_args<'a>(args: &[&'a str], devices: &DeviceMap) -> Vec<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
+    let gone = args.iter().any(|a| {
+        a.strip_prefix("resume=")
+            .is_some_and(|d| devices.resolve(d) == Resolved::Gone)
+    });
+    args.iter()
+        .filter(|a| !(gone && (a.starts_with("resume=") || a.starts_with("resume_offset="))))
+        .map(|a| match a.strip_prefix("resume=").map(|d| devices.resolve(d)) {
+            Some(Resolved::Uuid(u)) => Cow::Owned(format!("resume=UUID={u}")),
+            _ => Cow::Borrowed(*a),
+        })
+        .collect()
+}
+
+/// [`hvm_args`] after [`resume_args`], for the words of one command line.
+fn args_for(words: &[&str], root_uuid: Option<&str>, version: Option<&str>, ctx: &Context) -> Vec<String> {
+    let resumed = resume_args(words, &ctx.devices);
+    let refs: Vec<&str> = resumed.iter().map(|c| c.as_ref()).collect();
+    hvm_args(&refs, root_uuid, version)
+}
+
 /// Leading whitespace of a line, kept on rewrite.
 fn indent(line: &str) -> &str {
     &line[..line.len() - line.trim_start().len()]
@@ -96,10 +123,11 @@ fn kernel_words(rest: &str, ctx: &Context) -> String {
     };
     let path = partition_device(words[p], &ctx.grub_root);
     let version = crate::image::inspect::version_of(&path);
-    let args = hvm_args(
+    let args = args_for(
         &words[p + 1..],
         ctx.root_uuid.as_deref(),
         version.as_deref(),
+        ctx,
     );
     let mut out: Vec<String> = words[..p].iter().map(|s| s.to_string()).collect();
     out.push(path);
@@ -160,7 +188,7 @@ pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Cha
             let version = ctx.default_version.as_deref();
             format!(
                 "# kopt={}",
-                hvm_args(&words, ctx.root_uuid.as_deref(), version).join(" ")
+                args_for(&words, ctx.root_uuid.as_deref(), version, ctx).join(" ")
             )
         } else if let Some(v) = line.strip_prefix("# groot=") {
             has_groot = true;
@@ -168,7 +196,7 @@ pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Cha
         } else if let Some(v) = line.strip_prefix("# defoptions=") {
             has_defoptions = true;
             let words: Vec<&str> = v.split_whitespace().collect();
-            let kept: Vec<String> = hvm_args(&words, None, None)
+            let kept: Vec<String> = args_for(&words, None, None, ctx)
                 .into_iter()
                 .filter(|a| !a.starts_with("nvme"))
                 .filter(|a| {
@@ -203,7 +231,8 @@ pub fn rewrite_legacy(file: &str, text: &str, ctx: &Context) -> (String, Vec<Cha
             line.to_string()
         } else {
             match cmd {
-                "default" if ctx.hvm_default.is_some() => {
+                // `default saved` stays: the HVM default goes into the default file.
+                "default" if ctx.hvm_default.is_some() && rest.trim() != "saved" => {
                     format!("{ind}{cmd}{sep}{}", ctx.hvm_default.unwrap_or(0))
                 }
                 "root" | "rootnoverify" => {
@@ -237,7 +266,7 @@ pub fn rewrite_grub2(file: &str, text: &str, ctx: &Context) -> (String, Vec<Chan
         match words.split_first() {
             Some((path, args)) => {
                 let version = crate::image::inspect::version_of(path);
-                let args = hvm_args(args, ctx.root_uuid.as_deref(), version.as_deref());
+                let args = args_for(args, ctx.root_uuid.as_deref(), version.as_deref(), ctx);
                 format!("{}{cmd}{sep}{path} {}", indent(line), args.join(" "))
             }
             None => line.to_string(),
@@ -256,7 +285,7 @@ fn default_grub_cmdline(key: &str, value: &str, text: &str, ctx: &Context) -> Op
     let had_console = words
         .iter()
         .any(|w| w.starts_with("console=") || w.starts_with("xencons="));
-    let mut args: Vec<String> = hvm_args(&words, None, ctx.default_version.as_deref())
+    let mut args: Vec<String> = args_for(&words, None, ctx.default_version.as_deref(), ctx)
         .into_iter()
         .filter(|a| had_console || !a.starts_with("console="))
         .collect();
@@ -304,18 +333,40 @@ pub fn rewrite_40_custom(file: &str, text: &str, ctx: &Context) -> (String, Vec<
 }
 
 /// /etc/fstab's `/` line by UUID when it names a Xen device: new-kernel-pkg
-/// passes fstab's root to grubby as the next entry's `root=`.
+/// passes fstab's root to grubby as the next entry's `root=`. A swap line
+/// that names the root disk's Xen device gets its UUID, or is commented out
+/// when that device is not in the image (systemd would wait for it).
 pub fn rewrite_fstab_root(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
     map_lines(file, text, |line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         let uuid = match f.as_slice() {
-            [dev, "/", ..] if xen_device(dev) => ctx.root_uuid.as_deref(),
-            [dev, "/boot", ..] if xen_device(dev) => ctx.boot_uuid.as_deref(),
+            [dev, "/", ..] if xen_device(dev) => ctx.root_uuid.clone(),
+            [dev, "/boot", ..] if xen_device(dev) => ctx.boot_uuid.clone(),
+            [dev, _, "swap", ..] if xen_device(dev) => match ctx.devices.resolve(dev) {
+                Resolved::Uuid(u) => Some(u),
+                Resolved::Gone => return format!("# {line}"),
+                Resolved::Stays => None,
+            },
             _ => None,
         };
         match (uuid, f.as_slice()) {
             (Some(uuid), [_, mp, rest @ ..]) => format!("UUID={uuid}\t{mp}\t{}", rest.join("\t")),
             _ => line.to_string(),
+        }
+    })
+}
+
+/// initramfs-tools' /etc/initramfs-tools/conf.d/resume (`RESUME=/dev/xvda2`),
+/// which the next `update-initramfs` bakes in: by UUID, or `none`.
+pub fn rewrite_resume_conf(file: &str, text: &str, ctx: &Context) -> (String, Vec<Change>) {
+    map_lines(file, text, |line| {
+        let Some(dev) = line.trim().strip_prefix("RESUME=") else {
+            return line.to_string();
+        };
+        match ctx.devices.resolve(dev.trim_matches(['"', '\''])) {
+            Resolved::Uuid(u) => format!("RESUME=UUID={u}"),
+            Resolved::Gone => "RESUME=none".into(),
+            Resolved::Stays => line.to_string(),
         }
     })
 }
@@ -332,7 +383,44 @@ mod tests {
             grub_root: "(hd0,0)".into(),
             default_version: Some("6.1.0-57-amd64".into()),
             hvm_default: None,
+            devices: DeviceMap {
+                partitions: [(1, Some("u-1".into())), (2, Some("s-2".into()))].into(),
+            },
         }
+    }
+
+    #[test]
+    fn resume_by_uuid_or_gone() {
+        let c = ctx();
+        let line = |args: &[&str]| args_for(args, c.root_uuid.as_deref(), Some("4.14.1"), &c).join(" ");
+        // hibinit-agent: the swap file on the root filesystem, by device name
+        assert_eq!(
+            line(&["root=LABEL=/", "resume=/dev/xvda1", "resume_offset=34816"]),
+            "root=LABEL=/ resume=UUID=u-1 resume_offset=34816 console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295"
+        );
+        // a swap partition (EL6 names the disk xvde)
+        assert!(line(&["resume=/dev/xvde2"]).starts_with("resume=UUID=s-2 "));
+        // instance-store swap, another volume: gone, with its offset
+        assert_eq!(
+            line(&["ro", "resume=/dev/xvda3", "resume_offset=8", "quiet"]),
+            "ro quiet console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295"
+        );
+        assert!(!line(&["resume=/dev/xvdb"]).contains("resume"));
+        assert!(line(&["resume=UUID=x"]).starts_with("resume=UUID=x "));
+        let (out, ch) = rewrite_fstab_root(
+            "f",
+            "/dev/xvde2 swap swap defaults 0 0\n/dev/xvda3 none swap sw 0 0\nUUID=s swap swap defaults 0 0\n",
+            &c,
+        );
+        assert_eq!(
+            out,
+            "UUID=s-2\tswap\tswap\tdefaults\t0\t0\n# /dev/xvda3 none swap sw 0 0\nUUID=s swap swap defaults 0 0\n"
+        );
+        assert_eq!(ch.len(), 2);
+        let (out, _) = rewrite_resume_conf("r", "RESUME=/dev/xvda3\n", &c);
+        assert_eq!(out, "RESUME=none\n");
+        let (out, _) = rewrite_resume_conf("r", "RESUME=/dev/sda2\n", &c);
+        assert_eq!(out, "RESUME=UUID=s-2\n");
     }
 
     #[test]
