@@ -54,45 +54,7 @@ fn data_filesystem(dir: &std::path::Path) -> Vec<u8> {
 
 /// `bytes` as a new 1 GiB snapshot, through the EBS direct APIs.
 async fn snapshot_of(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let ebs = ebs().await;
-    let snap = ebs
-        .start_snapshot()
-        .volume_size(1)
-        .description("amitool test data volume")
-        .send()
-        .await
-        .unwrap()
-        .snapshot_id()
-        .unwrap()
-        .to_string();
-    let mut n = 0;
-    for (i, chunk) in bytes.chunks(512 * 1024).enumerate() {
-        if chunk.iter().all(|&b| b == 0) {
-            continue;
-        }
-        let mut block = chunk.to_vec();
-        block.resize(512 * 1024, 0);
-        let sum = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&block));
-        ebs.put_snapshot_block()
-            .snapshot_id(&snap)
-            .block_index(i as i32)
-            .data_length(512 * 1024)
-            .checksum(sum)
-            .checksum_algorithm(aws_sdk_ebs::types::ChecksumAlgorithm::ChecksumAlgorithmSha256)
-            .block_data(aws_sdk_ebs::primitives::ByteStream::from(block))
-            .send()
-            .await
-            .unwrap();
-        n += 1;
-    }
-    ebs.complete_snapshot()
-        .snapshot_id(&snap)
-        .changed_blocks_count(n)
-        .send()
-        .await
-        .unwrap();
-    snap
+    common::snapshot_of(bytes, "amitool test data volume").await
 }
 
 /// A snapshot's non-zero blocks, by index.

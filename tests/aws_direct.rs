@@ -411,6 +411,65 @@ fn bad_sources_are_one_line_errors_and_leave_nothing() {
     assert!(!work.exists() || std::fs::read_dir(&work).unwrap().count() == 0);
 }
 
+/// A PV image whose root is XFS (one amitool's import would refuse, so it
+/// is registered here from the plain EBS API) is refused from its snapshot
+/// where it lies, on one line that names XFS, before anything is made.
+#[tokio::test]
+async fn a_non_ext_root_is_refused_before_anything_is_made() {
+    let env = Env::new();
+    let bytes = std::fs::read(fixture("xfs-root-hd0")).unwrap();
+    let snap = common::snapshot_of(&bytes, "an XFS PV root").await;
+    let name = format!("xfs-pv-{}", env.unique());
+    let ami = ec2()
+        .await
+        .register_image()
+        .name(&name)
+        .virtualization_type("paravirtual")
+        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+        .kernel_id("aki-5c21674b")
+        .root_device_name("/dev/sda1")
+        .block_device_mappings(
+            aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                .device_name("/dev/sda1")
+                .ebs(aws_sdk_ec2::types::EbsBlockDevice::builder().snapshot_id(&snap).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .to_string();
+    let out = env.run(&["migrate", "--ami", &ami]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("is XFS: amitool reads and edits ext2/3/4 filesystems only; convert"),
+        "{err}"
+    );
+    let failed = env.journals("source_id", &ami);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["state"], "failed");
+    let mid = failed[0]["migration_id"].as_str().unwrap();
+    assert!(failed[0]["upload"].is_null(), "no block moved: {}", failed[0]);
+    assert!(tagged_snapshots(mid).await.is_empty(), "no snapshot made");
+    let images = ec2()
+        .await
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:amitool:migration")
+                .values(mid)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(images.images().is_empty(), "no image made");
+}
+
 #[tokio::test]
 async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     let env = Env::new();
