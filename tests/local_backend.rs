@@ -1783,3 +1783,109 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// The real Debian guests (tests/fixtures/build-debian-guests.sh: debootstrap,
+/// their own kernels, initramfs-tools, systemd), built on first use into
+/// `AMITOOL_DEBIAN_GUESTS` (default beside the PV fixtures).
+fn debian_guests() -> &'static (PathBuf, Value) {
+    static G: OnceLock<(PathBuf, Value)> = OnceLock::new();
+    G.get_or_init(|| {
+        let dir = std::env::var_os("AMITOOL_DEBIAN_GUESTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| common::fixtures_dir().with_file_name("debian-guests"));
+        let manifest = dir.join("debian-guests.json");
+        if !manifest.is_file() {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/build-debian-guests.sh");
+            let st = Command::new("bash").arg(&script).arg(&dir).status().unwrap();
+            assert!(st.success(), "{} {} failed", script.display(), dir.display());
+        }
+        let m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+        (dir, m)
+    })
+}
+
+/// Real Debian 11 and 12 guests, each in its builder's style (a hand-made
+/// whole-disk Debian 11 with a GRUB 2 grub.cfg update-grub maintains, and
+/// bootstrap-vz's Debian 12 with its legacy 40_custom generator), migrated,
+/// booted on NVMe and on IDE, then updated by their own dpkg and apt in a
+/// chroot of the instance's disk (another kernel installed with its real
+/// maintainer scripts, the old one purged), and booted again on both buses.
+#[test]
+fn real_debian_guests_boot_and_survive_their_own_kernel_update() {
+    let (dir, manifest) = debian_guests();
+    let guests: Vec<Value> = manifest.as_object().unwrap().values().cloned().collect();
+    assert_eq!(guests.len(), 2, "{manifest}");
+    std::thread::scope(|s| {
+        for g in &guests {
+            s.spawn(move || real_guest(dir, g));
+        }
+    });
+}
+
+fn real_guest(dir: &Path, g: &Value) {
+    let host = Host::new();
+    let name = g["name"].as_str().unwrap();
+    let marker = g["marker"].as_str().unwrap();
+    let kernel = kernel_for(host.region, g["layout"].as_str().unwrap(), "x86_64");
+    let file = dir.join(g["file"].as_str().unwrap());
+    let ami = host.json(&[
+        "import",
+        file.to_str().unwrap(),
+        "--virtualization",
+        "pv",
+        "--kernel",
+        &kernel,
+    ])["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = host.json(&["migrate", "--ami", &ami]);
+    let hvm = m["image_id"].as_str().unwrap().to_string();
+    // Its first boots: the guest's own kernel and initramfs-tools' initramfs.
+    let first = g["kernel"].as_str().unwrap();
+    for itype in ["m5.large", "t2.micro"] {
+        let log = boot_log(&host, &hvm, itype, marker);
+        assert!(log.contains(&format!("BOOT_IMAGE={first}")) || log.contains("BOOT_IMAGE=/vmlinuz"), "{name} on {itype}\n{log}");
+        assert!(log.contains("console=ttyS0"), "{name} on {itype}\n{log}");
+    }
+    // Day 2 on an instance's volume, by the guest's own dpkg and apt.
+    let (_, volume) = boot_instance(&host, &hvm, "m5.large", marker);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/day2/debian-update.sh");
+    let fetch = Command::new("bash")
+        .arg(&script)
+        .args(["--fetch", g["release"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(fetch.status.success(), "{}", String::from_utf8_lossy(&fetch.stderr));
+    let deb = PathBuf::from(String::from_utf8_lossy(&fetch.stdout).lines().last().unwrap().trim());
+    let update = Command::new("bash")
+        .arg(&script)
+        .arg(&volume)
+        .arg(deb.parent().unwrap())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&update.stderr);
+    assert!(update.status.success(), "{name}: day 2\n{said}");
+    let new = deb
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split('_')
+        .next()
+        .unwrap()
+        .trim_start_matches("linux-image-")
+        .to_string();
+    for bus in [DiskBus::Nvme, DiskBus::Ide] {
+        let log_path = volume.with_extension(format!("day2-{bus:?}.serial.log"));
+        let q = qemu_boot(&volume, &log_path, marker, Duration::from_secs(300), bus).unwrap();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(q.reached, "{name}: no boot after its kernel update on {bus:?}\n{said}\n{log}");
+        assert!(
+            log.contains(&format!("vmlinuz-{new}")) && !log.contains(&format!("BOOT_IMAGE={first} ")),
+            "{name}: day 2 did not boot {new} on {bus:?}\n{log}"
+        );
+        assert!(log.contains("console=ttyS0"), "{name}: {bus:?}\n{log}");
+    }
+}

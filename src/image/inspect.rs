@@ -14,7 +14,7 @@ use crate::image::parts::Partition;
 use crate::image::source::Disk;
 use crate::kernels::Flavor;
 
-use crate::image::kernel::all_kernels;
+use crate::image::kernel::{all_kernels, real_path};
 pub use crate::image::kernel::{version_of, BootsOn, Drivers, KernelFacts, DRIVERS_TAG};
 
 #[derive(Debug, Clone, Serialize)]
@@ -282,12 +282,13 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
             ));
         }
     }
+    // A kernel named by a symlink (Debian's /vmlinuz) is the file it points at.
     let kernel_version = entry
         .as_ref()
         .and_then(|e| e.kernel.as_deref())
-        .and_then(version_of);
+        .and_then(|k| version_of(&real_path(&fs, k)));
     let kernels = all_kernels(&fs, menu.as_ref());
-    let facts_of = |k: &str| kernels.iter().find(|f| f.path == fs.guest_path(k));
+    let facts_of = |k: &str| kernels.iter().find(|f| f.path == real_path(&fs, k));
     // The HVM copy boots the PV default unless it is PV-only; then the first
     // entry whose kernel is there and can boot HVM.
     let mut hvm_problems = vec![];

@@ -208,15 +208,19 @@ pub(crate) fn all_kernels(fs: &Guest, menu: Option<&MenuLst>) -> Vec<KernelFacts
             let initrd = menu.and_then(|m| {
                 m.entries
                     .iter()
-                    .find(|e| {
-                        e.kernel.as_deref().map(|k| fs.guest_path(k)).as_deref()
-                            == Some(path.as_str())
-                    })
+                    .find(|e| e.kernel.as_deref().map(|k| real_path(fs, k)).as_deref() == Some(path.as_str()))
                     .and_then(|e| e.initrd.clone())
             });
             Some(kernel_facts(fs, &path, &version, initrd.as_deref()))
         })
         .collect()
+}
+
+/// A path GRUB reads (a menu's kernel or initrd) as the guest's file it is,
+/// symlinks resolved: Debian's `/vmlinuz` is `/boot/vmlinuz-VERSION`.
+pub(crate) fn real_path(fs: &Guest, grub_path: &str) -> String {
+    let p = fs.guest_path(grub_path);
+    fs.canonical(&p).unwrap_or(p)
 }
 
 /// The version in a kernel's file name: `/boot/vmlinuz-6.1.0-56-amd64` → `6.1.0-56-amd64`.

@@ -122,7 +122,8 @@ fn kernel_words(rest: &str, ctx: &Context) -> String {
         return rest.to_string();
     };
     let path = partition_device(words[p], &ctx.grub_root);
-    let version = crate::image::inspect::version_of(&path);
+    // A symlink such as Debian's /vmlinuz names no version: the default kernel's.
+    let version = crate::image::inspect::version_of(&path).or_else(|| ctx.default_version.clone());
     let args = args_for(
         &words[p + 1..],
         ctx.root_uuid.as_deref(),
