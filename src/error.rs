@@ -112,6 +112,18 @@ pub enum Error {
 
     #[error("{failed} of {total} regions failed")]
     RegionsFailed { failed: usize, total: usize },
+
+    /// No instance type fits as the replacement (`--replace`).
+    #[error("--replace: {reason}; give --instance-type")]
+    NoSuccessor { reason: String },
+
+    /// `--verify`: the new image did not boot; it stays registered.
+    #[error("{message}")]
+    NotBooted {
+        /// The migration, finished but for the boot.
+        migration: Box<crate::migrate::Migration>,
+        message: String,
+    },
 }
 
 impl Error {

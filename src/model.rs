@@ -298,3 +298,44 @@ mod tests {
         assert!(v["boot_mode"].is_null());
     }
 }
+
+/// What `import` registers.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub file: std::path::PathBuf,
+    pub virtualization: Virtualization,
+    pub kernel_id: Option<String>,
+    pub architecture: String,
+    pub name: Option<String>,
+}
+
+/// Which instance types `describe_instance_types` returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceTypeQuery {
+    /// Exactly these (an unknown name is an error); empty for all.
+    pub names: Vec<String>,
+    pub virtualization: Option<Virtualization>,
+    pub architecture: Option<String>,
+}
+
+/// What `launch` starts: an image on an instance type, and with `qemu` a
+/// real boot of an HVM disk until the text, for at most the time.
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    pub image_id: String,
+    pub instance_type: String,
+    pub qemu: Option<(String, std::time::Duration)>,
+}
+
+/// What `launch` found: whether the image boots on the type, and why not.
+#[derive(Debug, serde::Serialize)]
+pub struct LaunchReport {
+    pub instance_id: Option<String>,
+    pub image_id: String,
+    pub instance_type: String,
+    pub region: String,
+    pub boots: bool,
+    pub reasons: Vec<String>,
+    pub qemu: Option<crate::image::boot::QemuBoot>,
+}
+

@@ -89,7 +89,7 @@ pub fn step_spinner() -> ProgressBar {
 }
 
 /// The bytes in one EBS block: transfers count blocks.
-const BLOCK: u64 = 512 * 1024;
+const BLOCK: u64 = crate::image::BLOCK;
 /// How often a transfer says how far it got when stderr is not a terminal
 /// (every 5 s; AMITOOL_TEST_PROGRESS_EVERY_MS, a test hook, shortens it).
 fn plain_every() -> Duration {

@@ -7,29 +7,11 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 
 use crate::error::Result;
+pub use crate::model::{ImportRequest, InstanceTypeQuery, LaunchReport, LaunchRequest};
 use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 
 pub mod aws;
 pub mod local;
-
-/// What `import` registers.
-#[derive(Debug, Clone)]
-pub struct ImportRequest {
-    pub file: std::path::PathBuf,
-    pub virtualization: Virtualization,
-    pub kernel_id: Option<String>,
-    pub architecture: String,
-    pub name: Option<String>,
-}
-
-/// Which instance types `describe_instance_types` returns.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InstanceTypeQuery {
-    /// Exactly these (an unknown name is an error); empty for all.
-    pub names: Vec<String>,
-    pub virtualization: Option<Virtualization>,
-    pub architecture: Option<String>,
-}
 
 /// An image and its root disk, readable in place.
 pub struct ImageDisk {
@@ -59,6 +41,13 @@ impl crate::output::Tabular for Terminated {
             self.state.clone(),
         ]
     }
+}
+
+/// A host that starts instances the way its hypervisor would and says
+/// whether they boot (the local Xen host: `launch`).
+#[async_trait]
+pub trait Launcher: Send + Sync {
+    async fn launch(&self, region: &str, req: &LaunchRequest) -> Result<LaunchReport>;
 }
 
 #[async_trait]
@@ -125,7 +114,6 @@ pub trait Backend: Send + Sync {
         virt: Option<Virtualization>,
     ) -> Result<Vec<crate::model::InstanceInfo>>;
 
-    /// The local Xen host, for what only it can do (launch, QEMU boots).
     /// Terminate instances (EC2's TerminateInstances; the local host removes
     /// their root volumes, as DeleteOnTermination does): each one's state before and after.
     async fn terminate_instances(
@@ -134,18 +122,24 @@ pub trait Backend: Send + Sync {
         instance_ids: &[String],
     ) -> Result<Vec<Terminated>>;
 
-    fn as_local(&self) -> Option<&local::LocalBackend> {
+    /// `launch`: start an instance the way the hypervisor would (the local host).
+    fn launcher(&self) -> Option<&dyn Launcher> {
+        None
+    }
+
+    /// `migrate --verify`: boot a registered image and read its console.
+    fn boot_check(&self) -> Option<&dyn crate::migrate::verify::BootCheck> {
+        None
+    }
+
+    /// `migrate --dry-run`: the provider's answers to calls it would make (AWS's DryRun=true).
+    fn dry_run(&self) -> Option<&dyn crate::migrate::dryrun::ProviderDryRun> {
         None
     }
 
     /// The cut-over to a replacement instance (`migrate --replace`), where
     /// the backend can move an instance's network identity.
     fn cut_over(&self) -> Option<&dyn crate::migrate::cutover::CutOver> {
-        None
-    }
-
-    /// The AWS backend, for what only it does (a helper instance driven by SSM).
-    fn as_aws(&self) -> Option<&aws::AwsBackend> {
         None
     }
 

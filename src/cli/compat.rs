@@ -4,10 +4,10 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::backend::InstanceTypeQuery;
+use crate::model::InstanceTypeQuery;
 use crate::catalog;
 use crate::cli::list::{ArchArg, VirtArg};
-use crate::cli::Context;
+use crate::cli::context::Context;
 use crate::compat::{self, Placement, Verdict};
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};

@@ -8,27 +8,16 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::backend::local::LocalBackend;
-use crate::backend::ImportRequest;
+use crate::model::{ImportRequest, LaunchReport, LaunchRequest};
 use crate::catalog;
 use crate::cli::list::{ArchArg, VirtArg};
-use crate::cli::Context;
+use crate::cli::context::Context;
 use crate::compat::{self, Placement};
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
-use crate::image::{boot, inspect};
-use crate::kernels::KernelName;
+use crate::image::inspect;
 use crate::model::Virtualization;
 use crate::output::{self, cell, Format, Tabular};
-
-/// The local host, or a usage error naming the command.
-pub fn local<'a>(ctx: &'a Context, command: &str) -> Result<&'a LocalBackend> {
-    ctx.backend.as_local().ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "`amitool {command}` runs on --backend local only: it reads the disk where it lies (on AWS, `amitool export` it first)"
-        ))
-    })
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
@@ -276,17 +265,6 @@ pub struct LaunchArgs {
     pub timeout: u64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct LaunchReport {
-    pub instance_id: Option<String>,
-    pub image_id: String,
-    pub instance_type: String,
-    pub region: String,
-    pub boots: bool,
-    pub reasons: Vec<String>,
-    pub qemu: Option<boot::QemuBoot>,
-}
-
 impl Tabular for LaunchReport {
     fn headers() -> Vec<&'static str> {
         vec!["INSTANCE", "IMAGE", "TYPE", "BOOTS", "REASONS"]
@@ -311,125 +289,26 @@ impl Tabular for LaunchReport {
     }
 }
 
-/// What Xen checks before it starts a guest of `image` on `itype`.
-fn static_problems(
-    host: &LocalBackend,
-    region: &str,
-    image_id: &str,
-    itype: &str,
-) -> Result<Vec<String>> {
-    let (rec, path) = host.root_disk(region, image_id)?;
-    let info = catalog::compat()
-        .instance_type(itype)
-        .cloned()
-        .ok_or_else(|| Error::UnknownInstanceType {
-            instance_type: itype.into(),
-            region: region.into(),
-        })?;
-    let placement = Placement {
-        region_has_pv: compat::region_has_pv(region),
-        offered_in_region: catalog::compat()
-            .region(region)
-            .and_then(|r| r.offers(itype)),
-    };
-    let reasons = compat::reasons(&rec.image, &info, &placement);
-    if !reasons.is_empty() {
-        return Ok(reasons);
-    }
-    if rec.image.is_paravirtual() {
-        let Some(k) = rec.image.kernel_id.as_deref() else {
-            return Ok(vec!["a paravirtual image without a kernel (AKI)".into()]);
-        };
-        let Some(kernel) = LocalBackend::kernels(region)
-            .into_iter()
-            .find(|i| i.image_id == k)
-        else {
-            return Ok(vec![format!("kernel {k} does not exist in {region}")]);
-        };
-        if kernel.architecture != rec.image.architecture {
-            return Ok(vec![format!(
-                "kernel {k} is not {}",
-                rec.image.architecture.as_deref().unwrap_or("-")
-            )]);
-        }
-        let Some(flavor) = kernel
-            .name
-            .as_deref()
-            .and_then(KernelName::parse)
-            .and_then(|n| n.flavor)
-        else {
-            return Ok(vec![format!("kernel {k} is not a PV-GRUB kernel")]);
-        };
-        return Ok(boot::pv_problems(&path, flavor));
-    }
-    if let Some(d) = &rec.drivers {
-        let r = compat::driver_reasons(&info, d);
-        if !r.is_empty() {
-            return Ok(r);
-        }
-    }
-    Ok(boot::hvm_problems(&path, rec.grub_cfg.as_deref()))
-}
-
 pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
-    let host = local(ctx, "launch")?;
+    let host = ctx.backend.launcher().ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "`amitool launch` runs on --backend local only: the {} backend starts no instances to check a boot",
+            ctx.backend.name()
+        ))
+    })?;
     ids::check_id(IdKind::Image, &a.image_id)?;
     ids::check_instance_type(&a.instance_type)?;
     let region = ctx.one_region("launch").await?;
-    let reasons = static_problems(host, &region, &a.image_id, &a.instance_type)?;
-    let mut report = LaunchReport {
-        instance_id: None,
-        image_id: a.image_id.clone(),
-        instance_type: a.instance_type.clone(),
-        region: region.clone(),
-        boots: reasons.is_empty(),
-        reasons,
-        qemu: None,
-    };
-    if report.boots {
-        let (mut inst, volume) = host.create_instance(&region, &a.image_id, &a.instance_type)?;
-        report.instance_id = Some(inst.instance_id.clone());
-        if a.qemu {
-            let rec = host.image_record(&region, &a.image_id)?;
-            if rec.image.is_paravirtual() {
-                return Err(Error::InvalidInput(
-                    "--qemu boots HVM images; QEMU cannot run PV-GRUB".into(),
-                ));
-            }
-            let log = volume.with_extension("serial.log");
-            let bus = catalog::compat()
-                .instance_type(&a.instance_type)
-                .map_or(boot::DiskBus::Ide, boot::DiskBus::for_type);
-            let waiting = crate::progress::Waiting::new(
-                &format!(
-                    "{:?} on the serial console of {} under QEMU",
-                    a.expect, a.image_id
-                ),
-                Duration::from_secs(a.timeout),
-            );
-            let q = boot::qemu_boot(
-                &volume,
-                &log,
-                &a.expect,
-                Duration::from_secs(a.timeout),
-                bus,
-            )
-            .map_err(|e| Error::io("run qemu-system-x86_64 on", &volume, e))?;
-            drop(waiting);
-            if !q.reached {
-                report.boots = false;
-                report.reasons.push(format!(
-                    "QEMU: {:?} did not appear on the serial console within {} s (log: {})",
-                    q.expect,
-                    a.timeout,
-                    q.serial_log.display()
-                ));
-            }
-            report.qemu = Some(q);
-        }
-        let state = if report.boots { "running" } else { "stopped" };
-        host.set_instance_state(&region, &mut inst, state)?;
-    }
+    let report = host
+        .launch(
+            &region,
+            &LaunchRequest {
+                image_id: a.image_id.clone(),
+                instance_type: a.instance_type.clone(),
+                qemu: a.qemu.then(|| (a.expect.clone(), Duration::from_secs(a.timeout))),
+            },
+        )
+        .await?;
     output::emit(&output::render_one(&report, ctx.format()));
     Ok(u8::from(!report.boots))
 }

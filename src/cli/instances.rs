@@ -2,15 +2,13 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::backend::InstanceTypeQuery;
-use crate::catalog;
 use crate::cli::list::VirtArg;
-use crate::cli::Context;
-use crate::error::{Error, Result};
-use crate::model::{ImageFilter, InstanceInfo, InstanceType, Virtualization};
+use crate::cli::context::Context;
+use crate::error::Result;
+use crate::model::{InstanceInfo, Virtualization};
 use crate::output::{cell, Tabular};
 use crate::regions;
-use crate::successor::{self, Needs};
+use crate::successor::{add_successors, check_family};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StateArg {
@@ -83,127 +81,6 @@ impl Tabular for InstanceInfo {
     }
 }
 
-/// A family name as EC2 writes them: letters, digits, and `-` (u-6tb1).
-pub fn check_family(f: &str) -> Result<()> {
-    let ok = !f.is_empty()
-        && f.len() <= 16
-        && f.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput(format!(
-            "--successor-family {:?}: expected an instance family such as m5 or c6i",
-            f.chars().take(40).collect::<String>()
-        )))
-    }
-}
-
-/// The types a region offers, as candidates for a successor.
-pub async fn candidates(ctx: &Context, region: &str, offline: bool) -> Result<Vec<InstanceType>> {
-    if offline {
-        let t = catalog::compat();
-        let known = t.region(region);
-        return Ok(t
-            .instance_types
-            .iter()
-            .map(|c| c.info.clone())
-            .filter(|i| known.is_none_or(|r| r.offers(&i.instance_type) != Some(false)))
-            .collect());
-    }
-    let offered = ctx.backend.offered_instance_types(region).await?;
-    let all = ctx
-        .backend
-        .describe_instance_types(region, &InstanceTypeQuery::default())
-        .await?;
-    Ok(all
-        .into_iter()
-        .filter(|t| offered.contains(&t.instance_type))
-        .collect())
-}
-
-/// The source type's facts: EC2's, else the built-in table's (hs1 is no longer described).
-pub async fn source_type(
-    ctx: &Context,
-    region: &str,
-    name: &str,
-    offline: bool,
-) -> Option<InstanceType> {
-    if !offline {
-        let q = InstanceTypeQuery {
-            names: vec![name.to_string()],
-            ..Default::default()
-        };
-        if let Ok(Some(t)) = ctx
-            .backend
-            .describe_instance_types(region, &q)
-            .await
-            .map(|v| v.into_iter().next())
-        {
-            return Some(t);
-        }
-    }
-    catalog::compat().instance_type(name).cloned()
-}
-
-/// What the instance's image needs of a successor: its architecture, and
-/// the drivers amitool recorded when it migrated that image (else unknown).
-pub async fn needs_of(ctx: &Context, region: &str, image_id: Option<&str>) -> Needs {
-    let mut needs = Needs {
-        architecture: "x86_64".into(),
-        ..Default::default()
-    };
-    let Some(id) = image_id else { return needs };
-    let filter = ImageFilter {
-        image_ids: vec![id.to_string()],
-        ..Default::default()
-    };
-    if let Ok(Some(img)) = ctx
-        .backend
-        .describe_images(region, &filter)
-        .await
-        .map(|v| v.into_iter().next())
-    {
-        if let Some(a) = img.architecture {
-            needs.architecture = a;
-        }
-    }
-    if let Ok(Some(d)) = ctx.backend.boot_drivers(region, id).await {
-        needs.ena = Some(d.ena);
-        needs.nvme = Some(d.nvme);
-    }
-    needs
-}
-
-/// Fill in each instance's successor (and why) from the region's types.
-pub async fn add_successors(
-    ctx: &Context,
-    region: &str,
-    found: &mut [InstanceInfo],
-    family: Option<&str>,
-    offline: bool,
-) -> Result<()> {
-    if found.is_empty() {
-        return Ok(());
-    }
-    let offered = candidates(ctx, region, offline).await?;
-    for i in found.iter_mut() {
-        let Some(src) = source_type(ctx, region, &i.instance_type, offline).await else {
-            i.successor_reasons = vec![format!("{} is not described here", i.instance_type)];
-            continue;
-        };
-        let needs = needs_of(ctx, region, i.image_id.as_deref()).await;
-        match successor::successor(&src, &needs, &offered, family) {
-            Ok((t, why)) => {
-                i.successor_type = Some(t);
-                i.successor_reasons = why;
-            }
-            Err(why) => i.successor_reasons = vec![why],
-        }
-    }
-    Ok(())
-}
-
 pub async fn run(ctx: &Context, args: InstancesArgs) -> Result<u8> {
     if let Some(f) = &args.successor_family {
         check_family(f)?;
@@ -217,7 +94,7 @@ pub async fn run(ctx: &Context, args: InstancesArgs) -> Result<u8> {
         async move {
             let mut found = ctx.backend.describe_instances(&r, state, virt).await?;
             add_successors(
-                ctx,
+                ctx.backend.as_ref(),
                 &r,
                 &mut found,
                 args.successor_family.as_deref(),

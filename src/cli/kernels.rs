@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::catalog;
 use crate::cli::list::ArchArg;
-use crate::cli::Context;
+use crate::cli::context::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
 use crate::kernels::{match_kernel, Flavor, Kernel, MatchRule};

@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::Context;
+use crate::cli::context::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
 use crate::model::{Image, ImageFilter, Virtualization};

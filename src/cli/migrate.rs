@@ -1,21 +1,12 @@
 //! `amitool migrate`: a PV image or instance to a registered HVM image.
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use crate::backend::aws::helper::HelperOptions;
-use crate::cli::Context;
+use crate::cli::context::Context;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
-use crate::migrate::{self, Migration, MigrationHost, Options, Source};
-use crate::output::{self, Format, Tabular};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Method {
-    /// EBS direct APIs: no instance, no volume (AWS); files (local).
-    Direct,
-    /// A helper instance in the account, driven by SSM (AWS only).
-    Helper,
-}
+use crate::migrate::cutover::ReplaceOptions;
+use crate::migrate::{Action, HelperOptions, Method, Options, Request, Runner, Source, Verify};
 
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
@@ -99,212 +90,9 @@ pub struct MigrateArgs {
     pub helper_type: String,
 }
 
-impl Tabular for migrate::Step {
-    fn headers() -> Vec<&'static str> {
-        vec!["STEP", "SECONDS", "DETAIL"]
-    }
-
-    fn wrapping_column() -> Option<usize> {
-        Some(2)
-    }
-
-    fn row(&self) -> Vec<String> {
-        vec![
-            self.name.into(),
-            format!("{:.2}", self.seconds),
-            self.detail.clone(),
-        ]
-    }
-}
-
-pub(super) fn host(ctx: &Context) -> Result<&dyn MigrationHost> {
-    ctx.backend.migration_host().ok_or_else(|| {
-        Error::InvalidInput(format!("the {} backend cannot migrate", ctx.backend.name()))
-    })
-}
-
-fn print(ctx: &Context, m: &Migration) {
-    match ctx.format() {
-        Format::Json => output::emit(&output::json(m)),
-        f => {
-            output::emit(&output::rows(&m.steps, f));
-            for finding in &m.findings {
-                output::emit(&output::labelled(f, "finding", finding));
-            }
-            let result = format!(
-                "{} → {} ({}, {})",
-                m.source_image_id, m.image_id, m.region, m.migration_id
-            );
-            match f {
-                Format::Text => output::emit(&format!(
-                    "migrated\t{}\t{}\t{}\t{}",
-                    m.source_image_id, m.image_id, m.region, m.migration_id
-                )),
-                _ => output::emit(&result),
-            }
-            if let (Some(r), Some(src)) = (&m.replacement, &m.source_instance_id) {
-                match f {
-                    Format::Text => output::emit(&format!(
-                        "replaced\t{src}\t{}\t{}\t{}\t{}",
-                        r.instance_id,
-                        r.instance_type,
-                        r.elastic_ip.as_deref().unwrap_or("-"),
-                        r.source_state
-                    )),
-                    _ => output::emit(&format!(
-                        "{src} ({}) replaced by {} ({}){}; roll back with `amitool migrate --rollback {}`",
-                        r.source_state,
-                        r.instance_id,
-                        r.instance_type,
-                        r.elastic_ip
-                            .as_ref()
-                            .map(|ip| format!(", Elastic IP {ip} moved"))
-                            .unwrap_or_default(),
-                        m.migration_id
-                    )),
-                }
-            }
-        }
-    }
-}
-
-/// `--method helper` runs on the AWS backend only; its ids checked.
-fn check_helper(ctx: &Context, a: &MigrateArgs) -> Result<()> {
-    if a.method != Method::Helper {
-        return Ok(());
-    }
-    if ctx.backend.migration_host().is_none() || ctx.backend.name() != "aws" {
-        return Err(Error::InvalidInput(
-            "--method helper runs on the AWS backend; the local host converts files directly"
-                .into(),
-        ));
-    }
-    if let Some(i) = &a.helper_instance {
-        ids::check_id(IdKind::Instance, i)?;
-    }
-    ids::check_instance_type(&a.helper_type)
-}
-
-/// `--verify`: boot the result and wait for userspace; a step, or an error.
-async fn verify(ctx: &Context, a: &MigrateArgs, m: &mut Migration) -> Result<()> {
-    let started = std::time::Instant::now();
-    let timeout = std::time::Duration::from_secs(a.verify_timeout);
-    let detail = if let Some(aws) = ctx.backend.as_aws() {
-        let ena = aws
-            .describe_raw(&m.region, &m.image_id)
-            .await?
-            .ena_support()
-            .unwrap_or(false);
-        let _waiting = crate::progress::Waiting::new(
-            &format!(
-                "{:?} on the console of a new instance of {}",
-                a.verify_expect, m.image_id
-            ),
-            timeout,
-        );
-        let check = aws
-            .verify_boot(
-                &m.region,
-                &m.image_id,
-                ena,
-                &a.verify_expect,
-                timeout,
-                &m.migration_id,
-            )
-            .await?;
-        if !check.reached {
-            print(ctx, m);
-            return Err(crate::backend::aws::verify::not_reached(
-                &m.region,
-                &m.image_id,
-                &a.verify_expect,
-                &check,
-            ));
-        }
-        format!(
-            "{} on {} printed {:?}; terminated",
-            check.instance_id, check.instance_type, a.verify_expect
-        )
-    } else {
-        let local = crate::cli::images::local(ctx, "migrate --verify")?;
-        let (_, disk) = local.root_disk(&m.region, &m.image_id)?;
-        let log = local
-            .store
-            .root
-            .join(format!("{}-verify.serial.log", m.migration_id));
-        // On NVMe, as a Nitro type would attach it, when the image can mount an NVMe root.
-        let bus = match local.image_record(&m.region, &m.image_id)?.drivers {
-            Some(d) if d.nvme => crate::image::boot::DiskBus::Nvme,
-            _ => crate::image::boot::DiskBus::Ide,
-        };
-        let waiting = crate::progress::Waiting::new(
-            &format!(
-                "{:?} on the serial console of {} under QEMU",
-                a.verify_expect, m.image_id
-            ),
-            timeout,
-        );
-        let q = crate::image::boot::qemu_boot(&disk, &log, &a.verify_expect, timeout, bus)
-            .map_err(|e| Error::io("run qemu-system-x86_64 on", &disk, e))?;
-        drop(waiting);
-        if !q.reached {
-            print(ctx, m);
-            return Err(Error::Transfer {
-                action: "verify the new image",
-                region: m.region.clone(),
-                message: format!(
-                "{} did not print {:?} under QEMU within {} s (serial log: {}); the image stays registered",
-                m.image_id, a.verify_expect, a.verify_timeout, log.display()
-            ),
-            });
-        }
-        format!(
-            "QEMU printed {:?} after {:.1} s (serial log: {})",
-            a.verify_expect,
-            q.seconds,
-            log.display()
-        )
-    };
-    m.steps.push(migrate::Step {
-        name: "verify-boot",
-        seconds: started.elapsed().as_secs_f64(),
-        detail,
-    });
-    Ok(())
-}
-
-pub(super) fn helper_options(a: &MigrateArgs) -> HelperOptions {
-    HelperOptions {
-        instance: a.helper_instance.clone(),
-        subnet: a.helper_subnet.clone(),
-        profile: a.helper_profile.clone(),
-        instance_type: a.helper_type.clone(),
-    }
-}
-
-pub(super) fn options(a: &MigrateArgs) -> Options {
-    Options {
-        name: a.name.clone(),
-        keep_temp: a.keep_temp,
-        fix_guest: a.fix_guest,
-        volume_type: a.volume_type.clone(),
-        method: match a.method {
-            Method::Direct => "direct",
-            Method::Helper => "helper",
-        }
-        .into(),
-        helper: helper_options(a),
-        stop_source: a.stop_source,
-        replace: a.replace.then(|| crate::migrate::cutover::ReplaceOptions {
-            instance_type: a.instance_type.clone(),
-            successor_family: a.successor_family.clone(),
-            keep_source_running: a.keep_source_running,
-        }),
-    }
-}
-
-pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
-    // Flags that make no sense together, refused before anything is asked.
+/// The request the flags make, every usage error refused before anything is asked.
+fn request(a: &MigrateArgs, region: String) -> Result<Request> {
+    // Flags that make no sense together.
     if a.method != Method::Helper {
         let given = [
             ("--helper-instance", a.helper_instance.is_some()),
@@ -315,52 +103,68 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
             return Err(Error::InvalidInput(format!("{flag} needs --method helper")));
         }
-    }
-    if !a.dry_run {
-        // Ctrl-C stops the migrations, which clean up and keep their journals.
-        crate::interrupt::install();
-    }
-    if let Some(id) = &a.rollback {
-        return super::replace::rollback(ctx, id).await;
-    }
-    super::replace::check(ctx, &a)?;
-    let host = host(ctx)?;
-    if let Some(id) = &a.cleanup {
-        let removed = migrate::cleanup(host, id).await?;
-        match ctx.format() {
-            Format::Json => output::emit(&output::json(
-                &serde_json::json!({ "migration_id": id, "removed": removed }),
-            )),
-            Format::Table | Format::Text => output::emit(&format!(
-                "{id}: removed {}",
-                if removed.is_empty() {
-                    "nothing".into()
-                } else {
-                    removed.join(", ")
-                }
-            )),
+    } else {
+        if let Some(i) = &a.helper_instance {
+            ids::check_id(IdKind::Instance, i)?;
         }
-        return Ok(0);
+        ids::check_instance_type(&a.helper_type)?;
     }
-    if let Some(id) = &a.resume {
-        let mut m = migrate::resume(host, id, &options(&a)).await?;
-        if a.verify {
-            verify(ctx, &a, &mut m).await?;
+    if a.replace {
+        if !a.ami.is_empty() {
+            return Err(Error::InvalidInput(
+                "--replace replaces instances: give --instance (or instance ids in --from-file), not --ami"
+                    .into(),
+            ));
         }
-        super::replace::cut_over(ctx, &mut m).await?;
-        print(ctx, &m);
-        return Ok(0);
+        if let Some(t) = &a.instance_type {
+            ids::check_instance_type(t)?;
+        }
+        if let Some(f) = &a.successor_family {
+            crate::successor::check_family(f)?;
+        }
     }
-    let mut sources = sources(&a)?;
-    if a.dry_run {
-        return super::dryrun::dry_run(ctx, &a, &sources).await;
-    }
-    if sources.len() > 1 {
-        return super::fleet::fleet(ctx, &a, sources).await;
-    }
-    let m = migrate_one(ctx, &a, sources.remove(0)).await?;
-    print(ctx, &m);
-    Ok(0)
+    let action = match (&a.rollback, &a.cleanup, &a.resume) {
+        (Some(id), _, _) => Action::Rollback(id.clone()),
+        (None, Some(id), _) => Action::Cleanup(id.clone()),
+        (None, None, Some(id)) => Action::Resume(id.clone()),
+        (None, None, None) => {
+            let sources = sources(a)?;
+            if sources.len() > 1 && a.name.is_some() {
+                return Err(Error::InvalidInput(
+                    "--name names one image; a fleet keeps each source's name + \"-hvm\"".into(),
+                ));
+            }
+            Action::Migrate(sources)
+        }
+    };
+    Ok(Request {
+        action,
+        region,
+        options: Options {
+            name: a.name.clone(),
+            keep_temp: a.keep_temp,
+            fix_guest: a.fix_guest,
+            volume_type: a.volume_type.clone(),
+            method: a.method,
+            helper: HelperOptions {
+                instance: a.helper_instance.clone(),
+                subnet: a.helper_subnet.clone(),
+                profile: a.helper_profile.clone(),
+                instance_type: a.helper_type.clone(),
+            },
+            stop_source: a.stop_source,
+            replace: a.replace.then(|| ReplaceOptions {
+                instance_type: a.instance_type.clone(),
+                successor_family: a.successor_family.clone(),
+                keep_source_running: a.keep_source_running,
+            }),
+        },
+        verify: a.verify.then(|| Verify {
+            expect: a.verify_expect.clone(),
+            timeout: std::time::Duration::from_secs(a.verify_timeout),
+        }),
+        dry_run: a.dry_run,
+    })
 }
 
 /// The sources named by --ami, --instance and --from-file, checked.
@@ -400,37 +204,23 @@ fn sources(a: &MigrateArgs) -> Result<Vec<Source>> {
     Ok(out)
 }
 
-/// One migration, by the chosen method, verified when asked.
-async fn migrate_one(ctx: &Context, a: &MigrateArgs, source: Source) -> Result<Migration> {
-    migrate_item(ctx, a, source).await.1
-}
-
-/// One migration and its id (known once its journal exists, also when it fails).
-pub(super) async fn migrate_item(
-    ctx: &Context,
-    a: &MigrateArgs,
-    source: Source,
-) -> (Option<String>, Result<Migration>) {
-    let begun = async {
-        check_helper(ctx, a)?;
-        let region = ctx.one_region("migrate").await?;
-        let host = host(ctx)?;
-        Ok::<_, Error>((host, migrate::begin(host, &region, &source, &options(a))?))
-    }
-    .await;
-    let (host, journal) = match begun {
-        Ok(b) => b,
-        Err(e) => return (None, Err(e)),
+pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
+    // A resume, cleanup or rollback runs in its journal's region.
+    let region = match (&a.rollback, &a.cleanup, &a.resume) {
+        (None, None, None) => ctx.one_region("migrate").await?,
+        _ => ctx.regions().await.ok().and_then(|r| r.into_iter().next()).unwrap_or_default(),
     };
-    let mid = journal.migration_id.clone();
-    let result = async {
-        let mut m = migrate::go_on(host, journal, &options(a)).await?;
-        if a.verify {
-            verify(ctx, a, &mut m).await?;
+    let req = request(&a, region)?;
+    match Runner::new(ctx.backend.as_ref()).run(&req).await {
+        Ok(outcome) => {
+            super::migrate_output::render(ctx.format(), &outcome);
+            Ok(outcome.exit_code())
         }
-        super::replace::cut_over(ctx, &mut m).await?;
-        Ok(m)
+        Err(Error::NotBooted { migration, message }) => {
+            // The image is registered: say so, then why it did not boot.
+            super::migrate_output::render(ctx.format(), &crate::migrate::Outcome::Migrated(migration.clone()));
+            Err(Error::NotBooted { migration, message })
+        }
+        Err(e) => Err(e),
     }
-    .await;
-    (Some(mid), result)
 }

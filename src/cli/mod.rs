@@ -1,24 +1,24 @@
 //! The command line: global flags, subcommands, and the context they run in.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::backend::aws::{AwsBackend, ClientOptions};
 use crate::backend::Backend;
-use crate::error::Result;
-use crate::output::Format;
+use crate::error::{Error, Result};
+use crate::output::{self, Format};
 use crate::progress::ProgressPolicy;
-use crate::regions::{self, RegionSelection};
 
 pub mod compat;
-mod dryrun;
-mod fleet;
+mod context;
 pub mod images;
 pub mod instances;
 pub mod kernels;
 pub mod list;
 pub mod migrate;
-mod replace;
+mod migrate_output;
 pub mod state;
+
+pub use context::{BackendKind, Context, GlobalArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,50 +32,6 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    /// EC2 through the AWS SDK (or LocalStack with --endpoint-url).
-    Aws,
-    /// The local model of a Xen host, kept in --state-dir.
-    Local,
-}
-
-/// Flags every subcommand takes, before or after its name.
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Global options")]
-pub struct GlobalArgs {
-    /// Where images live: AWS, or the local Xen host model.
-    #[arg(long, global = true, value_enum, default_value_t = BackendKind::Aws)]
-    pub backend: BackendKind,
-    /// A region to work in (repeatable); default: the AWS chain's region.
-    #[arg(long = "region", global = true, value_name = "REGION")]
-    pub regions: Vec<String>,
-    /// Every region enabled for the account (DescribeRegions).
-    #[arg(long, global = true)]
-    pub all_regions: bool,
-    /// Every region that ever offered PV instances (built-in table).
-    #[arg(long, global = true)]
-    pub pv_regions: bool,
-    /// A named profile of the AWS config and credentials files.
-    #[arg(long, global = true)]
-    pub profile: Option<String>,
-    /// Send AWS requests here (LocalStack: http://127.0.0.1:4566). AWS_ENDPOINT_URL works too.
-    #[arg(long, global = true, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-    /// table (for people), json (for scripts), text (tab-separated, no header).
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
-    pub output: Format,
-    /// No progress bars.
-    #[arg(long, global = true)]
-    pub no_progress: bool,
-    /// The local host's state directory (--backend local).
-    #[arg(long, global = true, value_name = "DIR", env = "AMITOOL_STATE_DIR")]
-    pub state_dir: Option<std::path::PathBuf>,
-    /// More detail on stderr (-vv for the SDK's own).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,49 +67,13 @@ pub enum Command {
     Man,
 }
 
-/// What a command runs with.
-pub struct Context {
-    pub global: GlobalArgs,
-    pub backend: Box<dyn Backend>,
-    pub progress: ProgressPolicy,
-}
-
-impl Context {
-    pub fn format(&self) -> Format {
-        self.global.output
-    }
-
-    /// The regions selected by the global flags.
-    pub async fn regions(&self) -> Result<Vec<String>> {
-        let sel = RegionSelection {
-            regions: self.global.regions.clone(),
-            all_regions: self.global.all_regions,
-            pv_regions: self.global.pv_regions,
-        };
-        regions::resolve(&sel, self.backend.as_ref()).await
-    }
-
-    /// Exactly one region, for commands about one image.
-    pub async fn one_region(&self, what: &str) -> Result<String> {
-        let regions = self.regions().await?;
-        match regions.as_slice() {
-            [r] => Ok(r.clone()),
-            _ => Err(crate::error::Error::InvalidInput(format!(
-                "{what} works in one region; {} were selected ({})",
-                regions.len(),
-                regions.join(", ")
-            ))),
-        }
-    }
-}
-
 async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
     match global.backend {
         BackendKind::Aws => {
             // --state-dir on the command line (not the environment) is the local host's.
             let from_env = std::env::var_os("AMITOOL_STATE_DIR").map(std::path::PathBuf::from);
             if global.state_dir.is_some() && global.state_dir != from_env {
-                return Err(crate::error::Error::InvalidInput(
+                return Err(Error::InvalidInput(
                     "--state-dir is the local backend's: add --backend local".into(),
                 ));
             }
@@ -161,7 +81,7 @@ async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
             // credentials in the environment (the SDK would quietly use those).
             if let Some(p) = &global.profile {
                 crate::backend::aws::client::check_profile(p)
-                    .map_err(crate::error::Error::InvalidInput)?;
+                    .map_err(Error::InvalidInput)?;
             }
             let opts = ClientOptions {
                 profile: global.profile.clone(),
@@ -184,8 +104,8 @@ async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
 pub async fn run(cli: Cli) -> Result<u8> {
     // What needs no backend.
     match cli.command {
-        Command::Completions { shell } => return state::completions(shell),
-        Command::Man => return state::man(),
+        Command::Completions { shell } => return completions(shell),
+        Command::Man => return man(),
         _ => {}
     }
     let progress = ProgressPolicy::new(cli.global.no_progress, cli.global.output == Format::Json);
@@ -211,4 +131,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Migrations(a) => state::migrations(&ctx, a).await,
         Command::Completions { .. } | Command::Man => unreachable!("answered above"),
     }
+}
+
+/// `amitool completions SHELL`: the shell's completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> Result<u8> {
+    let mut buf = vec![];
+    clap_complete::generate(shell, &mut Cli::command(), "amitool", &mut buf);
+    output::emit(String::from_utf8_lossy(&buf).trim_end());
+    Ok(0)
+}
+
+/// `amitool man`: the manual page (roff) on stdout.
+fn man() -> Result<u8> {
+    let mut buf = vec![];
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut buf)
+        .map_err(|e| Error::io("render", "the manual page", e))?;
+    output::emit(String::from_utf8_lossy(&buf).trim_end());
+    Ok(0)
 }

@@ -1,5 +1,9 @@
 //! Reading and writing disk images: filesystems, menu.lst, MBR and GRUB.
 
+/// The EBS direct APIs' block: 512 KiB (524,288 bytes), the unit amitool
+/// reads, writes, journals and prices.
+pub const BLOCK: u64 = 512 * 1024;
+
 pub mod boot;
 pub mod bootcfg;
 pub mod extwrite;

@@ -13,7 +13,7 @@ use crate::image::hvm::{Layout, PART_OFFSET};
 use crate::image::source::{BlockSource, Disk};
 
 /// The EBS block size, and the view's unit.
-pub const BLOCK: u64 = 512 * 1024;
+pub const BLOCK: u64 = crate::image::BLOCK;
 
 pub struct HvmView {
     layout: Layout,

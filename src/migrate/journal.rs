@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::migrate::{JournalState, Method, SourceKind, StepName};
+
+fn version_one() -> u32 {
+    1
+}
 
 /// The upload of the HVM disk into a new snapshot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -23,17 +28,25 @@ pub struct Upload {
     pub completed: bool,
 }
 
+/// The journal's format: 2 made the method, source kind and state typed
+/// and dropped fields nothing read (`boot_snapshot`, `source_blocks`,
+/// `downloaded`); a version 1 journal reads as it is (they are ignored).
+pub const JOURNAL_VERSION: u32 = 2;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Journal {
+    /// [`JOURNAL_VERSION`] when written; 1 for journals before it.
+    #[serde(default = "version_one")]
+    pub version: u32,
     pub migration_id: String,
     pub backend: String,
     pub region: String,
     /// `image` or `instance`, and its id.
-    pub source_kind: String,
+    pub source_kind: SourceKind,
     pub source_id: String,
     /// `direct` or `helper`.
-    #[serde(default)]
-    pub method: String,
+    #[serde(default, deserialize_with = "crate::migrate::vocab::method_or_direct")]
+    pub method: Method,
     /// The helper instance, and whether this migration launched it.
     #[serde(default)]
     pub helper_instance: Option<String>,
@@ -61,10 +74,6 @@ pub struct Journal {
     pub volume_type: Option<String>,
     /// The snapshot this migration made of an instance's root volume.
     pub temporary_snapshot: Option<String>,
-    /// The helper's staging snapshot: the HVM disk's first MiB (MBR, boot.img,
-    /// core.img) as amitool built it; the target volume is made from it.
-    #[serde(default)]
-    pub boot_snapshot: Option<String>,
     /// The helper's target volume as it copied it (the ranges only): the
     /// parent of the result, which adds blocks 0-1 and the overlay's.
     #[serde(default)]
@@ -72,12 +81,6 @@ pub struct Journal {
     /// The KMS key of an encrypted source; the result is encrypted with it.
     #[serde(default)]
     pub kms_key: Option<String>,
-    /// How many blocks of the source snapshot hold data (read by the download).
-    #[serde(default)]
-    pub source_blocks: Option<usize>,
-    /// The snapshot whose blocks are already in the work directory.
-    #[serde(default)]
-    pub downloaded: Option<String>,
     pub upload: Option<Upload>,
     /// The time written into the files amitool edits (seconds since the
     /// epoch), fixed at the first build so a resumed copy is the same copy.
@@ -90,8 +93,10 @@ pub struct Journal {
     #[serde(default)]
     pub replace: Option<crate::migrate::cutover::Replace>,
     pub image_id: Option<String>,
-    /// `running`, `failed`, `done` or `cleaned`.
-    pub state: String,
+    pub state: JournalState,
+    /// The steps the last run recorded, in order.
+    #[serde(default)]
+    pub steps: Vec<StepName>,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -155,6 +160,71 @@ mod block_ranges {
     }
 }
 
+/// One journal, as `migrations` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub migration_id: String,
+    pub backend: String,
+    pub method: Method,
+    pub region: String,
+    pub source: String,
+    pub state: JournalState,
+    pub image_id: Option<String>,
+    /// Seconds since the journal was last written.
+    pub age_seconds: u64,
+    pub journal: String,
+}
+
+/// Every journal in `dir`, newest first (a file that does not load is skipped).
+pub fn list(dir: &Path) -> Vec<Summary> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut out = vec![];
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        // A journal that does not load (another tool's file, a damaged one) is skipped, not fatal.
+        let Ok(j) = Journal::load(dir, id) else {
+            continue;
+        };
+        let age_seconds = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |d| d.as_secs());
+        out.push(Summary {
+            source: j.source_id.clone(),
+            migration_id: j.migration_id.clone(),
+            backend: j.backend.clone(),
+            method: j.method,
+            region: j.region.clone(),
+            state: j.state,
+            image_id: j.image_id.clone(),
+            age_seconds,
+            journal: j.path().display().to_string(),
+        });
+    }
+    out.sort_by_key(|r| r.age_seconds);
+    out
+}
+
+/// Remove a finished (or cleaned-up) migration's journal; its path.
+pub fn remove_finished(dir: &Path, migration_id: &str) -> Result<PathBuf> {
+    let j = Journal::load(dir, migration_id)?;
+    if !matches!(j.state, JournalState::Done | JournalState::Cleaned) {
+        return Err(Error::InvalidInput(format!(
+            "{migration_id} is {}: finish it with --resume or remove what it made with --cleanup first",
+            j.state
+        )));
+    }
+    std::fs::remove_file(j.path()).map_err(|e| Error::io("remove", j.path(), e))?;
+    Ok(j.path().to_path_buf())
+}
+
 /// Where journals live: `AMITOOL_JOURNAL_DIR`, else the user's data directory.
 pub fn journal_dir() -> PathBuf {
     std::env::var_os("AMITOOL_JOURNAL_DIR")
@@ -203,8 +273,9 @@ impl Journal {
 
     pub fn new(dir: &Path, migration_id: &str) -> Self {
         Journal {
+            version: JOURNAL_VERSION,
             migration_id: migration_id.to_string(),
-            state: "running".into(),
+            state: JournalState::Running,
             path: dir.join(format!("{migration_id}.json")),
             ..Default::default()
         }
@@ -228,6 +299,8 @@ impl Journal {
             source,
         })?;
         j.path = path;
+        // Saved again in this version's form.
+        j.version = JOURNAL_VERSION;
         Ok(j)
     }
 
@@ -255,6 +328,28 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_one_journal_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mig-00000000000a.json"),
+            r#"{"migration_id": "mig-00000000000a", "backend": "aws", "region": "us-east-1",
+                "source_kind": "instance", "source_id": "i-0123456789abcdef0", "method": "",
+                "name": null, "fix_guest": false, "temporary_snapshot": "snap-1",
+                "boot_snapshot": "snap-2", "source_blocks": 12, "downloaded": "snap-1",
+                "upload": null, "image_id": null, "state": "failed"}"#,
+        )
+        .unwrap();
+        let j = Journal::load(dir.path(), "mig-00000000000a").unwrap();
+        assert_eq!(
+            (j.method, j.source_kind, j.state, j.version),
+            (Method::Direct, SourceKind::Instance, JournalState::Failed, JOURNAL_VERSION)
+        );
+        j.save().unwrap();
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        assert!(!text.contains("boot_snapshot") && text.contains("\"version\": 2"), "{text}");
+    }
 
     #[test]
     fn round_trip() {

@@ -234,7 +234,7 @@ impl Method for Direct<'_> {
         })
         .await??;
         rec.done(
-            "build",
+            crate::migrate::StepName::Build,
             format!(
                 "{} file(s) written by libext2fs into {} overlay block(s); MBR and core.img in blocks 0-1",
                 job.plan.files.len(),
@@ -243,7 +243,7 @@ impl Method for Direct<'_> {
         );
         let (snapshot_id, stats) = self.0.store_view(&region, view, job.tags, journal).await?;
         rec.done(
-            "upload",
+            crate::migrate::StepName::Upload,
             format!(
                 "snapshot {snapshot_id}: {} blocks streamed{}; in all {} blocks read, {} written ({} bytes)",
                 stats.streamed_now,

@@ -8,17 +8,23 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 pub mod cutover;
+pub mod dryrun;
+mod flows;
 pub mod journal;
 pub mod method;
 mod preview;
 mod run;
 pub mod script;
 mod steps;
+pub mod verify;
+pub mod vocab;
 
 pub use steps::Recorder;
 pub use steps::{test_pause_in, Step};
 
+pub use flows::{Action, FleetItem, Outcome, Request, Runner, Verify, FLEET_CONCURRENCY};
 pub use journal::Journal;
+pub use vocab::{planned_steps, ItemOutcome, JournalState, Method, SourceKind, StepName, StepPlan};
 pub use method::{HelperOptions, Plan};
 pub use preview::{preview, Preview, TransferEstimate};
 use serde::Serialize;
@@ -89,7 +95,7 @@ pub trait MigrationHost: Send + Sync {
     /// A method this host offers beyond `direct` (AWS: `helper`).
     fn method<'a>(
         &'a self,
-        name: &str,
+        name: Method,
         _helper: &HelperOptions,
     ) -> Result<Box<dyn method::Method + 'a>> {
         Err(Error::InvalidInput(format!(
@@ -201,8 +207,8 @@ pub struct Options {
     pub fix_guest: bool,
     /// The new root volume's type; `None` keeps the source's.
     pub volume_type: Option<String>,
-    /// `direct` (also when empty) or a method of the host (`helper`).
-    pub method: String,
+    /// How the disk's bytes are made.
+    pub method: Method,
     /// Stop a running source instance for its root snapshot, and start it again after.
     pub stop_source: bool,
     pub helper: HelperOptions,
@@ -318,18 +324,18 @@ pub fn plan_config(insp: &Inspection) -> Result<String> {
 pub fn new_journal(
     dir: &Path,
     backend: &str,
-    method: &str,
+    method: Method,
     region: &str,
     source: &Source,
     opts: &Options,
 ) -> Result<Journal> {
     let mut journal = Journal::new(dir, &new_migration_id());
     journal.backend = backend.into();
-    journal.method = method.into();
+    journal.method = method;
     journal.region = region.to_string();
     (journal.source_kind, journal.source_id) = match source {
-        Source::Image(id) => ("image".into(), id.clone()),
-        Source::Instance(id) => ("instance".into(), id.clone()),
+        Source::Image(id) => (SourceKind::Image, id.clone()),
+        Source::Instance(id) => (SourceKind::Instance, id.clone()),
     };
     journal.name = opts.name.clone();
     journal.fix_guest = opts.fix_guest;
@@ -350,11 +356,7 @@ pub fn begin(
     new_journal(
         &host.journal_dir(),
         host.host_name(),
-        if opts.method.is_empty() {
-            "direct"
-        } else {
-            &opts.method
-        },
+        opts.method,
         region,
         source,
         opts,
@@ -397,7 +399,7 @@ pub async fn resume(
             journal.backend
         )));
     }
-    if journal.state == "cleaned" {
+    if journal.state == JournalState::Cleaned {
         return Err(Error::InvalidInput(format!(
             "{migration_id} was cleaned up; start a new migration"
         )));
@@ -410,16 +412,17 @@ pub fn finished(journal: &Journal) -> Option<Migration> {
     let image = journal
         .image_id
         .clone()
-        .filter(|_| journal.state == "done")?;
+        .filter(|_| journal.state == JournalState::Done)?;
     let said = format!("already finished: {image}");
     Some(Migration {
         migration_id: journal.migration_id.clone(),
         region: journal.region.clone(),
         source_image_id: journal.source_id.clone(),
-        source_instance_id: (journal.source_kind == "instance").then(|| journal.source_id.clone()),
+        source_instance_id: (journal.source_kind == SourceKind::Instance)
+            .then(|| journal.source_id.clone()),
         image_id: image,
         steps: vec![Step {
-            name: "resume",
+            name: StepName::Resume,
             seconds: 0.0,
             detail: said.clone(),
         }],
@@ -453,15 +456,15 @@ pub async fn cleanup(host: &dyn MigrationHost, migration_id: &str) -> Result<Vec
     let removed = host.cleanup(&journal).await?;
     let _ = std::fs::remove_dir_all(host.work_dir(migration_id));
     // A finished migration stays finished: --resume still reports its image.
-    if journal.state != "done" {
-        journal.state = "cleaned".into();
+    if journal.state != JournalState::Done {
+        journal.state = JournalState::Cleaned;
     }
     journal.save()?;
     Ok(removed)
 }
 
 pub(crate) fn source_of(journal: &Journal) -> Source {
-    if journal.source_kind == "instance" {
+    if journal.source_kind == SourceKind::Instance {
         Source::Instance(journal.source_id.clone())
     } else {
         Source::Image(journal.source_id.clone())

@@ -9,7 +9,8 @@ use crate::image::bootcfg;
 use crate::image::hvm;
 use crate::image::inspect;
 use crate::migrate::{
-    check_name, check_source, default_name, refusal, MigrationHost, Options, Source,
+    check_name, check_source, default_name, planned_steps, refusal, Method, MigrationHost,
+    Options, Source, StepName, StepPlan,
 };
 
 /// What a migration would do, from the source read where it lies: nothing is made.
@@ -19,7 +20,7 @@ pub struct Preview {
     pub region: String,
     /// Why it would be refused; `None` when it would migrate.
     pub refused: Option<String>,
-    pub steps: Vec<&'static str>,
+    pub steps: Vec<StepName>,
     /// The new image's name.
     pub name: String,
     pub layout: Option<hvm::Layout>,
@@ -61,9 +62,9 @@ pub struct TransferEstimate {
 }
 
 impl TransferEstimate {
-    pub fn new(data_blocks: u64, method: &str) -> Self {
-        const BLOCK: u64 = 512 * 1024;
-        let helper = method == "helper";
+    pub fn new(data_blocks: u64, method: Method) -> Self {
+        const BLOCK: u64 = crate::image::BLOCK;
+        let helper = method == Method::Helper;
         let read = if helper { 0 } else { data_blocks };
         let write = if helper { 2 } else { data_blocks + 2 };
         // ListSnapshotBlocks pages hold up to 10,000 blocks: the inspection's and the transfer's.
@@ -83,12 +84,14 @@ impl TransferEstimate {
     }
 }
 
-/// The plan of a migration of `source`, when the host can read its disk in place.
+/// The plan of a migration of `source`, when the host can read its disk in
+/// place; `steps` says what shapes its steps.
 pub async fn preview(
     host: &dyn MigrationHost,
     region: &str,
     source: &Source,
     opts: &Options,
+    steps: &StepPlan,
 ) -> Result<Option<Preview>> {
     let Some(disk) = host.source_in_place(region, source).await? else {
         return Ok(None);
@@ -130,29 +133,14 @@ pub async fn preview(
     }
     p.findings = insp.findings.clone();
     if p.refused.is_none() {
-        p.steps = vec!["snapshot", "inspect", "plan", "boot-config"];
-        if opts.fix_guest {
-            p.steps.push("fix-guest");
-        }
-        p.steps.extend(if opts.method == "helper" {
-            &[
-                "boot area",
-                "helper",
-                "volumes",
-                "convert",
-                "snapshot target",
-            ][..]
-        } else {
-            &["build", "upload"][..]
-        });
-        p.steps.extend(["register", "verify", "cleanup"]);
+        p.steps = planned_steps(steps);
         p.layout = Some(insp.hvm_layout());
         p.boot = insp.boot.as_ref().map(|b| b.config.clone());
         p.changes = insp.boot_changes.clone();
         p.transfer = disk
             .disk
             .data_blocks()
-            .map(|n| TransferEstimate::new(n, &opts.method));
+            .map(|n| TransferEstimate::new(n, opts.method));
     }
     Ok(Some(p))
 }

@@ -11,8 +11,8 @@ use crate::image::inspect::{self, Inspection};
 use crate::migrate::method::{Direct, Job, Method, Plan};
 use crate::migrate::{
     check_name, check_source, default_name, refusal, source_of, started, test_pause_in,
-    HvmRegistration, Journal, Migration, MigrationHost, Options, Recorder, SourceDisk,
-    MIGRATION_TAG,
+    HvmRegistration, Journal, JournalState, Migration, MigrationHost, Options, Recorder,
+    SourceDisk, SourceKind, MIGRATION_TAG,
 };
 
 /// Run (or go on with) the migration of `journal` with its method.
@@ -23,9 +23,9 @@ pub(crate) async fn execute(
 ) -> Result<Migration> {
     let region = journal.region.clone();
     // A resume goes on with the first run's helper choices.
-    let helper = match (&journal.helper_options, journal.method.as_str()) {
+    let helper = match (&journal.helper_options, journal.method) {
         (Some(first), _) => first.clone(),
-        (None, "helper") => {
+        (None, crate::migrate::Method::Helper) => {
             journal.helper_options = Some(opts.helper.clone());
             journal.save()?;
             opts.helper.clone()
@@ -33,8 +33,8 @@ pub(crate) async fn execute(
         (None, _) => opts.helper.clone(),
     };
     // The method is picked here, once; the pipeline below is the same for all.
-    let method: Box<dyn Method + '_> = match journal.method.as_str() {
-        "" | "direct" => Box::new(Direct(host)),
+    let method: Box<dyn Method + '_> = match journal.method {
+        crate::migrate::Method::Direct => Box::new(Direct(host)),
         other => host.method(other, &helper)?,
     };
     let work = host.work_dir(&journal.migration_id);
@@ -55,11 +55,10 @@ pub(crate) async fn execute(
         crate::interrupt::settled().await;
     }
     journal.state = match (&result, interrupted) {
-        (Ok(_), _) => "done",
-        (Err(_), true) => "interrupted",
-        (Err(_), false) => "failed",
-    }
-    .into();
+        (Ok(_), _) => JournalState::Done,
+        (Err(_), true) => JournalState::Interrupted,
+        (Err(_), false) => JournalState::Failed,
+    };
     let finished = result.is_ok();
     let mut removed = method.tidy(&mut journal, finished, opts.keep_temp).await;
     // A source amitool stopped is never left stopped by a failed run.
@@ -94,7 +93,7 @@ pub(crate) async fn execute(
         Err(e) => return Err(stopped(method.as_ref(), &journal, removed, e, interrupted)),
     };
     rec.done(
-        "cleanup",
+        crate::migrate::StepName::Cleanup,
         if removed.is_empty() {
             "nothing to remove".to_string()
         } else {
@@ -110,7 +109,8 @@ pub(crate) async fn execute(
         migration_id: journal.migration_id.clone(),
         region,
         source_image_id: disk.image.image_id.clone(),
-        source_instance_id: (journal.source_kind == "instance").then(|| journal.source_id.clone()),
+        source_instance_id: (journal.source_kind == SourceKind::Instance)
+            .then(|| journal.source_id.clone()),
         image_id,
         steps: std::mem::take(&mut rec.steps),
         findings,
@@ -166,7 +166,7 @@ type Done = (String, SourceDisk, Inspection, Vec<String>);
 /// --stop-source (journaled, so a resume starts it again), else a warning:
 /// the snapshot of a running disk is crash-consistent. Whether it ran.
 async fn running_source(host: &dyn MigrationHost, journal: &mut Journal) -> Result<bool> {
-    if journal.source_kind != "instance" || journal.temporary_snapshot.is_some() {
+    if journal.source_kind != SourceKind::Instance || journal.temporary_snapshot.is_some() {
         return Ok(false);
     }
     let (region, id) = (journal.region.clone(), journal.source_id.clone());
@@ -207,7 +207,7 @@ async fn pipeline(
         journal.stopped_source = false;
         journal.save()?;
         rec.done(
-            "restart source",
+            crate::migrate::StepName::RestartSource,
             format!(
                 "{} started again after its root snapshot",
                 journal.source_id
@@ -217,7 +217,7 @@ async fn pipeline(
     let src = src?;
     check_source(&src.image)?;
     rec.done(
-        "snapshot",
+        crate::migrate::StepName::Snapshot,
         format!(
             "root disk of {}: {} ({} bytes)",
             src.image.image_id,
@@ -249,7 +249,7 @@ async fn pipeline(
     )
     .await?;
     rec.done(
-        "inspect",
+        crate::migrate::StepName::Inspect,
         format!(
             "{} {} label={} uuid={}, boots {}{}",
             insp.layout.as_str(),
@@ -264,7 +264,7 @@ async fn pipeline(
         ),
     );
     rec.done(
-        "plan",
+        crate::migrate::StepName::Plan,
         format!(
             "{} of a {}-byte disk",
             plan.layout
@@ -281,7 +281,7 @@ async fn pipeline(
     );
     let boot = insp.boot.as_ref().map(|b| &b.config);
     rec.done(
-        "boot-config",
+        crate::migrate::StepName::BootConfig,
         format!(
             "GRUB reads {} ({}: {}); {} line(s) to change in {} file(s)",
             boot.map_or("-", |b| b.path.as_str()),
@@ -296,7 +296,7 @@ async fn pipeline(
     );
     if journal.fix_guest {
         rec.done(
-            "fix-guest",
+            crate::migrate::StepName::FixGuest,
             if plan.fixed.is_empty() {
                 "nothing to change".to_string()
             } else {
@@ -309,7 +309,7 @@ async fn pipeline(
     tags.retain(|k, _| !k.starts_with("aws:"));
     tags.insert(MIGRATION_TAG.into(), journal.migration_id.clone());
     tags.insert("amitool:source-image".into(), src.image.image_id.clone());
-    if journal.source_kind == "instance" {
+    if journal.source_kind == SourceKind::Instance {
         tags.insert("amitool:source-instance".into(), journal.source_id.clone());
     }
     tags.insert(inspect::DRIVERS_TAG.into(), insp.drivers.to_tag());
@@ -354,7 +354,7 @@ async fn pipeline(
     journal.image_id = Some(image.image_id.clone());
     journal.save()?;
     rec.done(
-        "register",
+        crate::migrate::StepName::Register,
         format!(
             "{} (hvm, {}, snapshot {snapshot_id})",
             image.image_id, reg.architecture
@@ -371,7 +371,7 @@ async fn pipeline(
         )));
     }
     rec.done(
-        "verify",
+        crate::migrate::StepName::Verify,
         "the image's attributes (hvm, architecture, root device and snapshot, no kernel, EnaSupport) as asked",
     );
     if running && !journal.stop_source {

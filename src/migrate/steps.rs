@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::migrate::StepName;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    pub name: &'static str,
+    pub name: StepName,
     pub seconds: f64,
     pub detail: String,
 }
@@ -28,7 +30,7 @@ impl Recorder {
         }
     }
 
-    pub(crate) fn done(&mut self, name: &'static str, detail: impl Into<String>) {
+    pub(crate) fn done(&mut self, name: StepName, detail: impl Into<String>) {
         let now = Instant::now();
         self.steps.push(Step {
             name,
@@ -52,7 +54,7 @@ impl Recorder {
             ));
         }
         self.started = now;
-        pause_for_tests(name);
+        pause_for_tests(name.as_str());
     }
 }
 

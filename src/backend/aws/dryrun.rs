@@ -2,53 +2,13 @@
 //! calls), then say what would be made, and ask EC2 with DryRun=true whether
 //! each call that creates something would be allowed. Nothing is created.
 
-use serde::Serialize;
-
 use crate::backend::aws::helper::{HelperOptions, HELPER_AMI_PARAMETER};
 use crate::backend::aws::AwsBackend;
 use crate::error::Result;
 use crate::migrate::script::{self, Device, Mode, Params};
 use crate::migrate::Source;
-use crate::output::Tabular;
 
-/// One EC2 call asked with DryRun=true, and EC2's answer.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub api: &'static str,
-    /// `allowed`, `denied: ...`, or what else EC2 said.
-    pub result: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    pub method: &'static str,
-    pub region: String,
-    pub source_image_id: String,
-    pub root_snapshot: Option<String>,
-    pub steps: Vec<&'static str>,
-    pub resources: Vec<String>,
-    pub checks: Vec<Check>,
-    /// The helper's device check (the script in check mode); the convert script is rendered from the plan.
-    pub script: Option<String>,
-    /// The source read where it lies (an image's root snapshot, GetSnapshotBlock):
-    /// what would change, be refused, and be read and written.
-    pub inspection: Option<crate::migrate::Preview>,
-    /// Why the source could not be read in place, when it could not.
-    pub inspection_error: Option<String>,
-    /// `--replace`: the replacement that would be launched.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replacement: Option<crate::migrate::cutover::ReplacePreview>,
-}
-
-impl Tabular for Check {
-    fn headers() -> Vec<&'static str> {
-        vec!["DRY-RUN CALL", "RESULT"]
-    }
-
-    fn row(&self) -> Vec<String> {
-        vec![self.api.into(), self.result.clone()]
-    }
-}
+pub use crate::migrate::dryrun::{Check, ProviderPlan as Plan};
 
 /// What EC2 said to a DryRun=true call.
 fn judge<E, R>(
@@ -81,6 +41,7 @@ pub async fn plan(
     region: &str,
     source: &Source,
     helper: Option<&HelperOptions>,
+    steps: &crate::migrate::StepPlan,
 ) -> Result<Plan> {
     let (image_id, root_volume) = match source {
         Source::Image(id) => (id.clone(), None),
@@ -110,11 +71,15 @@ pub async fn plan(
     }
     let mut p = Plan {
         replacement: None,
-        method: if helper.is_some() { "helper" } else { "direct" },
+        method: if helper.is_some() {
+            crate::migrate::Method::Helper
+        } else {
+            crate::migrate::Method::Direct
+        },
         region: region.to_string(),
         source_image_id: image_id.clone(),
         root_snapshot: root_volume.is_none().then(|| snapshot.clone()),
-        steps: vec![],
+        steps: crate::migrate::planned_steps(steps),
         resources,
         checks,
         script: None,
@@ -123,9 +88,7 @@ pub async fn plan(
     };
     match helper {
         None => {
-            p.steps = vec![
-                "snapshot", "inspect", "plan", "build", "upload", "register", "verify",
-            ];
+
             p.resources
                 .push("a work directory holding the root disk's data (sparse)".into());
             p.resources
@@ -134,17 +97,7 @@ pub async fn plan(
                 .push("an HVM image registered from it (the result)".into());
         }
         Some(h) => {
-            p.steps = vec![
-                "snapshot",
-                "inspect",
-                "boot area",
-                "helper",
-                "volumes",
-                "convert",
-                "snapshot target",
-                "register",
-                "cleanup",
-            ];
+
             let size = ec2
                 .describe_snapshots()
                 .snapshot_ids(&snapshot)
@@ -237,4 +190,17 @@ pub async fn plan(
 
 fn checks_push(p: &mut Plan, api: &'static str, result: String) {
     p.checks.push(Check { api, result });
+}
+
+#[async_trait::async_trait]
+impl crate::migrate::dryrun::ProviderDryRun for AwsBackend {
+    async fn plan(
+        &self,
+        region: &str,
+        source: &Source,
+        helper: Option<&HelperOptions>,
+        steps: &crate::migrate::StepPlan,
+    ) -> Result<Plan> {
+        plan(self, region, source, helper, steps).await
+    }
 }

@@ -224,11 +224,11 @@ impl MigrationHost for AwsBackend {
 
     fn method<'a>(
         &'a self,
-        name: &str,
+        name: crate::migrate::Method,
         helper: &HelperOptions,
     ) -> Result<Box<dyn crate::migrate::method::Method + 'a>> {
         match name {
-            "helper" => Ok(Box::new(super::helper::Helper {
+            crate::migrate::Method::Helper => Ok(Box::new(super::helper::Helper {
                 aws: self,
                 options: helper.clone(),
             })),

@@ -282,7 +282,11 @@ impl Backend for AwsBackend {
         Some(self)
     }
 
-    fn as_aws(&self) -> Option<&AwsBackend> {
+    fn boot_check(&self) -> Option<&dyn crate::migrate::verify::BootCheck> {
+        Some(self)
+    }
+
+    fn dry_run(&self) -> Option<&dyn crate::migrate::dryrun::ProviderDryRun> {
         Some(self)
     }
 

@@ -104,7 +104,7 @@ pub async fn upload_journaled(
             return Err(Error::Transfer {
                 action: "StartSnapshot",
                 region: region.into(),
-                message: format!("EBS reports a block size of {block_size} bytes; amitool writes 524288-byte blocks"),
+                message: format!("EBS reports a block size of {block_size} bytes; amitool writes {}-byte blocks", crate::image::BLOCK),
             });
         }
         journal.upload = Some(Upload {

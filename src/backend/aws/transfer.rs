@@ -17,7 +17,7 @@ use crate::image::source::Disk;
 use crate::image::sparse;
 
 /// EBS direct API block size (AWS reports 524288; so does our LocalStack hook).
-pub const BLOCK: u64 = 512 * 1024;
+pub const BLOCK: u64 = crate::image::BLOCK;
 
 pub fn transfer_err(
     action: &'static str,

@@ -11,7 +11,7 @@ use base64::Engine;
 
 use crate::backend::aws::images::tag_spec;
 use crate::backend::aws::AwsBackend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::migrate::MIGRATION_TAG;
 
 /// What a verification boot saw.
@@ -120,14 +120,41 @@ impl AwsBackend {
     }
 }
 
-/// The error for a verification that did not reach userspace.
-pub fn not_reached(region: &str, image_id: &str, expect: &str, check: &BootCheck) -> Error {
-    Error::Transfer {
-        action: "verify the new image",
-        region: region.to_string(),
-        message: format!(
-            "{image_id} did not print {expect:?} on {}'s console within {:.0} s (last line: {:?}); the image stays registered",
-            check.instance_type, check.seconds, check.last_line
-        ),
+#[async_trait::async_trait]
+impl crate::migrate::verify::BootCheck for AwsBackend {
+    async fn boot(
+        &self,
+        region: &str,
+        image_id: &str,
+        expect: &str,
+        timeout: Duration,
+        migration_id: &str,
+    ) -> Result<crate::migrate::verify::Booted> {
+        let ena = self
+            .describe_raw(region, image_id)
+            .await?
+            .ena_support()
+            .unwrap_or(false);
+        let _waiting = crate::progress::Waiting::new(
+            &format!("{expect:?} on the console of a new instance of {image_id}"),
+            timeout,
+        );
+        let check = self
+            .verify_boot(region, image_id, ena, expect, timeout, migration_id)
+            .await?;
+        Ok(crate::migrate::verify::Booted {
+            reached: check.reached,
+            detail: if check.reached {
+                format!(
+                    "{} on {} printed {expect:?}; terminated",
+                    check.instance_id, check.instance_type
+                )
+            } else {
+                format!(
+                    "{image_id} did not print {expect:?} on {}'s console within {:.0} s (last line: {:?}); the image stays registered",
+                    check.instance_type, check.seconds, check.last_line
+                )
+            },
+        })
     }
 }

@@ -17,6 +17,7 @@ use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 
 mod host;
 mod instances;
+mod launch;
 pub mod store;
 
 use store::{ImageRecord, InstanceRecord, Kind, SnapshotRecord, Store, VolumeRecord};
@@ -492,7 +493,11 @@ impl Backend for LocalBackend {
             .collect())
     }
 
-    fn as_local(&self) -> Option<&LocalBackend> {
+    fn launcher(&self) -> Option<&dyn crate::backend::Launcher> {
+        Some(self)
+    }
+
+    fn boot_check(&self) -> Option<&dyn crate::migrate::verify::BootCheck> {
         Some(self)
     }
 

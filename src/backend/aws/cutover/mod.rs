@@ -236,7 +236,7 @@ impl AwsBackend {
             r.stopped_source = true;
             save(journal, r)?;
             rec.done(
-                "stop source",
+                crate::migrate::StepName::StopSource,
                 format!("{source} stopped (it is never terminated)"),
             );
         } else if state != "stopped" {
@@ -306,7 +306,7 @@ impl AwsBackend {
         r.volumes_copied = true;
         save(journal, r)?;
         rec.done(
-            "data volumes",
+            crate::migrate::StepName::DataVolumes,
             if r.volumes.is_empty() {
                 "none besides the root".to_string()
             } else {
@@ -378,7 +378,7 @@ impl AwsBackend {
             .await
             .map_err(|e| transfer_err("wait for the replacement to run", &region, e))?;
         rec.done(
-            "launch replacement",
+            crate::migrate::StepName::LaunchReplacement,
             format!("{replacement} ({instance_type}) from {image_id}"),
         );
         Ok(replacement)
@@ -402,7 +402,7 @@ impl AwsBackend {
             r.eip_moved = true;
             save(journal, r)?;
             rec.done(
-                "elastic ip",
+                crate::migrate::StepName::ElasticIp,
                 format!(
                     "{} moved from {source} to {replacement}",
                     r.elastic_ip.as_deref().unwrap_or(&a)

@@ -60,7 +60,7 @@ fn refused(r: &Report, what: &str) -> Error {
     ))
 }
 
-const BLOCK: u64 = 512 * 1024;
+const BLOCK: u64 = crate::image::BLOCK;
 
 /// Ranges closer than this on both sides are copied as one: the bytes
 /// between hold no data and read as zeros (dd's conv=sparse writes none of
@@ -138,7 +138,7 @@ impl Helper<'_> {
         let plan = job.plan;
         let (instance, zone) = aws.helper(&region, &self.options, journal).await?;
         rec.done(
-            "helper",
+            crate::migrate::StepName::Helper,
             format!(
                 "{instance} in {zone}{}",
                 if journal.helper_launched {
@@ -183,7 +183,7 @@ impl Helper<'_> {
         aws.attach(&region, &src_vol, &instance, "/dev/sdf").await?;
         aws.attach(&region, &dst_vol, &instance, "/dev/sdg").await?;
         rec.done(
-            "volumes",
+            crate::migrate::StepName::Volumes,
             format!(
                 "{src_vol} (source) on /dev/sdf, {dst_vol} (target, {dst_gib} GiB) on /dev/sdg"
             ),
@@ -247,7 +247,7 @@ impl Helper<'_> {
         }
         drop(progress);
         rec.done(
-            "copy",
+            crate::migrate::StepName::Copy,
             format!(
                 "{} range(s) that hold data copied onto {dst_vol} at their HVM offsets ({copied} bytes, {} SSM command(s))",
                 ranges.len(),
@@ -321,7 +321,7 @@ impl Method for Helper<'_> {
             }
         };
         aws.wait_snapshot(&region, &copy).await?;
-        rec.done("snapshot copy", copy.clone());
+        rec.done(crate::migrate::StepName::SnapshotCopy, copy.clone());
 
         // The rest is the shared Rust code's, as for the direct method: the
         // view over the source where it lies, its files written by
@@ -342,7 +342,7 @@ impl Method for Helper<'_> {
             .upload(&region, view, blocks, Some(&copy), job.tags, journal)
             .await?;
         rec.done(
-            "snapshot target",
+            crate::migrate::StepName::SnapshotTarget,
             format!(
                 "{target_snapshot}: a child of {copy} with blocks 0-1 (MBR, core.img) and the {} block(s) libext2fs changed",
                 stats.blocks_written.saturating_sub(2)
@@ -365,9 +365,6 @@ impl Method for Helper<'_> {
             .flatten()
         {
             kept.push(format!("the volume {v}"));
-        }
-        if let Some(s) = &journal.boot_snapshot {
-            kept.push(format!("the boot area snapshot {s}"));
         }
         if let Some(s) = &journal.copy_snapshot {
             kept.push(format!("the snapshot of the helper's copy {s}"));

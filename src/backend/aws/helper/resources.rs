@@ -445,17 +445,10 @@ impl AwsBackend {
         // started, it goes (deleting a parent leaves its children whole).
         let child_pending = journal.upload.as_ref().is_some_and(|u| !u.completed);
         let copy = journal.copy_snapshot.clone().filter(|_| !child_pending);
-        for (snap, is_copy) in [(journal.boot_snapshot.clone(), false), (copy, true)] {
-            let Some(snap) = snap.filter(|_| !keep_temp) else {
-                continue;
-            };
+        if let Some(snap) = copy.filter(|_| !keep_temp) {
             if self.delete_snapshot_quietly(&region, &snap).await.is_ok() {
                 removed.push(snap);
-                if is_copy {
-                    journal.copy_snapshot = None;
-                } else {
-                    journal.boot_snapshot = None;
-                }
+                journal.copy_snapshot = None;
             }
         }
         let _ = journal.save();

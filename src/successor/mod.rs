@@ -9,6 +9,9 @@
 
 use crate::model::{InstanceType, Virtualization};
 
+mod lookup;
+pub use lookup::{add_successors, candidates, check_family, needs_of, replacement_type, source_type};
+
 /// What the image needs of its next instance type.
 #[derive(Debug, Clone, Default)]
 pub struct Needs {
