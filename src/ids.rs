@@ -35,6 +35,18 @@ impl IdKind {
     }
 }
 
+/// A value as an error quotes it: whole when short, else its first 40
+/// characters and how many there were (an error never echoes a huge argument).
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 40;
+    let n = value.chars().count();
+    if n <= MAX {
+        value.to_string()
+    } else {
+        format!("{}… ({n} characters)", value.chars().take(MAX).collect::<String>())
+    }
+}
+
 /// `ami-0123abcd`, `aki-919dcaf8`, `i-0123456789abcdef0`: a prefix and 8 or 17 lowercase hex digits.
 pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
     let ok = id
@@ -51,7 +63,7 @@ pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
     } else {
         Err(Error::MalformedId {
             kind: kind.prefix(),
-            id: id.to_string(),
+            id: shown(id),
             expected: kind.expected(),
         })
     }

@@ -89,7 +89,7 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
         f()
     })
     .await
-    .map_err(|e| Error::InvalidInput(format!("a worker thread stopped: {e}")))
+    .map_err(|source| Error::Panicked { source })
 }
 
 /// Resolves once no [`Busy`] work is left running.

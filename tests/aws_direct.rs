@@ -560,7 +560,8 @@ async fn register_failing_after_the_upload_keeps_the_journal_for_resume() {
     std::fs::write(&go, b"").unwrap();
     let err = lines.map_while(|l| l.ok()).collect::<Vec<_>>().join("\n");
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(1), "{err}");
+    // Stopped with its upload kept: resumable (exit 3).
+    assert_eq!(status.code(), Some(3), "{err}");
     assert!(
         err.contains("RegisterImage") && err.contains("--resume mig-"),
         "{err}"
@@ -579,7 +580,8 @@ async fn register_failing_after_the_upload_keeps_the_journal_for_resume() {
     // the same snapshot is registered.
     let again = env.run(&["migrate", "--resume", &mid]);
     let said = String::from_utf8_lossy(&again.stderr);
-    assert_eq!(again.status.code(), Some(1), "{said}");
+    // Stopped again, its upload kept: resumable (exit 3).
+    assert_eq!(again.status.code(), Some(3), "{said}");
     assert!(said.contains("already in use by ami-"), "{said}");
     assert_eq!(tagged_snapshots(&mid).await.len(), 1, "the upload is kept");
     assert_ne!(taken["image_id"], Value::Null);

@@ -697,7 +697,8 @@ async fn register_failing_keeps_the_converted_snapshot_for_resume() {
         stderr: said.join("\n").into_bytes(),
     };
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // Stopped with the converted snapshot kept: resumable (exit 3).
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     let j = env.journals("source_id", &ami);
     let mid = j[0]["migration_id"].as_str().unwrap().to_string();

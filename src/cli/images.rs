@@ -69,10 +69,10 @@ pub struct ExportArgs {
 pub async fn export(ctx: &Context, a: ExportArgs) -> Result<u8> {
     ids::check_id(IdKind::Image, &a.image_id)?;
     if a.file.exists() {
-        return Err(Error::InvalidInput(format!(
-            "{} exists; amitool does not overwrite",
-            a.file.display()
-        )));
+        return Err(Error::refused(
+            a.file.display().to_string(),
+            format!("{} exists; amitool does not overwrite", a.file.display()),
+        ));
     }
     let region = ctx.one_region("export").await?;
     let copied = ctx
@@ -192,8 +192,11 @@ pub async fn inspect_image(ctx: &Context, a: InspectArgs) -> Result<u8> {
     let (disk, flavor) = (d.disk.clone(), d.flavor);
     let insp = tokio::task::spawn_blocking(move || inspect::inspect_in(&disk, flavor))
         .await
-        .map_err(|e| Error::InvalidInput(format!("inspect: {e}")))?
-        .map_err(|e| Error::InvalidInput(format!("{}: {e}", a.image_id)))?;
+        .map_err(|source| Error::Panicked { source })?
+        .map_err(|source| Error::Guest {
+            id: a.image_id.clone(),
+            source,
+        })?;
     let arch = d
         .image
         .architecture
@@ -291,7 +294,7 @@ impl Tabular for LaunchReport {
 
 pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
     let host = ctx.backend.launcher().ok_or_else(|| {
-        Error::InvalidInput(format!(
+        Error::Unsupported(format!(
             "`amitool launch` runs on --backend local only: the {} backend starts no instances to check a boot",
             ctx.backend.name()
         ))

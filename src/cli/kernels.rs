@@ -195,10 +195,13 @@ async fn find_match(ctx: &Context, m: &MatchArgs) -> Result<u8> {
             .into_iter()
             .find(|k| k.kernel_id == m.kernel_id)
             .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "{} is not one of AWS's published PV-GRUB kernels in {} (the built-in table); try without --offline",
-                    m.kernel_id, m.from
-                ))
+                Error::refused(
+                    &m.kernel_id,
+                    format!(
+                        "{} is not one of AWS's published PV-GRUB kernels in {} (the built-in table); try without --offline",
+                        m.kernel_id, m.from
+                    ),
+                )
             })?;
         (source, offline_kernels(&m.to))
     } else {
@@ -217,7 +220,7 @@ async fn find_match(ctx: &Context, m: &MatchArgs) -> Result<u8> {
                 region: m.from.clone(),
             })?;
         if image.image_type.as_deref() != Some("kernel") {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::refused(&m.kernel_id, format!(
                 "{} in {} is a {} image, not a kernel",
                 m.kernel_id,
                 m.from,

@@ -59,7 +59,7 @@ fn age(s: u64) -> String {
 
 pub async fn migrations(ctx: &Context, a: MigrationsArgs) -> Result<u8> {
     let host = ctx.backend.migration_host().ok_or_else(|| {
-        Error::InvalidInput(format!(
+        Error::Unsupported(format!(
             "the {} backend keeps no migrations",
             ctx.backend.name()
         ))

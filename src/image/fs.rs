@@ -13,6 +13,7 @@ pub enum FsError {
     #[error("cannot open {}: {source}", path.display())]
     Open {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error("no ext2/3/4 filesystem at byte {offset} of {}", path.display())]

@@ -64,6 +64,7 @@ pub enum GrubError {
     #[error("{what}: {source}")]
     Io {
         what: String,
+        #[source]
         source: std::io::Error,
     },
 }

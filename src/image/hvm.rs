@@ -23,6 +23,7 @@ pub enum BuildError {
     Io {
         what: &'static str,
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error("{} already exists; amitool does not overwrite", .0.display())]

@@ -120,13 +120,13 @@ impl<'a> Runner<'a> {
 
     fn host(&self) -> Result<&'a dyn MigrationHost> {
         self.backend.migration_host().ok_or_else(|| {
-            Error::InvalidInput(format!("the {} backend cannot migrate", self.backend.name()))
+            Error::Unsupported(format!("the {} backend cannot migrate", self.backend.name()))
         })
     }
 
     fn cut_over(&self) -> Result<&'a dyn migrate::cutover::CutOver> {
         self.backend.cut_over().ok_or_else(|| {
-            Error::InvalidInput(format!(
+            Error::Unsupported(format!(
                 "--replace and --rollback run on the AWS backend: the {} backend has no network identity to move",
                 self.backend.name()
             ))
@@ -143,7 +143,7 @@ impl<'a> Runner<'a> {
             self.cut_over()?;
         }
         if req.verify.is_some() && self.backend.boot_check().is_none() {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::Unsupported(format!(
                 "--verify: the {} backend cannot boot an image",
                 self.backend.name()
             )));
@@ -229,7 +229,7 @@ impl<'a> Runner<'a> {
 
     async fn verify(&self, v: &Verify, m: &mut Migration) -> Result<()> {
         let bc = self.backend.boot_check().ok_or_else(|| {
-            Error::InvalidInput(format!(
+            Error::Unsupported(format!(
                 "--verify: the {} backend cannot boot an image",
                 self.backend.name()
             ))
@@ -346,7 +346,7 @@ impl<'a> Runner<'a> {
             }
             (None, Err(e)) => Err(e),
             (None, Ok(Some(p))) => Ok(DryRun::Preview(Box::new(p))),
-            (None, Ok(None)) => Err(Error::InvalidInput(format!(
+            (None, Ok(None)) => Err(Error::Unsupported(format!(
                 "the {} backend cannot plan this migration",
                 self.backend.name()
             ))),

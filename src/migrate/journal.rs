@@ -216,10 +216,13 @@ pub fn list(dir: &Path) -> Vec<Summary> {
 pub fn remove_finished(dir: &Path, migration_id: &str) -> Result<PathBuf> {
     let j = Journal::load(dir, migration_id)?;
     if !matches!(j.state, JournalState::Done | JournalState::Cleaned) {
-        return Err(Error::InvalidInput(format!(
-            "{migration_id} is {}: finish it with --resume or remove what it made with --cleanup first",
-            j.state
-        )));
+        return Err(Error::refused(
+            migration_id,
+            format!(
+                "{migration_id} is {}: finish it with --resume or remove what it made with --cleanup first",
+                j.state
+            ),
+        ));
     }
     std::fs::remove_file(j.path()).map_err(|e| Error::io("remove", j.path(), e))?;
     Ok(j.path().to_path_buf())
@@ -245,9 +248,11 @@ pub fn check_migration_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
-            "malformed migration id {id:?}: expected mig- and 12 hex digits"
-        )))
+        Err(Error::MalformedId {
+            kind: "migration",
+            id: crate::ids::shown(id),
+            expected: "mig- and 12 hex digits",
+        })
     }
 }
 
@@ -286,10 +291,7 @@ impl Journal {
         let path = dir.join(format!("{migration_id}.json"));
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::InvalidInput(format!(
-                    "no journal for {migration_id} in {}",
-                    dir.display()
-                ))
+                Error::not_found("journal of", migration_id, dir.display().to_string())
             } else {
                 Error::io("read", &path, e)
             }

@@ -64,7 +64,7 @@ impl Plan {
             let extra = match &insp.root_uuid {
                 Some(root) => {
                     let g = Guest::open_in(disk, &insp.mounts)
-                        .map_err(|e| Error::InvalidInput(format!("fix-guest: {e}")))?;
+                        .map_err(|e| Error::build("fix-guest: open the guest's files", e))?;
                     guestfix::plan(&g, root)
                 }
                 None => {
@@ -91,11 +91,11 @@ impl Plan {
     /// its overlay by libext2fs and read back. Blocking: it reads the source.
     pub fn view(&self, source: &Disk, work: &Path, now: i64) -> Result<Arc<HvmView>> {
         let head = hvm::boot_area(&self.layout, &self.cfg, work)
-            .map_err(|e| Error::InvalidInput(format!("build the boot blocks: {e}")))?;
+            .map_err(|e| Error::build("build the boot blocks", e))?;
         let view = Arc::new(HvmView::new(source.clone(), self.layout.clone(), head));
         let placed = self
             .placed_files()
-            .map_err(|e| Error::InvalidInput(format!("rewrite the boot configuration: {e}")))?;
+            .map_err(|e| Error::build("rewrite the boot configuration", e))?;
         let mut by_fs: BTreeMap<u64, Vec<&GuestFix>> = BTreeMap::new();
         for (offset, f) in &placed {
             by_fs.entry(*offset).or_default().push(f);
@@ -116,26 +116,29 @@ impl Plan {
                 })
                 .collect();
             extwrite::write_files(&view, offset, end, &new, now).map_err(|e| {
-                Error::InvalidInput(format!(
-                    "write {} into the copy: {e}",
-                    files
-                        .iter()
-                        .map(|f| f.path.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+                Error::build(
+                    format!(
+                        "write {} into the copy",
+                        files
+                            .iter()
+                            .map(|f| f.path.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    e,
+                )
             })?;
         }
         // Read back through the filesystem reader, as GRUB and the guest will.
         let disk: Disk = view.clone();
         let g = Guest::open_in(&disk, &self.mounts)
-            .map_err(|e| Error::InvalidInput(format!("read the copy back: {e}")))?;
+            .map_err(|e| Error::build("read the copy back", e))?;
         for f in &self.files {
             if g.read_text(&f.path).as_deref() != Some(f.content.as_str()) {
-                return Err(Error::InvalidInput(format!(
-                    "{} reads back different from what was written",
-                    f.path
-                )));
+                return Err(Error::build(
+                    "read the copy back",
+                    format!("{} reads back different from what was written", f.path),
+                ));
             }
         }
         Ok(view)
@@ -216,6 +219,7 @@ impl Method for Direct<'_> {
     ) -> Result<String> {
         let region = journal.region.clone();
         let now = journal.edit_time()?;
+        let source_id = job.source.image.image_id.clone();
         let (plan, disk, work) = (
             job.plan.clone(),
             job.source.disk.clone(),
@@ -225,10 +229,13 @@ impl Method for Direct<'_> {
             let view = plan.view(&disk, &work, now)?;
             let problems = boot::hvm_problems_in(&(view.clone() as Disk), Some(&plan.cfg));
             if !problems.is_empty() {
-                return Err(Error::InvalidInput(format!(
-                    "the HVM disk would not boot: {}",
-                    problems.join("; ")
-                )));
+                return Err(Error::Unconvertible {
+                    reason: format!(
+                        "{source_id} cannot be migrated: the HVM disk would not boot: {}",
+                        problems.join("; ")
+                    ),
+                    id: source_id,
+                });
             }
             Ok(view)
         })

@@ -98,7 +98,7 @@ pub trait MigrationHost: Send + Sync {
         name: Method,
         _helper: &HelperOptions,
     ) -> Result<Box<dyn method::Method + 'a>> {
-        Err(Error::InvalidInput(format!(
+        Err(Error::Unsupported(format!(
             "the {} backend has no {name} method",
             self.host_name()
         )))
@@ -271,13 +271,17 @@ pub(crate) async fn check_name(
     crate::ids::check_image_name(Some(&name))?;
     match host.image_named(region, &name).await? {
         Some(id) if Some(id.as_str()) == own_image => Ok(()),
-        Some(id) if asked.is_none() => Err(Error::InvalidInput(format!(
-            "{} was already migrated: {id} ({name}); pass --name for another copy",
-            source.image_id
-        ))),
-        Some(id) => Err(Error::InvalidInput(format!(
-            "image name {name:?} is already in use by {id} in {region}; pass another --name"
-        ))),
+        Some(id) if asked.is_none() => Err(Error::refused(
+            &source.image_id,
+            format!(
+                "{} was already migrated: {id} ({name}); pass --name for another copy",
+                source.image_id
+            ),
+        )),
+        Some(id) => Err(Error::refused(
+            &name,
+            format!("image name {name:?} is already in use by {id} in {region}; pass another --name"),
+        )),
         None => Ok(()),
     }
 }
@@ -293,7 +297,7 @@ pub(crate) fn default_name(image: &Image) -> String {
 /// Check that the source is a PV image amitool can migrate.
 pub(crate) fn check_source(image: &Image) -> Result<()> {
     if !image.is_paravirtual() {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::refused(&image.image_id, format!(
             "{} is already {}: only paravirtual images need migrating",
             image.image_id,
             image
@@ -303,10 +307,13 @@ pub(crate) fn check_source(image: &Image) -> Result<()> {
         )));
     }
     if image.root_device_type.as_deref() == Some("instance-store") {
-        return Err(Error::InvalidInput(format!(
-            "{} is instance-store backed: amitool migrates EBS-backed images only",
-            image.image_id
-        )));
+        return Err(Error::refused(
+            &image.image_id,
+            format!(
+                "{} is instance-store backed: amitool migrates EBS-backed images only",
+                image.image_id
+            ),
+        ));
     }
     Ok(())
 }
@@ -314,8 +321,9 @@ pub(crate) fn check_source(image: &Image) -> Result<()> {
 /// The GRUB 2 configuration embedded in the HVM disk: it hands over to the
 /// file the guest maintains.
 pub fn plan_config(insp: &Inspection) -> Result<String> {
-    let boot = insp.boot.as_ref().ok_or_else(|| {
-        Error::InvalidInput("no boot configuration for GRUB to hand over to".into())
+    let boot = insp.boot.as_ref().ok_or_else(|| Error::Unconvertible {
+        id: insp.uuid.clone(),
+        reason: "no boot configuration for GRUB to hand over to".into(),
     })?;
     Ok(bootcfg::handover(&insp.uuid, &boot.config))
 }
@@ -394,15 +402,16 @@ pub async fn resume(
     }
     rename(&mut journal, opts.name.as_deref())?;
     if journal.backend != host.host_name() {
-        return Err(Error::InvalidInput(format!(
-            "{migration_id} ran on the {} backend; resume it there",
-            journal.backend
-        )));
+        return Err(Error::refused(
+            migration_id,
+            format!("{migration_id} ran on the {} backend; resume it there", journal.backend),
+        ));
     }
     if journal.state == JournalState::Cleaned {
-        return Err(Error::InvalidInput(format!(
-            "{migration_id} was cleaned up; start a new migration"
-        )));
+        return Err(Error::refused(
+            migration_id,
+            format!("{migration_id} was cleaned up; start a new migration"),
+        ));
     }
     run::execute(host, journal, opts).await
 }
@@ -439,10 +448,13 @@ pub fn rename(journal: &mut Journal, name: Option<&str>) -> Result<()> {
     if let Some(n) = name {
         crate::ids::check_image_name(Some(n))?;
         if journal.image_id.is_some() {
-            return Err(Error::InvalidInput(format!(
-                "{} already registered its image; --name cannot rename it",
-                journal.migration_id
-            )));
+            return Err(Error::refused(
+                &journal.migration_id,
+                format!(
+                    "{} already registered its image; --name cannot rename it",
+                    journal.migration_id
+                ),
+            ));
         }
         journal.name = Some(n.to_string());
         journal.save()?;

@@ -117,7 +117,7 @@ pub async fn preview(
     let (d, flavor) = (disk.disk.clone(), disk.flavor);
     let inspected = tokio::task::spawn_blocking(move || inspect::inspect_in(&d, flavor))
         .await
-        .map_err(|e| Error::InvalidInput(format!("inspect: {e}")))?;
+        .map_err(|source| Error::Panicked { source })?;
     p.blocks_read = disk.disk.blocks_read();
     let insp = match inspected {
         Ok(i) => i,

@@ -230,16 +230,21 @@ async fn pipeline(
     let (disk, flavor, fix_guest) = (src.disk.clone(), src.flavor, journal.fix_guest);
     let image_id = src.image.image_id.clone();
     let (mut insp, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let insp = inspect::inspect_in(&disk, flavor)
-            .map_err(|e| Error::InvalidInput(format!("{image_id}: {e}")))?;
-        if let Some(why) = refusal(&image_id, &insp) {
-            return Err(Error::InvalidInput(why));
+        let insp = inspect::inspect_in(&disk, flavor).map_err(|source| Error::Guest {
+            id: image_id.clone(),
+            source,
+        })?;
+        if let Some(reason) = refusal(&image_id, &insp) {
+            return Err(Error::Unconvertible {
+                id: image_id,
+                reason,
+            });
         }
         let plan = Plan::new(&disk, &insp, fix_guest)?;
         Ok((insp, plan))
     })
     .await
-    .map_err(|e| Error::InvalidInput(format!("inspect: {e}")))??;
+    .map_err(|source| Error::Panicked { source })??;
     check_name(
         host,
         &region,
@@ -364,11 +369,10 @@ async fn pipeline(
         .verify_registered(&region, &image.image_id, &reg)
         .await?;
     if !problems.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "the registered image {} is not what was asked: {}",
-            image.image_id,
-            problems.join("; ")
-        )));
+        return Err(Error::Registered {
+            image_id: image.image_id,
+            problems: problems.join("; "),
+        });
     }
     rec.done(
         crate::migrate::StepName::Verify,

@@ -56,9 +56,10 @@ pub struct Report {
 }
 
 fn bad(what: &str, value: &str) -> Error {
-    Error::InvalidInput(format!(
-        "refusing to put {what} {value:?} into the preparation script"
-    ))
+    Error::Script {
+        action: "render the preparation script",
+        message: format!("refusing to put {what} {value:?} into it"),
+    }
 }
 
 /// `/dev/xvdf`, `/dev/sdf`, `/dev/nvme1n1`, `/dev/loop12`: nothing else.
@@ -124,7 +125,10 @@ pub fn render(p: &Params) -> Result<String> {
     };
     env.get_template("prepare.sh")
         .and_then(|t| t.render(ctx))
-        .map_err(|e| Error::InvalidInput(format!("render the preparation script: {e}")))
+        .map_err(|e| Error::Script {
+            action: "render the preparation script",
+            message: e.to_string(),
+        })
 }
 
 /// The report on the last line of the script's output.
@@ -135,9 +139,10 @@ pub fn parse_report(output: &str) -> Result<Report> {
         .find(|l| !l.trim().is_empty())
         .unwrap_or_default();
     serde_json::from_str(last).map_err(|_| {
-        Error::InvalidInput(format!(
-            "the preparation script printed no report; its last line: {last:?}"
-        ))
+        Error::Script {
+            action: "the preparation script",
+            message: format!("printed no report; its last line: {last:?}"),
+        }
     })
 }
 

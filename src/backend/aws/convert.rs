@@ -87,11 +87,14 @@ pub fn migratable(region: &str, raw: &SdkImage) -> crate::error::Result<Image> {
         .filter_map(|p| p.product_code_id())
         .collect();
     if !raw.product_codes().is_empty() {
-        return Err(crate::error::Error::InvalidInput(format!(
-            "{} carries Marketplace product codes ({}): its software may not be copied into a new image",
-            image.image_id,
-            codes.join(", ")
-        )));
+        return Err(crate::error::Error::refused(
+            &image.image_id,
+            format!(
+                "{} carries Marketplace product codes ({}): its software may not be copied into a new image",
+                image.image_id,
+                codes.join(", ")
+            ),
+        ));
     }
     crate::migrate::check_source(&image)?;
     Ok(image)

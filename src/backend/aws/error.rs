@@ -38,11 +38,16 @@ where
     let region = region.to_string();
     if let SdkError::ServiceError(se) = &err {
         let e = se.err();
+        let code = e.code().unwrap_or("Unknown").to_string();
+        let message = e.message().unwrap_or("no message").to_string();
+        let request_id = e.meta().extra("aws_request_id").map(String::from);
         return Error::Aws {
             action,
             region,
-            code: e.code().unwrap_or("Unknown").to_string(),
-            message: e.message().unwrap_or("no message").to_string(),
+            code,
+            message,
+            request_id,
+            source: Box::new(err),
         };
     }
     let parts = chain(&err);
@@ -69,6 +74,7 @@ where
             action,
             region,
             message,
+            source: Box::new(err),
         };
     }
     let unreachable = matches!(err, SdkError::TimeoutError(_))
@@ -82,11 +88,13 @@ where
             region,
             endpoint: endpoint.map(|e| format!(" {e}")).unwrap_or_default(),
             message,
+            source: Box::new(err),
         };
     }
     Error::Sdk {
         action,
         region,
         message,
+        source: Box::new(err),
     }
 }

@@ -69,7 +69,9 @@ impl AwsBackend {
             .send()
             .await
             .map_err(|e| self.err("CreateSnapshot", region, e))?;
-        Ok(out.snapshot_id().unwrap_or_default().to_string())
+        out.snapshot_id()
+            .map(String::from)
+            .ok_or_else(|| Error::missing("CreateSnapshot", region, "snapshot id"))
     }
 
     /// Whether a snapshot is encrypted, and with which key.
@@ -82,14 +84,12 @@ impl AwsBackend {
             .await
             .map_err(|e| {
                 if super::error::code(&e).is_some_and(|c| c.starts_with("InvalidSnapshot")) {
-                    return Error::InvalidInput(format!(
-                        "no such snapshot {snapshot_id} in {region}"
-                    ));
+                    return Error::not_found("snapshot", snapshot_id, region);
                 }
                 self.err("DescribeSnapshots", region, e)
             })?;
         let snap = out.snapshots().first().ok_or_else(|| {
-            Error::InvalidInput(format!("no such snapshot {snapshot_id} in {region}"))
+            Error::not_found("snapshot", snapshot_id, region)
         })?;
         if snap.encrypted() == Some(true) {
             let key = snap
@@ -232,7 +232,7 @@ impl MigrationHost for AwsBackend {
                 aws: self,
                 options: helper.clone(),
             })),
-            other => Err(Error::InvalidInput(format!(
+            other => Err(Error::Unsupported(format!(
                 "the aws backend has no {other} method"
             ))),
         }
@@ -317,7 +317,9 @@ impl MigrationHost for AwsBackend {
                     .send()
                     .await
                     .map_err(|e| self.err("RegisterImage", region, e))?;
-                out.image_id().unwrap_or_default().to_string()
+                out.image_id()
+                    .map(String::from)
+                    .ok_or_else(|| Error::missing("RegisterImage", region, "image id"))?
             }
         };
         let filter = ImageFilter {

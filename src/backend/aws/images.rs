@@ -58,11 +58,12 @@ impl AwsBackend {
     pub fn root_snapshot(
         image: &aws_sdk_ec2::types::Image,
     ) -> Result<(String, Option<VolumeType>)> {
-        let id = image.image_id().unwrap_or_default();
+        let id = image.image_id().unwrap_or("the image");
         if image.root_device_type().map(|t| t.as_str()) == Some("instance-store") {
-            return Err(Error::InvalidInput(format!(
-                "{id} is instance-store backed: it has no EBS snapshot"
-            )));
+            return Err(Error::refused(
+                id,
+                format!("{id} is instance-store backed: it has no EBS snapshot"),
+            ));
         }
         let root = image.root_device_name().unwrap_or("/dev/sda1");
         let bdm = image
@@ -80,9 +81,10 @@ impl AwsBackend {
                 .map(|s| (s.to_string(), e.volume_type().cloned()))
         });
         ebs.ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{id} has no root snapshot in its block device mapping"
-            ))
+            Error::refused(
+                id,
+                format!("{id} has no root snapshot in its block device mapping"),
+            )
         })
     }
 
@@ -108,7 +110,7 @@ impl AwsBackend {
 
     pub async fn import(&self, region: &str, req: &ImportRequest) -> Result<Image> {
         crate::image::guest::check_importable(&req.file, req.virtualization)
-            .map_err(Error::InvalidInput)?;
+            .map_err(|reason| Error::refused(req.file.display().to_string(), reason))?;
         crate::ids::check_image_name(req.name.as_deref())?;
         let pv = req.virtualization == Virtualization::Paravirtual;
         match (&req.kernel_id, pv) {
@@ -123,15 +125,13 @@ impl AwsBackend {
             (Some(k), true) => {
                 let kernel = self.describe_raw(region, k).await?;
                 if kernel.image_type().map(|t| t.as_str()) != Some("kernel") {
-                    return Err(Error::InvalidInput(format!(
-                        "{k} in {region} is not a kernel image"
-                    )));
+                    return Err(Error::refused(k, format!("{k} in {region} is not a kernel image")));
                 }
                 if kernel.architecture().map(|a| a.as_str()) != Some(req.architecture.as_str()) {
-                    return Err(Error::InvalidInput(format!(
-                        "kernel {k} is not {}",
-                        req.architecture
-                    )));
+                    return Err(Error::refused(
+                        k,
+                        format!("kernel {k} is not {}", req.architecture),
+                    ));
                 }
             }
             _ => {}
@@ -201,7 +201,10 @@ impl AwsBackend {
                 .send()
                 .await
                 .map_err(|e| self.err("RegisterImage", region, e))?;
-            let id = out.image_id().unwrap_or_default().to_string();
+            let id = out
+                .image_id()
+                .ok_or_else(|| Error::missing("RegisterImage", region, "image id"))?
+                .to_string();
             let filter = ImageFilter {
                 image_ids: vec![id],
                 ..Default::default()
@@ -210,7 +213,7 @@ impl AwsBackend {
                 .await?
                 .into_iter()
                 .next()
-                .ok_or_else(|| Error::InvalidInput("the registered image is not listed".into()))
+                .ok_or_else(|| Error::missing("DescribeImages", region, "the registered image"))
         }
         .await;
         if registered.is_err() {
@@ -222,10 +225,10 @@ impl AwsBackend {
 
     pub async fn export(&self, region: &str, image_id: &str, out: &Path) -> Result<u64> {
         if out.exists() {
-            return Err(Error::InvalidInput(format!(
-                "{} exists; amitool does not overwrite",
-                out.display()
-            )));
+            return Err(Error::refused(
+                out.display().to_string(),
+                format!("{} exists; amitool does not overwrite", out.display()),
+            ));
         }
         let image = self.describe_raw(region, image_id).await?;
         let (snapshot_id, _) = Self::root_snapshot(&image)?;

@@ -25,7 +25,7 @@ impl AwsBackend {
         region: &str,
         instance_id: &str,
     ) -> Result<Instance> {
-        let missing = || Error::InvalidInput(format!("no such instance {instance_id} in {region}"));
+        let missing = || Error::not_found("instance", instance_id, region);
         let out = self
             .ec2(region)
             .describe_instances()
@@ -60,11 +60,13 @@ impl AwsBackend {
             .find(|m| m.device_name() == Some(root))
             .and_then(|m| m.ebs())
             .and_then(|e| e.volume_id())
-            .ok_or_else(|| Error::InvalidInput(format!("{instance_id} has no EBS root volume")))?;
-        Ok((
-            volume.to_string(),
-            inst.image_id().unwrap_or_default().to_string(),
-        ))
+            .ok_or_else(|| {
+                Error::refused(instance_id, format!("{instance_id} has no EBS root volume"))
+            })?;
+        let image = inst
+            .image_id()
+            .ok_or_else(|| Error::missing("DescribeInstances", region, &format!("image id of {instance_id}")))?;
+        Ok((volume.to_string(), image.to_string()))
     }
 
     /// StopInstances (never terminate), waited for.
@@ -204,10 +206,12 @@ impl AwsBackend {
                 .or_else(|| crate::catalog::compat().instance_type(&t).cloned());
             stores.insert(t, described.map(|d| d.instance_store));
         }
+        // An instance EC2 describes without an id cannot be named: it is left out.
         Ok(found
             .iter()
+            .filter(|i| i.instance_id().is_some())
             .map(|i| {
-                let id = i.instance_id().unwrap_or_default().to_string();
+                let id = i.instance_id().unwrap_or("-").to_string();
                 let itype = i
                     .instance_type()
                     .map(|t| t.as_str().to_string())

@@ -109,10 +109,7 @@ impl Backend for AwsBackend {
             .await
             .map_err(|e| {
                 if error::code(&e).is_some_and(|c| c.starts_with("InvalidInstanceID")) {
-                    return Error::InvalidInput(format!(
-                        "no such instance among {} in {region}",
-                        instance_ids.join(", ")
-                    ));
+                    return Error::not_found("instance among", instance_ids.join(", "), region);
                 }
                 self.err("TerminateInstances", region, e)
             })?;
@@ -123,9 +120,10 @@ impl Backend for AwsBackend {
         Ok(out
             .terminating_instances()
             .iter()
-            .map(|c| super::Terminated {
+            .filter_map(|c| Some((c, c.instance_id()?)))
+            .map(|(c, id)| super::Terminated {
                 region: region.to_string(),
-                instance_id: c.instance_id().unwrap_or_default().to_string(),
+                instance_id: id.to_string(),
                 previous_state: name(c.previous_state()),
                 state: name(c.current_state()),
             })

@@ -107,8 +107,12 @@ pub async fn upload_journaled(
                 message: format!("EBS reports a block size of {block_size} bytes; amitool writes {}-byte blocks", crate::image::BLOCK),
             });
         }
+        let snapshot_id = out
+            .snapshot_id()
+            .ok_or_else(|| Error::missing("StartSnapshot", region, "snapshot id"))?
+            .to_string();
         journal.upload = Some(Upload {
-            snapshot_id: out.snapshot_id().unwrap_or_default().to_string(),
+            snapshot_id,
             ..Default::default()
         });
         journal.save()?;

@@ -54,7 +54,7 @@ impl AwsBackend {
             .instances()
             .first()
             .and_then(|i| i.instance_id())
-            .unwrap_or_default()
+            .ok_or_else(|| crate::error::Error::missing("RunInstances", region, "instance id"))?
             .to_string();
         let watched = self.watch_console(region, &id, expect, timeout).await;
         let terminated = ec2.terminate_instances().instance_ids(&id).send().await;

@@ -92,8 +92,9 @@ impl crate::backend::Launcher for LocalBackend {
         if let Some((expect, timeout)) = &req.qemu {
             let rec = self.image_record(region, &req.image_id)?;
             if rec.image.is_paravirtual() {
-                return Err(Error::InvalidInput(
-                    "--qemu boots HVM images; QEMU cannot run PV-GRUB".into(),
+                return Err(Error::refused(
+                    &req.image_id,
+                    format!("{} is paravirtual: --qemu boots HVM images; QEMU cannot run PV-GRUB", req.image_id),
                 ));
             }
             let log = volume.with_extension("serial.log");

@@ -106,7 +106,7 @@ impl LocalBackend {
         self.store
             .read(region, Kind::Instance, instance_id)?
             .ok_or_else(|| {
-                Error::InvalidInput(format!("no such instance {instance_id} in {region}"))
+                Error::not_found("instance", instance_id, region)
             })
     }
 
@@ -114,9 +114,10 @@ impl LocalBackend {
     pub fn live_instance(&self, region: &str, instance_id: &str) -> Result<InstanceRecord> {
         let inst = self.instance_record(region, instance_id)?;
         if inst.state == "terminated" {
-            return Err(Error::InvalidInput(format!(
-                "{instance_id} is terminated: its root volume is gone"
-            )));
+            return Err(Error::refused(
+                instance_id,
+                format!("{instance_id} is terminated: its root volume is gone"),
+            ));
         }
         Ok(inst)
     }
@@ -194,10 +195,13 @@ impl LocalBackend {
                 .into_iter()
                 .find(|r| r.image.name.as_deref() == Some(name));
             if let Some(r) = taken {
-                return Err(Error::InvalidInput(format!(
-                    "image name {name:?} is already in use by {} in {region}",
-                    r.image.image_id
-                )));
+                return Err(Error::refused(
+                    name,
+                    format!(
+                        "image name {name:?} is already in use by {} in {region}",
+                        r.image.image_id
+                    ),
+                ));
             }
         }
         let id = self.store.new_id(region, Kind::Image)?;
@@ -216,19 +220,17 @@ impl LocalBackend {
     pub fn import(&self, region: &str, req: &ImportRequest) -> Result<Image> {
         // What EC2 refuses, and what it registers but nothing boots.
         crate::image::guest::check_importable(&req.file, req.virtualization)
-            .map_err(Error::InvalidInput)?;
+            .map_err(|reason| Error::refused(req.file.display().to_string(), reason))?;
         crate::ids::check_image_name(req.name.as_deref())?;
         if let Some(k) = &req.kernel_id {
             let kernel = Self::kernels(region)
                 .into_iter()
                 .find(|i| &i.image_id == k)
                 .ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "kernel {k} is not one of the PV-GRUB kernels of {region}"
-                    ))
+                    Error::refused(k, format!("kernel {k} is not one of the PV-GRUB kernels of {region}"))
                 })?;
             if kernel.architecture.as_deref() != Some(req.architecture.as_str()) {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::refused(k, format!(
                     "kernel {k} is {} and the image is {}",
                     kernel
                         .architecture
@@ -283,15 +285,18 @@ impl LocalBackend {
     pub fn root_disk(&self, region: &str, image_id: &str) -> Result<(ImageRecord, PathBuf)> {
         let rec = self.image_record(region, image_id)?;
         let snap = rec.root_snapshot_id.clone().ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{image_id} in {region} has no root snapshot (instance-store image)"
-            ))
+            Error::refused(
+                image_id,
+                format!("{image_id} in {region} has no root snapshot (instance-store image)"),
+            )
         })?;
         let path = self.snapshot_path(region, &snap)?;
         if !path.is_file() {
-            return Err(Error::InvalidInput(format!(
-                "{image_id}'s root snapshot {snap} is missing from the state directory"
-            )));
+            return Err(Error::not_found(
+                "snapshot",
+                format!("{snap} (the root of {image_id})"),
+                format!("the state directory {}", self.store.root.display()),
+            ));
         }
         Ok((rec, path))
     }
@@ -511,10 +516,10 @@ impl Backend for LocalBackend {
 
     async fn export_image(&self, region: &str, image_id: &str, out: &Path) -> Result<u64> {
         if out.exists() {
-            return Err(Error::InvalidInput(format!(
-                "{} exists; amitool does not overwrite",
-                out.display()
-            )));
+            return Err(Error::refused(
+                out.display().to_string(),
+                format!("{} exists; amitool does not overwrite", out.display()),
+            ));
         }
         self.export(region, image_id, out)
     }

@@ -43,7 +43,13 @@ impl crate::migrate::cutover::CutOver for AwsBackend {
         stops_source: bool,
     ) -> Result<ReplacePreview> {
         let facts = self.source_facts(region, instance_id).await?;
-        let image = facts.instance.image_id().unwrap_or_default().to_string();
+        let image = facts
+            .instance
+            .image_id()
+            .ok_or_else(|| {
+                crate::error::Error::missing("DescribeInstances", region, &format!("image id of {instance_id}"))
+            })?
+            .to_string();
         let checks = self
             .replace_dry_run(region, &facts, &image, instance_type)
             .await;

@@ -40,6 +40,7 @@ fn save(journal: &mut Journal, r: &Replace) -> Result<()> {
 
 /// What of the source the replacement keeps.
 pub struct SourceFacts {
+    pub instance_id: String,
     pub instance: Instance,
     pub user_data: Option<String>,
     pub volumes: Vec<DataVolume>,
@@ -87,7 +88,7 @@ impl AwsBackend {
                 .await
                 .map_err(|e| self.err("DescribeVolumes", region, e))?;
             let v = v.volumes().first().ok_or_else(|| {
-                Error::InvalidInput(format!("{instance_id}'s volume {vid} is not described"))
+                Error::missing("DescribeVolumes", region, &format!("volume {vid} of {instance_id}"))
             })?;
             volumes.push(DataVolume {
                 device: dev.to_string(),
@@ -108,6 +109,7 @@ impl AwsBackend {
             .map_err(|e| self.err("DescribeAddresses", region, e))?;
         let address = addresses.addresses().first();
         Ok(SourceFacts {
+            instance_id: instance_id.to_string(),
             user_data,
             volumes,
             allocation_id: address.and_then(|a| a.allocation_id()).map(String::from),
@@ -193,11 +195,11 @@ impl AwsBackend {
         let mut r: Replace = journal
             .replace
             .clone()
-            .ok_or_else(|| Error::InvalidInput(format!("{mid} was not asked to --replace")))?;
+            .ok_or_else(|| Error::refused(&mid, format!("{mid} was not asked to --replace")))?;
         let instance_type = r
             .instance_type
             .clone()
-            .ok_or_else(|| Error::InvalidInput(format!("{mid}: no replacement type was chosen")))?;
+            .ok_or_else(|| Error::refused(&mid, format!("{mid}: no replacement type was chosen")))?;
         let facts = self.source_facts(&region, &source).await?;
         if r.allocation_id.is_none() && !r.eip_moved {
             r.allocation_id = facts.allocation_id.clone();
@@ -363,7 +365,7 @@ impl AwsBackend {
                         .and_then(|i| i.instance_id())
                         .map(String::from)
                         .ok_or_else(|| {
-                            Error::InvalidInput("RunInstances returned no instance".into())
+                            Error::missing("RunInstances", &region, "instance id")
                         })?,
                 };
                 r.replacement = Some(id.clone());

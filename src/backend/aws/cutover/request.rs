@@ -108,10 +108,7 @@ impl AwsBackend {
             .collect();
         tags.push(tag(MIGRATION_TAG, mid));
         tags.push(tag(ROLE_TAG, "replacement"));
-        tags.push(tag(
-            "amitool:source-instance",
-            src.instance_id().unwrap_or_default(),
-        ));
+        tags.push(tag("amitool:source-instance", &facts.instance_id));
         for kind in [ResourceType::Instance, ResourceType::Volume] {
             req = req.tag_specifications(
                 TagSpecification::builder()
@@ -186,7 +183,7 @@ impl AwsBackend {
                 .ec2(region)
                 .associate_address()
                 .allocation_id(a)
-                .instance_id(facts.instance.instance_id().unwrap_or_default())
+                .instance_id(&facts.instance_id)
                 .allow_reassociation(true)
                 .dry_run(true)
                 .send()

@@ -54,10 +54,13 @@ fn device(dev: &str, size_gib: u64, volume: &str) -> Device {
 }
 
 fn refused(r: &Report, what: &str) -> Error {
-    Error::InvalidInput(format!(
-        "the preparation script refused to {what}: {}",
-        r.reason.as_deref().unwrap_or("no reason given")
-    ))
+    Error::Script {
+        action: "the preparation script",
+        message: format!(
+            "refused to {what}: {}",
+            r.reason.as_deref().unwrap_or("no reason given")
+        ),
+    }
 }
 
 const BLOCK: u64 = crate::image::BLOCK;
@@ -176,10 +179,12 @@ impl Helper<'_> {
             );
             journal.save()?;
         }
-        let (src_vol, dst_vol) = (
-            journal.source_volume.clone().unwrap_or_default(),
-            journal.target_volume.clone().unwrap_or_default(),
-        );
+        let (Some(src_vol), Some(dst_vol)) = (journal.source_volume.clone(), journal.target_volume.clone()) else {
+            return Err(Error::refused(
+                &journal.migration_id,
+                format!("{}'s journal names no helper volumes after making them", journal.migration_id),
+            ));
+        };
         aws.attach(&region, &src_vol, &instance, "/dev/sdf").await?;
         aws.attach(&region, &dst_vol, &instance, "/dev/sdg").await?;
         rec.done(
@@ -286,10 +291,8 @@ impl Method for Helper<'_> {
         let region = journal.region.clone();
         let plan = job.plan;
         let snapshot = job.source.snapshot_id.clone().ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{} has no root snapshot",
-                job.source.image.image_id
-            ))
+            let id = &job.source.image.image_id;
+            Error::refused(id, format!("{id} has no root snapshot"))
         })?;
         let (src_gib, dst_gib) = (job.source.disk.len().div_ceil(GIB), plan.volume_gib());
         let vtype = job

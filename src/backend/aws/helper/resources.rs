@@ -48,7 +48,7 @@ impl AwsBackend {
         };
         let inst = self.helper_instance(region, &id).await?;
         if crate::backend::aws::instances::state_name(&inst) != "running" {
-            return Err(Error::InvalidInput(format!("helper {id} is not running")));
+            return Err(Error::refused(&id, format!("helper {id} is not running")));
         }
         let zone = inst
             .placement()
@@ -75,7 +75,7 @@ impl AwsBackend {
             .parameter()
             .and_then(|p| p.value().map(String::from))
             .ok_or_else(|| {
-                Error::InvalidInput(format!("{HELPER_AMI_PARAMETER} has no value in {region}"))
+                Error::missing("GetParameter", region, &format!("value for {HELPER_AMI_PARAMETER}"))
             })?;
         let mut tags = BTreeMap::new();
         tags.insert(MIGRATION_TAG.to_string(), migration_id.to_string());
@@ -108,9 +108,7 @@ impl AwsBackend {
         self.describe_instance(region, id)
             .await
             .map_err(|e| match e {
-                Error::InvalidInput(_) => {
-                    Error::InvalidInput(format!("no such helper instance {id} in {region}"))
-                }
+                Error::NotFound { .. } => Error::not_found("helper instance", id, region),
                 e => e,
             })
     }
@@ -132,9 +130,7 @@ impl AwsBackend {
             let inst = self.helper_instance(region, id).await?;
             return match crate::backend::aws::instances::state_name(&inst).as_str() {
                 "running" => Ok(()),
-                other => Err(Error::InvalidInput(format!(
-                    "helper {id} is {other}, not running"
-                ))),
+                other => Err(Error::refused(id, format!("helper {id} is {other}, not running"))),
             };
         }
         if opts.profile.is_none() {
@@ -152,17 +148,21 @@ impl AwsBackend {
             match known {
                 Ok(out) if !out.subnets().is_empty() => {}
                 Ok(_) => {
-                    return Err(Error::InvalidInput(format!(
-                        "no such subnet {subnet} in {region} (--helper-subnet)"
-                    )))
+                    return Err(Error::not_found(
+                        "subnet",
+                        format!("{subnet} (--helper-subnet)"),
+                        region,
+                    ))
                 }
                 Err(e)
                     if super::super::error::code(&e)
                         .is_some_and(|c| c.starts_with("InvalidSubnetID")) =>
                 {
-                    return Err(Error::InvalidInput(format!(
-                        "no such subnet {subnet} in {region} (--helper-subnet)"
-                    )))
+                    return Err(Error::not_found(
+                        "subnet",
+                        format!("{subnet} (--helper-subnet)"),
+                        region,
+                    ))
                 }
                 Err(e) => return Err(ec2_err(self, "DescribeSubnets", region)(e)),
             }
@@ -191,7 +191,7 @@ impl AwsBackend {
             }
             Err(e) => match super::super::error::code(&e) {
                 Some("DryRunOperation") => Ok(()),
-                Some(code) => Err(Error::InvalidInput(format!(
+                Some(code) => Err(Error::refused("the helper", format!(
                     "EC2 would not launch the helper ({code}): {}",
                     e.as_service_error()
                         .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::message(s))
@@ -311,7 +311,10 @@ impl AwsBackend {
             .send()
             .await
             .map_err(ec2_err(self, "CreateVolume", region))?;
-        let id = out.volume_id().unwrap_or_default().to_string();
+        let id = out
+            .volume_id()
+            .ok_or_else(|| Error::missing("CreateVolume", region, "volume id"))?
+            .to_string();
         self.ec2(region)
             .wait_until_volume_available()
             .volume_ids(&id)
@@ -354,9 +357,13 @@ impl AwsBackend {
         match self.attachment(region, volume).await? {
             Some((i, d)) if i == instance && d == device => {}
             Some((i, d)) => {
-                return Err(Error::InvalidInput(format!(
-                    "{volume} is attached to {i} at {d}, not to {instance} at {device}"
-                )))
+                return Err(Error::Transfer {
+                    action: "attach a volume to the helper",
+                    region: region.to_string(),
+                    message: format!(
+                        "{volume} is attached to {i} at {d}, not to {instance} at {device}"
+                    ),
+                })
             }
             None => {
                 self.ec2(region)
