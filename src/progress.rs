@@ -90,13 +90,17 @@ pub fn step_spinner() -> ProgressBar {
 
 /// The bytes in one EBS block: transfers count blocks.
 const BLOCK: u64 = crate::image::BLOCK;
-/// How often a transfer says how far it got when stderr is not a terminal
-/// (every 5 s; AMITOOL_TEST_PROGRESS_EVERY_MS, a test hook, shortens it).
+static PLAIN_EVERY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// How often a transfer says how far it got when stderr is not a terminal:
+/// every 5 s, or what a test binary set with [`set_plain_every`].
 fn plain_every() -> Duration {
-    std::env::var("AMITOOL_TEST_PROGRESS_EVERY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(5), Duration::from_millis)
+    PLAIN_EVERY.get().copied().unwrap_or(Duration::from_secs(5))
+}
+
+/// A test binary's shorter interval for the plain progress lines.
+pub fn set_plain_every(every: Duration) {
+    let _ = PLAIN_EVERY.set(every);
 }
 
 /// A transfer's progress, counted in 512 KiB blocks: on a terminal a bar

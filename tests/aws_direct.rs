@@ -181,7 +181,7 @@ async fn kill_mid_upload_then_resume_finishes_and_cleans() {
     let env = Env::new();
     let ami = env.import("ext3-uuid");
     let mut child = env
-        .cmd(&["migrate", "--ami", &ami, "--output", "json"])
+        .hooked(&["migrate", "--ami", &ami, "--output", "json"])
         .env("AMITOOL_TEST_PAUSE_AFTER_BLOCKS", "10")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -270,7 +270,7 @@ async fn cleanup_removes_an_abandoned_upload() {
     let env = Env::new();
     let ami = env.import("no-ena");
     let mut child = env
-        .cmd(&["migrate", "--ami", &ami])
+        .hooked(&["migrate", "--ami", &ami])
         .env("AMITOOL_TEST_PAUSE_AFTER_BLOCKS", "4")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -541,7 +541,7 @@ async fn register_failing_after_the_upload_keeps_the_journal_for_resume() {
     // The name is taken while the migration uploads: RegisterImage fails after the upload.
     let go = env.path("go");
     let child = env
-        .cmd(&["migrate", "--ami", &ami, "--name", &unique])
+        .hooked(&["migrate", "--ami", &ami, "--name", &unique])
         .env("AMITOOL_TEST_PAUSE_IN", "register")
         .env("AMITOOL_TEST_CONTINUE_FILE", &go)
         .stdout(Stdio::null())
@@ -695,7 +695,7 @@ fn ctrl_c_during_the_stream_is_a_clean_stop() {
     let env = Env::new();
     let ami = env.import("ext3-uuid");
     let mut child = env
-        .cmd(&["migrate", "--ami", &ami])
+        .hooked(&["migrate", "--ami", &ami])
         .env("AMITOOL_TEST_PAUSE_IN", "stream")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -799,7 +799,7 @@ fn transfers_print_plain_progress_lines_when_not_on_a_terminal() {
     let env = Env::new();
     let ami = env.import("multi-default1");
     let out = env
-        .with_progress(&[
+        .hooked_with_progress(&[
             "migrate",
             "--ami",
             &ami,
@@ -820,7 +820,7 @@ fn transfers_print_plain_progress_lines_when_not_on_a_terminal() {
         "{line}"
     );
     let quiet = env
-        .cmd(&[
+        .hooked(&[
             "migrate",
             "--ami",
             &ami,

@@ -673,7 +673,7 @@ async fn register_failing_keeps_the_converted_snapshot_for_resume() {
     let other = env.import("ext3-uuid");
     let go = env.path("go");
     let mut child = env
-        .cmd(&helper_migrate(&["--ami", &ami, "--name", &taken]))
+        .hooked(&helper_migrate(&["--ami", &ami, "--name", &taken]))
         .env("AMITOOL_TEST_PAUSE_IN", "register")
         .env("AMITOOL_TEST_CONTINUE_FILE", &go)
         .stdout(std::process::Stdio::null())

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod list;
 pub mod migrate;
 mod migrate_output;
+pub mod process;
 pub mod state;
 
 pub use context::{BackendKind, Context, GlobalArgs};

@@ -308,6 +308,7 @@ impl Journal {
 
     /// Write the journal atomically (temporary file, fsync, rename).
     pub fn save(&self) -> Result<()> {
+        crate::migrate::hooks::before_journal_write(self);
         let dir = self.path.parent().expect("journal paths have a directory");
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         let tmp = self.path.with_extension("json.tmp");

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 pub mod cutover;
 pub mod dryrun;
 mod flows;
+pub mod hooks;
 pub mod journal;
 pub mod method;
 mod preview;
@@ -20,7 +21,7 @@ pub mod verify;
 pub mod vocab;
 
 pub use steps::Recorder;
-pub use steps::{test_pause_in, Step};
+pub use steps::Step;
 
 pub use flows::{Action, FleetItem, Outcome, Request, Runner, Verify, FLEET_CONCURRENCY};
 pub use journal::Journal;

@@ -10,7 +10,7 @@ use crate::image::bootcfg;
 use crate::image::inspect::{self, Inspection};
 use crate::migrate::method::{Direct, Job, Method, Plan};
 use crate::migrate::{
-    check_name, check_source, default_name, refusal, source_of, started, test_pause_in,
+    check_name, check_source, default_name, refusal, source_of, started,
     HvmRegistration, Journal, JournalState, Migration, MigrationHost, Options, Recorder,
     SourceDisk, SourceKind, MIGRATION_TAG,
 };
@@ -352,7 +352,7 @@ async fn pipeline(
             .clone()
             .or_else(|| src.volume_type.clone()),
     };
-    test_pause_in("register").await;
+    crate::migrate::hooks::pause_in("register").await;
     let image = host
         .register_hvm(&region, &reg, &journal.migration_id)
         .await?;

@@ -412,6 +412,13 @@ pub fn boots_under_qemu(state: &std::path::Path, disk: &std::path::Path, marker:
     assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
 }
 
+/// examples/amitool_hooked, which `cargo test` builds beside the binary.
+pub fn hooked_bin() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_BIN_EXE_amitool"))
+        .with_file_name("examples")
+        .join("amitool_hooked")
+}
+
 /// The binary against LocalStack with one test's own journal and work
 /// directories (migration tests).
 pub struct Migrations {
@@ -434,7 +441,25 @@ impl Migrations {
 
     /// The command as a person would run it, progress notes included.
     pub fn with_progress(&self, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_amitool"));
+        self.command(env!("CARGO_BIN_EXE_amitool").as_ref(), args)
+    }
+
+    /// `amitool_hooked` (examples/): amitool with the test hooks the
+    /// AMITOOL_TEST_* variables set (pause after a step, in a point, after
+    /// blocks; a shorter progress interval); `--no-progress`.
+    pub fn hooked(&self, args: &[&str]) -> std::process::Command {
+        let mut c = self.command(&hooked_bin(), &["--no-progress"]);
+        c.args(args);
+        c
+    }
+
+    /// `amitool_hooked` as a person would run it, progress notes included.
+    pub fn hooked_with_progress(&self, args: &[&str]) -> std::process::Command {
+        self.command(&hooked_bin(), args)
+    }
+
+    fn command(&self, bin: &std::path::Path, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(bin);
         c.env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", HOME_REGION)
@@ -503,7 +528,7 @@ impl Migrations {
     ) {
         use std::io::BufRead;
         let mut child = self
-            .cmd(args)
+            .hooked(args)
             .env("AMITOOL_TEST_PAUSE_AFTER_STEP", step)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -36,22 +36,6 @@ fn read_block(disk: &dyn BlockSource, index: i32) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Pause forever once `n` blocks are journaled: a test hook for kill -9.
-fn test_pause(journaled: usize) {
-    let Some(n) = std::env::var("AMITOOL_TEST_PAUSE_AFTER_BLOCKS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    else {
-        return;
-    };
-    if journaled >= n {
-        eprintln!("amitool: test hook: paused after {journaled} blocks");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
-}
-
 /// Upload `blocks` of `disk` (each read once, in order; all-zero ones
 /// skipped) into a new snapshot, or the one the journal started, journaling
 /// each batch of completed blocks so a resume writes only the rest; complete
@@ -143,8 +127,8 @@ pub async fn upload_journaled(
     progress
         .bar()
         .set_position((done.len() + skipped.len()) as u64);
-    crate::migrate::test_pause_in("stream").await;
-    test_pause(done.len());
+    crate::migrate::hooks::pause_in("stream").await;
+    crate::migrate::hooks::blocks_journaled(done.len());
     // One pipeline: a block starts as soon as one of the UPLOAD_CONCURRENCY
     // in flight ends (no batch waits for its slowest block), no sooner than
     // its slot at BLOCKS_PER_SECOND, and the journal is saved every
@@ -202,7 +186,9 @@ pub async fn upload_journaled(
             journal.save()?;
             unsaved = 0;
             if failed.is_none() {
-                test_pause(journal.upload.as_ref().expect("set above").blocks.len());
+                crate::migrate::hooks::blocks_journaled(
+                    journal.upload.as_ref().expect("set above").blocks.len(),
+                );
             }
         }
         if let Some(e) = failed {

@@ -56,7 +56,7 @@ pub async fn download(
         let _busy = busy;
         handle.block_on(async move {
             let work = async {
-                crate::migrate::test_pause_in("download").await;
+                crate::migrate::hooks::pause_in("download").await;
                 coldsnap::SnapshotDownloader::new(ebs)
                     .download_to_file(&snap, &dest, Some(bar), Some(checkpoint), None)
                     .await
