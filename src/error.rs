@@ -165,10 +165,10 @@ pub enum Error {
         problem: String,
     },
 
-    #[error("no space left on the filesystem of {} while writing {} (the partial file was removed)", dir.display(), path.display())]
+    #[error("no space left on the filesystem of {} while writing {} (the partial file was removed)", crate::ids::shown_path(dir), crate::ids::shown_path(path))]
     NoSpace { path: PathBuf, dir: PathBuf },
 
-    #[error("{action} {}", path.display())]
+    #[error("{action} {}", crate::ids::shown_path(path))]
     Io {
         action: &'static str,
         path: PathBuf,

@@ -47,6 +47,20 @@ pub fn shown(value: &str) -> String {
     }
 }
 
+/// A path as an error quotes it: whole up to 240 characters (any real one),
+/// else its head and tail around how many there were.
+pub fn shown_path(path: &std::path::Path) -> String {
+    const MAX: usize = 240;
+    let s = path.display().to_string();
+    let n = s.chars().count();
+    if n <= MAX {
+        return s;
+    }
+    let head: String = s.chars().take(60).collect();
+    let tail: String = s.chars().skip(n - 60).collect();
+    format!("{head}…({n} characters)…{tail}")
+}
+
 /// `ami-0123abcd`, `aki-919dcaf8`, `i-0123456789abcdef0`: a prefix and 8 or 17 lowercase hex digits.
 pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
     let ok = id
@@ -111,7 +125,7 @@ pub fn check_instance_type(t: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::MalformedInstanceType(t.to_string()))
+        Err(Error::MalformedInstanceType(shown(t)))
     }
 }
 

@@ -25,7 +25,7 @@ pub struct RegionSelection {
 /// region it lists; anything else is asked of the backend.
 pub async fn check(region: &str, backend: &dyn Backend) -> Result<()> {
     let unknown = |hint: &str| Error::UnknownRegion {
-        region: region.to_string(),
+        region: ids::shown(region),
         hint: hint.to_string(),
     };
     if !ids::region_is_well_formed(region) {

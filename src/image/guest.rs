@@ -374,7 +374,7 @@ impl GuestFiles for Guest {
 /// whole filesystem where PV-GRUB looks (a truncated one included), an HVM
 /// disk without an MBR or with partitions past its end.
 pub fn check_importable(path: &Path, virt: crate::model::Virtualization) -> Result<(), String> {
-    let shown = path.display();
+    let shown = crate::ids::shown_path(path);
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{shown} is not a file"));

@@ -2,6 +2,7 @@
 //! (SEEK_DATA/SEEK_HOLE) are copied, with copy_file_range so that a
 //! filesystem that can share extents (XFS, Btrfs) shares them.
 
+use std::path::Path;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -123,6 +124,16 @@ pub fn copy_sparse_range(
         }
     }
     Ok(copied)
+}
+
+/// The bytes a file created in `dir` could still take (statvfs); `None` when unknown.
+pub fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a statvfs to fill.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[cfg(test)]

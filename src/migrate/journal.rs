@@ -82,6 +82,10 @@ pub struct Journal {
     #[serde(default)]
     pub kms_key: Option<String>,
     pub upload: Option<Upload>,
+    /// The snapshot that holds the HVM disk once the method stored it: a
+    /// resume registers it instead of making the disk again.
+    #[serde(default)]
+    pub disk_snapshot: Option<String>,
     /// The time written into the files amitool edits (seconds since the
     /// epoch), fixed at the first build so a resumed copy is the same copy.
     #[serde(default)]

@@ -9,6 +9,10 @@ use async_trait::async_trait;
 
 pub mod cutover;
 pub mod dryrun;
+#[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
+mod matrix;
 mod flows;
 pub mod hooks;
 pub mod journal;
@@ -147,6 +151,9 @@ pub trait MigrationHost: Send + Sync {
         journal.save()?;
         Ok((id, stats))
     }
+    /// The image this migration registered, found by its tag (a run killed
+    /// after RegisterImage, before its journal said so).
+    async fn registered_by(&self, region: &str, migration_id: &str) -> Result<Option<String>>;
     /// RegisterImage, or the image this migration already registered.
     async fn register_hvm(
         &self,
@@ -162,6 +169,11 @@ pub trait MigrationHost: Send + Sync {
         reg: &HvmRegistration,
     ) -> Result<Vec<String>>;
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()>;
+    /// The snapshots tagged with the migration's id; a host that cannot list
+    /// them says none (a finished migration's sweep then removes nothing).
+    async fn tagged_snapshots(&self, _region: &str, _migration_id: &str) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
     /// Remove everything tagged with the migration's id but its registered image; say what.
     async fn cleanup(&self, journal: &Journal) -> Result<Vec<String>>;
     /// A directory for temporary files of this migration.
@@ -466,7 +478,13 @@ pub fn rename(journal: &mut Journal, name: Option<&str>) -> Result<()> {
 /// Remove what a migration made (but a registered image), from its journal.
 pub async fn cleanup(host: &dyn MigrationHost, migration_id: &str) -> Result<Vec<String>> {
     let mut journal = Journal::load(&host.journal_dir(), migration_id)?;
-    let removed = host.cleanup(&journal).await?;
+    let mut removed = host.cleanup(&journal).await?;
+    // A source a killed run stopped for its snapshot runs again.
+    if journal.stopped_source {
+        host.start_instance(&journal.region, &journal.source_id).await?;
+        journal.stopped_source = false;
+        removed.push(format!("the stop of {} (started again)", journal.source_id));
+    }
     let _ = std::fs::remove_dir_all(host.work_dir(migration_id));
     // A finished migration stays finished: --resume still reports its image.
     if journal.state != JournalState::Done {

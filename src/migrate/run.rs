@@ -12,7 +12,7 @@ use crate::migrate::method::{Direct, Job, Method, Plan};
 use crate::migrate::{
     check_name, check_source, default_name, refusal, source_of, started,
     HvmRegistration, Journal, JournalState, Migration, MigrationHost, Options, Recorder,
-    SourceDisk, SourceKind, MIGRATION_TAG,
+    SourceDisk, SourceKind, StepName, MIGRATION_TAG,
 };
 
 /// Run (or go on with) the migration of `journal` with its method.
@@ -32,13 +32,26 @@ pub(crate) async fn execute(
         }
         (None, _) => opts.helper.clone(),
     };
-    // The method is picked here, once; the pipeline below is the same for all.
-    let method: Box<dyn Method + '_> = match journal.method {
-        crate::migrate::Method::Direct => Box::new(Direct(host)),
-        other => host.method(other, &helper)?,
-    };
+    // The method is picked here, once; the pipeline below is the same for
+    // all. What fails before it runs (no such method, a work directory that
+    // cannot be made) still leaves the journal saying so.
     let work = host.work_dir(&journal.migration_id);
-    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    let prepared = match journal.method {
+        crate::migrate::Method::Direct => Ok(Box::new(Direct(host)) as Box<dyn Method + '_>),
+        other => host.method(other, &helper),
+    }
+    .and_then(|m| {
+        std::fs::create_dir_all(&work).map_err(|e| Error::write(&work, e))?;
+        Ok(m)
+    });
+    let method = match prepared {
+        Ok(m) => m,
+        Err(e) => {
+            journal.state = JournalState::Failed;
+            journal.save()?;
+            return Err(e);
+        }
+    };
     started(&journal);
     let mut rec = Recorder::new();
     let result = crate::interrupt::or_interrupted(pipeline(
@@ -73,20 +86,33 @@ pub(crate) async fn execute(
     }
     // The source's temporary snapshot goes with a finished migration, and
     // with one that stored nothing to resume from.
-    if finished || journal.upload.is_none() {
+    if finished || (journal.upload.is_none() && journal.disk_snapshot.is_none()) {
         if let Some(snap) = journal
             .temporary_snapshot
             .clone()
             .filter(|_| !opts.keep_temp)
         {
+            // The journal forgets it first: a kill between the two leaves a
+            // tagged snapshot the next run sweeps, never a journal naming
+            // one that is gone.
+            journal.temporary_snapshot = None;
+            journal.save()?;
             if host.delete_snapshot(&region, &snap).await.is_ok() {
-                journal.temporary_snapshot = None;
                 removed.push(format!("the temporary snapshot {snap}"));
+            } else {
+                journal.temporary_snapshot = Some(snap);
             }
         }
     }
+    if finished {
+        removed.extend(sweep(host, &journal, opts.keep_temp).await);
+    }
     // What is left of the work directory when the method needed none.
     let _ = std::fs::remove_dir(&work);
+    journal.steps = rec.steps.iter().map(|s| s.name).collect();
+    if finished {
+        journal.steps.push(StepName::Cleanup);
+    }
     journal.save()?;
     let (image_id, disk, insp, fixed) = match result {
         Ok(r) => r,
@@ -119,6 +145,25 @@ pub(crate) async fn execute(
         replacement: None,
         inspection: Some(insp),
     })
+}
+
+/// A finished migration's snapshots that nothing needs: one an earlier run
+/// stored before it was killed and could not record (the disk it then made
+/// again is the image's). The image's snapshot and a kept temporary one stay.
+async fn sweep(host: &dyn MigrationHost, journal: &Journal, keep_temp: bool) -> Vec<String> {
+    let Ok(tagged) = host.tagged_snapshots(&journal.region, &journal.migration_id).await else {
+        return vec![];
+    };
+    let mut removed = vec![];
+    for snap in tagged {
+        let needed = journal.disk_snapshot.as_ref() == Some(&snap)
+            || journal.upload.as_ref().is_some_and(|u| u.snapshot_id == snap)
+            || (keep_temp && journal.temporary_snapshot.as_ref() == Some(&snap));
+        if !needed && host.delete_snapshot(&journal.region, &snap).await.is_ok() {
+            removed.push(format!("the unrecorded snapshot {snap} of an earlier run"));
+        }
+    }
+    removed
 }
 
 /// A failed or interrupted migration's error: what was removed and what is
@@ -245,6 +290,11 @@ async fn pipeline(
     })
     .await
     .map_err(|source| Error::Panicked { source })??;
+    // An image this migration registered before a kill, found by its tag,
+    // is its own: its name is not taken by another.
+    if journal.image_id.is_none() {
+        journal.image_id = host.registered_by(&region, &journal.migration_id).await?;
+    }
     check_name(
         host,
         &region,
@@ -324,7 +374,16 @@ async fn pipeline(
         tags: &tags,
         work,
     };
-    let snapshot_id = method.make_disk(&job, journal, rec).await?;
+    // A disk stored by an earlier run of this migration is not made again.
+    let snapshot_id = match journal.disk_snapshot.clone() {
+        Some(s) => s,
+        None => {
+            let s = method.make_disk(&job, journal, rec).await?;
+            journal.disk_snapshot = Some(s.clone());
+            journal.save()?;
+            s
+        }
+    };
 
     let reg = HvmRegistration {
         name: journal

@@ -269,13 +269,7 @@ impl MigrationHost for AwsBackend {
         self.upload(region, view, blocks, None, tags, journal).await
     }
 
-    async fn register_hvm(
-        &self,
-        region: &str,
-        reg: &HvmRegistration,
-        migration_id: &str,
-    ) -> Result<Image> {
-        // Look up before creating: RegisterImage has no client token.
+    async fn registered_by(&self, region: &str, migration_id: &str) -> Result<Option<String>> {
         let existing = self
             .ec2(region)
             .describe_images()
@@ -284,8 +278,22 @@ impl MigrationHost for AwsBackend {
             .send()
             .await
             .map_err(|e| self.err("DescribeImages", region, e))?;
-        let id = match existing.images().first().and_then(|i| i.image_id()) {
-            Some(id) => id.to_string(),
+        Ok(existing
+            .images()
+            .first()
+            .and_then(|i| i.image_id())
+            .map(String::from))
+    }
+
+    async fn register_hvm(
+        &self,
+        region: &str,
+        reg: &HvmRegistration,
+        migration_id: &str,
+    ) -> Result<Image> {
+        // Look up before creating: RegisterImage has no client token.
+        let id = match self.registered_by(region, migration_id).await? {
+            Some(id) => id,
             None => {
                 let out = self
                     .ec2(region)
@@ -382,6 +390,22 @@ impl MigrationHost for AwsBackend {
 
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()> {
         self.delete_snapshot_quietly(region, snapshot_id).await
+    }
+
+    async fn tagged_snapshots(&self, region: &str, migration_id: &str) -> Result<Vec<String>> {
+        let out = self
+            .ec2(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(tag_filter(migration_id))
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeSnapshots", region, e))?;
+        Ok(out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(String::from))
+            .collect())
     }
 
     async fn cleanup(&self, journal: &Journal) -> Result<Vec<String>> {

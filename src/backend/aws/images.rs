@@ -234,7 +234,22 @@ impl AwsBackend {
         let (snapshot_id, _) = Self::root_snapshot(&image)?;
         let result = transfer::download(self.ebs(region), region, &snapshot_id, out, false).await;
         if let Err(e) = result {
+            // Nothing half-written stays: the file, and coldsnap's FILE.partial.
+            let mut partial = out.as_os_str().to_owned();
+            partial.push(".partial");
+            let _ = std::fs::remove_file(&partial);
             let _ = std::fs::remove_file(out);
+            // coldsnap says only that blocks failed; a full disk is named.
+            let dir = out
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if crate::image::sparse::available_bytes(dir).is_some_and(|n| n < 2 * crate::image::BLOCK) {
+                return Err(Error::NoSpace {
+                    path: out.to_path_buf(),
+                    dir: dir.to_path_buf(),
+                });
+            }
             return Err(e);
         }
         let f = std::fs::File::open(out).map_err(|e| Error::io("open", out, e))?;

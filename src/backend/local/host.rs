@@ -160,6 +160,15 @@ impl MigrationHost for LocalBackend {
             .snapshot_id)
     }
 
+    async fn registered_by(&self, region: &str, migration_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .tagged(region, migration_id)?
+            .1
+            .into_iter()
+            .next()
+            .map(|i| i.image.image_id))
+    }
+
     async fn register_hvm(
         &self,
         region: &str,
@@ -205,6 +214,15 @@ impl MigrationHost for LocalBackend {
 
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()> {
         self.store.remove(region, Kind::Snapshot, snapshot_id)
+    }
+
+    async fn tagged_snapshots(&self, region: &str, migration_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .tagged(region, migration_id)?
+            .0
+            .into_iter()
+            .map(|s| s.snapshot_id)
+            .collect())
     }
 
     async fn cleanup(&self, journal: &Journal) -> Result<Vec<String>> {
