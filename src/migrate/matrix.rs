@@ -152,6 +152,19 @@ fn cleaned(host: &FakeHost, case: &str) {
     assert_eq!(s.instances[SOURCE_INSTANCE].0, "running", "{case}");
 }
 
+/// A run that stopped names every snapshot it leaves for --resume or
+/// --cleanup (the image it registered is found by its tag).
+fn said_what_it_kept(host: &FakeHost, mid: &str, message: &str, case: &str) {
+    let s = host.state.lock().expect("state");
+    for (id, snap) in &s.snapshots {
+        if snap.tags.get(migrate::MIGRATION_TAG).map(String::as_str) == Some(mid)
+            && !s.images.values().any(|r| &r.snapshot_id == id)
+        {
+            assert!(message.contains(id.as_str()), "{case}: {id} kept but not named in: {message}");
+        }
+    }
+}
+
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -176,6 +189,9 @@ fn case(source: &Source, fault: Option<Fault>, fail: Option<(&'static str, usize
         }
     }
     let mid = only_journal(&host).migration_id;
+    if let Ran::Finished(Err(e)) = &ran {
+        said_what_it_kept(&host, &mid, &e.to_string(), &name);
+    }
     if cleanup {
         block_on(migrate::cleanup(&host, &mid)).unwrap_or_else(|e| panic!("{name}: cleanup: {e}"));
         cleaned(&host, &name);

@@ -177,6 +177,13 @@ fn stopped(
     interrupted: bool,
 ) -> Error {
     let mut kept = method.kept(journal);
+    if let Some(s) = journal
+        .disk_snapshot
+        .as_ref()
+        .filter(|s| journal.upload.as_ref().is_none_or(|u| &u.snapshot_id != *s))
+    {
+        kept.push(format!("the HVM disk's snapshot {s}"));
+    }
     if let Some(s) = &journal.temporary_snapshot {
         kept.push(format!("the temporary snapshot {s}"));
     }
