@@ -5,7 +5,7 @@
 //!
 //! - AMITOOL_TEST_PAUSE_AFTER_STEP=NAME: say "test hook: paused after step
 //!   NAME" on stderr after that step and wait there until Ctrl-C (or kill -9);
-//! - AMITOOL_TEST_PAUSE_IN=POINT (register, stream, download): say "test hook:
+//! - AMITOOL_TEST_PAUSE_IN=POINT (register, stream, download, local-import-snapshot): say "test hook:
 //!   paused in POINT" and wait there until the file AMITOOL_TEST_CONTINUE_FILE
 //!   exists (without one, until Ctrl-C);
 //! - AMITOOL_TEST_PAUSE_AFTER_BLOCKS=N: once N blocks of a stream are
@@ -59,10 +59,9 @@ impl Hooks for FromEnv {
 
     fn pause_in<'a>(&'a self, point: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            if self.pause_in.as_deref() != Some(point) {
+            if !self.pausing_in(point) {
                 return;
             }
-            eprintln!("amitool: test hook: paused in {point}");
             match &self.continue_file {
                 Some(f) => {
                     while !f.exists() {
@@ -72,6 +71,24 @@ impl Hooks for FromEnv {
                 None => std::future::pending::<()>().await,
             }
         })
+    }
+
+    fn pause_in_blocking(&self, point: &str) {
+        if self.pausing_in(point) {
+            while !self.continue_file.as_ref().is_some_and(|f| f.exists()) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+impl FromEnv {
+    fn pausing_in(&self, point: &str) -> bool {
+        let hit = self.pause_in.as_deref() == Some(point);
+        if hit {
+            eprintln!("amitool: test hook: paused in {point}");
+        }
+        hit
     }
 }
 

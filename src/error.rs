@@ -124,8 +124,9 @@ pub enum Error {
         region: String,
         code: String,
         message: String,
-        /// The provider's request id, for its support.
-        request_id: Option<String>,
+        /// The provider's request id, for its support (boxed: an Error stays
+        /// small enough to return by value).
+        request_id: Option<Box<str>>,
         #[source]
         source: Cause,
     },
@@ -165,7 +166,11 @@ pub enum Error {
         problem: String,
     },
 
-    #[error("no space left on the filesystem of {} while writing {} (the partial file was removed)", crate::ids::shown_path(dir), crate::ids::shown_path(path))]
+    #[error(
+        "no space left on the filesystem of {} while writing {} (the partial file was removed)",
+        crate::ids::shown_path(dir),
+        crate::ids::shown_path(path)
+    )]
     NoSpace { path: PathBuf, dir: PathBuf },
 
     #[error("{action} {}", crate::ids::shown_path(path))]

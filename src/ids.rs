@@ -43,7 +43,10 @@ pub fn shown(value: &str) -> String {
     if n <= MAX {
         value.to_string()
     } else {
-        format!("{}… ({n} characters)", value.chars().take(MAX).collect::<String>())
+        format!(
+            "{}… ({n} characters)",
+            value.chars().take(MAX).collect::<String>()
+        )
     }
 }
 

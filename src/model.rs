@@ -338,4 +338,3 @@ pub struct LaunchReport {
     pub reasons: Vec<String>,
     pub qemu: Option<crate::image::boot::QemuBoot>,
 }
-

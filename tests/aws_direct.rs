@@ -431,7 +431,11 @@ async fn a_non_ext_root_is_refused_before_anything_is_made() {
         .block_device_mappings(
             aws_sdk_ec2::types::BlockDeviceMapping::builder()
                 .device_name("/dev/sda1")
-                .ebs(aws_sdk_ec2::types::EbsBlockDevice::builder().snapshot_id(&snap).build())
+                .ebs(
+                    aws_sdk_ec2::types::EbsBlockDevice::builder()
+                        .snapshot_id(&snap)
+                        .build(),
+                )
                 .build(),
         )
         .send()
@@ -452,7 +456,11 @@ async fn a_non_ext_root_is_refused_before_anything_is_made() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["state"], "failed");
     let mid = failed[0]["migration_id"].as_str().unwrap();
-    assert!(failed[0]["upload"].is_null(), "no block moved: {}", failed[0]);
+    assert!(
+        failed[0]["upload"].is_null(),
+        "no block moved: {}",
+        failed[0]
+    );
     assert!(tagged_snapshots(mid).await.is_empty(), "no snapshot made");
     let images = ec2()
         .await

@@ -350,7 +350,8 @@ fn saved_default_survives(volume: &Path, new_kernel: &str, log: &str, marker: &s
     let tool = dir.path().join("grub-set-default");
     std::fs::write(
         &tool,
-        day2::cat(volume, "/usr/sbin/grub-set-default-legacy-ec2").expect("the guest's grub-set-default"),
+        day2::cat(volume, "/usr/sbin/grub-set-default-legacy-ec2")
+            .expect("the guest's grub-set-default"),
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
@@ -360,9 +361,17 @@ fn saved_default_survives(volume: &Path, new_kernel: &str, log: &str, marker: &s
         .arg("0")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written = std::fs::read_to_string(dir.path().join("boot/grub/default")).unwrap();
-    assert_eq!(written, amitool::image::menulst::grub_set_default_text(0), "the tool's format");
+    assert_eq!(
+        written,
+        amitool::image::menulst::grub_set_default_text(0),
+        "the tool's format"
+    );
     day2::write(volume, "/boot/grub/default", &written);
     let again = volume.with_extension("day2-default0.serial.log");
     let q = qemu_boot(volume, &again, marker, Duration::from_secs(240), bus).unwrap();
@@ -389,9 +398,21 @@ fn a_resume_device_by_a_xen_name_stops_the_boot_and_by_uuid_it_does_not() {
     let root = fx["uuid"].as_str().unwrap();
     let work = tempfile::tempdir().unwrap();
     let boot = |resume: &str, wait: u64| {
-        let log = work.path().join(format!("{}.log", resume.replace('/', "_")));
+        let log = work
+            .path()
+            .join(format!("{}.log", resume.replace('/', "_")));
         let mut child = Command::new("qemu-system-x86_64")
-            .args(["-machine", "pc", "-m", "512", "-display", "none", "-monitor", "none", "-no-reboot"])
+            .args([
+                "-machine",
+                "pc",
+                "-m",
+                "512",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
             .arg("-kernel")
             .arg(&kernel)
             .arg("-initrd")
@@ -399,7 +420,10 @@ fn a_resume_device_by_a_xen_name_stops_the_boot_and_by_uuid_it_does_not() {
             .arg("-append")
             .arg(format!("root=UUID={root} ro resume={resume} console=ttyS0"))
             .arg("-drive")
-            .arg(format!("if=none,id=d,file={},format=raw,snapshot=on", disk.display()))
+            .arg(format!(
+                "if=none,id=d,file={},format=raw,snapshot=on",
+                disk.display()
+            ))
             .args(["-device", "nvme,drive=d,serial=amitoolroot"])
             .arg("-serial")
             .arg(format!("file:{}", log.display()))
@@ -407,7 +431,10 @@ fn a_resume_device_by_a_xen_name_stops_the_boot_and_by_uuid_it_does_not() {
             .unwrap();
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_secs(wait) && child.try_wait().unwrap().is_none() {
-            if std::fs::read_to_string(&log).unwrap_or_default().contains("AMITOOL-ROOT-OK") {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("AMITOOL-ROOT-OK")
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -418,8 +445,9 @@ fn a_resume_device_by_a_xen_name_stops_the_boot_and_by_uuid_it_does_not() {
     };
     let by_uuid = boot("UUID=0a3f1f32-5f2b-4c6e-9a54-1d0c0a0000f2", 120);
     assert!(
-        by_uuid.contains("AMITOOL-RESUME-OK UUID=0a3f1f32-5f2b-4c6e-9a54-1d0c0a0000f2 is /dev/nvme0n1p2")
-            && by_uuid.contains("AMITOOL-ROOT-OK el6-resume-swap"),
+        by_uuid.contains(
+            "AMITOOL-RESUME-OK UUID=0a3f1f32-5f2b-4c6e-9a54-1d0c0a0000f2 is /dev/nvme0n1p2"
+        ) && by_uuid.contains("AMITOOL-ROOT-OK el6-resume-swap"),
         "{by_uuid}"
     );
     // As long again as the boot by UUID took, and 20 s more: still waiting.
@@ -477,7 +505,14 @@ fn broken_fixtures_are_refused_with_a_reason() {
         let name = fx["name"].as_str().unwrap();
         // What is no disk image at all (random bytes, a truncated
         // filesystem) is refused at import, as the AWS backend refuses it.
-        if ["not-a-filesystem", "truncated", "xfs-root-hd0", "btrfs-root-hd00"].contains(&name) {
+        if [
+            "not-a-filesystem",
+            "truncated",
+            "xfs-root-hd0",
+            "btrfs-root-hd00",
+        ]
+        .contains(&name)
+        {
             let file = fixtures().0.join(fx["file"].as_str().unwrap());
             let out = host.run(&[
                 "import",
@@ -491,13 +526,20 @@ fn broken_fixtures_are_refused_with_a_reason() {
             assert_eq!(out.status.code(), Some(2), "{name}: {err}");
             assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
             let why = match name {
-                "truncated" => "truncated: it spans 67108864 bytes but the image holds only 33554432",
-                "xfs-root-hd0" => "is XFS: amitool reads and edits ext2/3/4 filesystems only; convert",
+                "truncated" => {
+                    "truncated: it spans 67108864 bytes but the image holds only 33554432"
+                }
+                "xfs-root-hd0" => {
+                    "is XFS: amitool reads and edits ext2/3/4 filesystems only; convert"
+                }
                 "btrfs-root-hd00" => "at byte 1048576 of",
                 _ => "no ext2/3/4 filesystem",
             };
             if name == "btrfs-root-hd00" {
-                assert!(err.contains("is Btrfs: amitool reads and edits ext2/3/4"), "{err}");
+                assert!(
+                    err.contains("is Btrfs: amitool reads and edits ext2/3/4"),
+                    "{err}"
+                );
             }
             assert!(err.contains(why), "{name}: {err}");
             continue;
@@ -1381,14 +1423,23 @@ fn tables_fit_an_80_column_terminal_without_splitting_ids() {
     }
     // a header and one row per image: the 5 imported and the region's 6 AKIs
     assert_eq!(list.lines().count(), 1 + names.len() + 6, "{list}");
-    assert!(!list.contains(host.region), "one region is left out:\n{list}");
+    assert!(
+        !list.contains(host.region),
+        "one region is left out:\n{list}"
+    );
     for (i, (id, name)) in names.iter().enumerate() {
         let row = list
             .lines()
             .find(|l| l.contains(id.as_str()))
             .unwrap_or_else(|| panic!("{id} split or cut\n{list}"));
-        assert!(row.contains('…') && !row.contains(name.as_str()), "{name} cut:\n{list}");
-        assert!(row.contains(&format!("fleet-{i}-")), "{name} told apart:\n{list}");
+        assert!(
+            row.contains('…') && !row.contains(name.as_str()),
+            "{name} cut:\n{list}"
+        );
+        assert!(
+            row.contains(&format!("fleet-{i}-")),
+            "{name} told apart:\n{list}"
+        );
     }
     let insp = in_pty(&format!("inspect {}", names[2].0));
     for l in insp.lines().filter(|l| {
@@ -1409,7 +1460,10 @@ fn tables_fit_an_80_column_terminal_without_splitting_ids() {
     let piped = String::from_utf8_lossy(&piped.stdout);
     assert_eq!(piped.lines().count(), 1 + names.len() + 6, "{piped}");
     for (_, name) in &names {
-        assert!(piped.contains(name.as_str()), "{name} whole in a pipe:\n{piped}");
+        assert!(
+            piped.contains(name.as_str()),
+            "{name} whole in a pipe:\n{piped}"
+        );
     }
 }
 
@@ -1571,8 +1625,9 @@ fn the_local_host_terminates_its_instances() {
 }
 
 /// What a run killed mid-write leaves (kill -9 between a file's write and
-/// its rename, or between a disk and its record) is removed by the next
-/// run, before anything reads the state; what a live run is writing stays.
+/// its rename, or while it made a snapshot and the image over it) is
+/// removed by the next run, before anything reads the state; what a live
+/// run is writing stays.
 #[test]
 fn half_written_files_of_a_killed_run_are_swept() {
     let host = Host::new();
@@ -1580,42 +1635,137 @@ fn half_written_files_of_a_killed_run_are_swept() {
         .into_iter()
         .find(|f| f["expected"] == "boots")
         .unwrap();
-    host.import(&fx);
-    let snaps = host.state.path().join("us-east-1/snapshots");
+    let kept = host.import(&fx);
+    let region = host.state.path().join("us-east-1");
+    let snaps = region.join("snapshots");
     let dead = 999_999_999u32; // above the kernel's pid_max: never alive
+    let me = std::process::id();
+    let image_over = |snap: &str| {
+        format!(r#"{{"image_id":"ami-0000000000000000f","name":"x","root_snapshot_id":"{snap}"}}"#)
+    };
     let left = [
         snaps.join(format!("snap-0000000000000000a.json.{dead}.tmp")),
         snaps.join(format!("snap-0000000000000000b.raw.{dead}.partial")),
+        // A disk with neither record nor marker: a removal cut short.
         snaps.join("snap-0000000000000000c.raw"),
+        // A dead import's snapshot and the image it registered over it.
+        snaps.join(format!("snap-0000000000000000f.{dead}.pending")),
+        snaps.join("snap-0000000000000000f.raw"),
+        snaps.join("snap-0000000000000000f.json"),
+        region.join("images/ami-0000000000000000f.json"),
     ];
     for p in &left {
         std::fs::write(p, b"half").unwrap();
     }
-    // The record-less disk is a minute old (an older one than a write in flight).
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
-    std::fs::File::options()
-        .write(true)
-        .open(&left[2])
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
-    let live = snaps.join(format!(
-        "snap-0000000000000000d.json.{}.tmp",
-        std::process::id()
-    ));
-    std::fs::write(&live, b"being written").unwrap();
-    let fresh = snaps.join("snap-0000000000000000e.raw");
-    std::fs::write(&fresh, b"its record comes next").unwrap();
+    std::fs::write(&left[6], image_over("snap-0000000000000000f")).unwrap();
+    let live = [
+        snaps.join(format!("snap-0000000000000000d.json.{me}.tmp")),
+        // A live import's marker, its disk and the record still to come.
+        snaps.join(format!("snap-0000000000000000e.{me}.pending")),
+        snaps.join("snap-0000000000000000e.raw"),
+    ];
+    for p in &live {
+        std::fs::write(p, b"being written").unwrap();
+    }
 
     host.json(&["list"]);
     for p in &left {
         assert!(!p.exists(), "{} was left", p.display());
     }
-    assert!(live.exists(), "a live writer's file was removed");
-    assert!(
-        fresh.exists(),
-        "a disk whose record is being written was removed"
+    for p in &live {
+        assert!(p.exists(), "a live writer's {} was removed", p.display());
+    }
+    assert_eq!(machines(&host), vec![kept]);
+}
+
+/// The ids of the machine images `list` shows (not the PV-GRUB kernels).
+fn machines(host: &Host) -> Vec<String> {
+    host.json(&["list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["image_type"] == "machine")
+        .map(|i| i["image_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// kill -9 in the middle of an import (its snapshot written, its image not
+/// yet): the next run finds neither a snapshot nor an image of it, and a
+/// new import of the same file under the same name works.
+#[test]
+fn an_import_killed_mid_way_leaves_nothing() {
+    let host = Host::new();
+    let fx = fixture("menulst-noroot");
+    let file = fixtures().0.join(fx["file"].as_str().unwrap());
+    let aki = kernel_for("us-east-1", "hd0", "x86_64");
+    let mut child = Command::new(common::hooked_bin())
+        .args([
+            "--backend",
+            "local",
+            "--no-progress",
+            "--region",
+            "us-east-1",
+            "--state-dir",
+        ])
+        .arg(host.state.path())
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--virtualization",
+            "pv",
+            "--kernel",
+            &aki,
+        ])
+        .env("AMITOOL_TEST_PAUSE_IN", "local-import-snapshot")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap())) {
+        let line = line.unwrap();
+        said.push_str(&line);
+        if line.contains("paused in local-import-snapshot") {
+            break;
+        }
+    }
+    assert!(said.contains("paused in"), "{said}");
+    let snaps = host.state.path().join("us-east-1/snapshots");
+    assert_eq!(
+        walk(&snaps).len(),
+        3,
+        "marker, disk and record: {:?}",
+        walk(&snaps)
     );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert_eq!(machines(&host), Vec::<String>::new());
+    assert_eq!(walk(&snaps), Vec::<std::path::PathBuf>::new());
+    let again = host.json(&[
+        "import",
+        file.to_str().unwrap(),
+        "--virtualization",
+        "pv",
+        "--kernel",
+        &aki,
+    ]);
+    assert!(
+        again["image_id"].as_str().unwrap().starts_with("ami-"),
+        "{again}"
+    );
+    // Its name is now taken: a third import is refused and leaves no snapshot.
+    let third = host.run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--virtualization",
+        "pv",
+        "--kernel",
+        &aki,
+    ]);
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert_eq!(third.status.code(), Some(2), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(walk(&snaps).len(), 2, "{:?}", walk(&snaps));
 }
 
 /// A full disk is named as such, nothing partial is left, and the state is
@@ -1795,10 +1945,19 @@ fn debian_guests() -> &'static (PathBuf, Value) {
             .unwrap_or_else(|| common::fixtures_dir().with_file_name("debian-guests"));
         let manifest = dir.join("debian-guests.json");
         if !manifest.is_file() {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/build-debian-guests.sh");
-            let st = Command::new("bash").arg(&script).arg(&dir).status().unwrap();
-            assert!(st.success(), "{} {} failed", script.display(), dir.display());
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build-debian-guests.sh");
+            let st = Command::new("bash")
+                .arg(&script)
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(
+                st.success(),
+                "{} {} failed",
+                script.display(),
+                dir.display()
+            );
         }
         let m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
         (dir, m)
@@ -1846,7 +2005,10 @@ fn real_guest(dir: &Path, g: &Value) {
     let first = g["kernel"].as_str().unwrap();
     for itype in ["m5.large", "t2.micro"] {
         let log = boot_log(&host, &hvm, itype, marker);
-        assert!(log.contains(&format!("BOOT_IMAGE={first}")) || log.contains("BOOT_IMAGE=/vmlinuz"), "{name} on {itype}\n{log}");
+        assert!(
+            log.contains(&format!("BOOT_IMAGE={first}")) || log.contains("BOOT_IMAGE=/vmlinuz"),
+            "{name} on {itype}\n{log}"
+        );
         assert!(log.contains("console=ttyS0"), "{name} on {itype}\n{log}");
     }
     // Day 2 on an instance's volume, by the guest's own dpkg and apt.
@@ -1857,8 +2019,18 @@ fn real_guest(dir: &Path, g: &Value) {
         .args(["--fetch", g["release"].as_str().unwrap()])
         .output()
         .unwrap();
-    assert!(fetch.status.success(), "{}", String::from_utf8_lossy(&fetch.stderr));
-    let deb = PathBuf::from(String::from_utf8_lossy(&fetch.stdout).lines().last().unwrap().trim());
+    assert!(
+        fetch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetch.stderr)
+    );
+    let deb = PathBuf::from(
+        String::from_utf8_lossy(&fetch.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    );
     let update = Command::new("bash")
         .arg(&script)
         .arg(&volume)
@@ -1881,9 +2053,13 @@ fn real_guest(dir: &Path, g: &Value) {
         let log_path = volume.with_extension(format!("day2-{bus:?}.serial.log"));
         let q = qemu_boot(&volume, &log_path, marker, Duration::from_secs(300), bus).unwrap();
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        assert!(q.reached, "{name}: no boot after its kernel update on {bus:?}\n{said}\n{log}");
         assert!(
-            log.contains(&format!("vmlinuz-{new}")) && !log.contains(&format!("BOOT_IMAGE={first} ")),
+            q.reached,
+            "{name}: no boot after its kernel update on {bus:?}\n{said}\n{log}"
+        );
+        assert!(
+            log.contains(&format!("vmlinuz-{new}"))
+                && !log.contains(&format!("BOOT_IMAGE={first} ")),
             "{name}: day 2 did not boot {new} on {bus:?}\n{log}"
         );
         assert!(log.contains("console=ttyS0"), "{name}: {bus:?}\n{log}");

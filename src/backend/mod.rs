@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 
 use crate::error::Result;
-pub use crate::model::{ImportRequest, InstanceTypeQuery, LaunchReport, LaunchRequest};
 use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
+pub use crate::model::{ImportRequest, InstanceTypeQuery, LaunchReport, LaunchRequest};
 
 pub mod aws;
 pub mod local;

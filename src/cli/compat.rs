@@ -4,13 +4,13 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::model::InstanceTypeQuery;
 use crate::catalog;
-use crate::cli::list::{ArchArg, VirtArg};
 use crate::cli::context::Context;
+use crate::cli::list::{ArchArg, VirtArg};
 use crate::compat::{self, Placement, Verdict};
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
+use crate::model::InstanceTypeQuery;
 use crate::model::{ImageFilter, InstanceType, Virtualization};
 use crate::output::{self, cell, Tabular};
 use crate::regions;

@@ -8,15 +8,15 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::model::{ImportRequest, LaunchReport, LaunchRequest};
 use crate::catalog;
-use crate::cli::list::{ArchArg, VirtArg};
 use crate::cli::context::Context;
+use crate::cli::list::{ArchArg, VirtArg};
 use crate::compat::{self, Placement};
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
 use crate::image::inspect;
 use crate::model::Virtualization;
+use crate::model::{ImportRequest, LaunchReport, LaunchRequest};
 use crate::output::{self, cell, Format, Tabular};
 
 #[derive(Debug, Clone, Args)]
@@ -308,7 +308,9 @@ pub async fn launch(ctx: &Context, a: LaunchArgs) -> Result<u8> {
             &LaunchRequest {
                 image_id: a.image_id.clone(),
                 instance_type: a.instance_type.clone(),
-                qemu: a.qemu.then(|| (a.expect.clone(), Duration::from_secs(a.timeout))),
+                qemu: a
+                    .qemu
+                    .then(|| (a.expect.clone(), Duration::from_secs(a.timeout))),
             },
         )
         .await?;

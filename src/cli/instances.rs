@@ -2,8 +2,8 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::list::VirtArg;
 use crate::cli::context::Context;
+use crate::cli::list::VirtArg;
 use crate::error::Result;
 use crate::model::{InstanceInfo, Virtualization};
 use crate::output::{cell, Tabular};

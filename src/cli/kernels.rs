@@ -5,8 +5,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::catalog;
-use crate::cli::list::ArchArg;
 use crate::cli::context::Context;
+use crate::cli::list::ArchArg;
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
 use crate::kernels::{match_kernel, Flavor, Kernel, MatchRule};
@@ -220,12 +220,15 @@ async fn find_match(ctx: &Context, m: &MatchArgs) -> Result<u8> {
                 region: m.from.clone(),
             })?;
         if image.image_type.as_deref() != Some("kernel") {
-            return Err(Error::refused(&m.kernel_id, format!(
-                "{} in {} is a {} image, not a kernel",
-                m.kernel_id,
-                m.from,
-                image.image_type.as_deref().unwrap_or("unknown")
-            )));
+            return Err(Error::refused(
+                &m.kernel_id,
+                format!(
+                    "{} in {} is a {} image, not a kernel",
+                    m.kernel_id,
+                    m.from,
+                    image.image_type.as_deref().unwrap_or("unknown")
+                ),
+            ));
         }
         (Kernel::from_image(&image), live_kernels(ctx, &m.to).await?)
     };

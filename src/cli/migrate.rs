@@ -208,7 +208,12 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
     // A resume, cleanup or rollback runs in its journal's region.
     let region = match (&a.rollback, &a.cleanup, &a.resume) {
         (None, None, None) => ctx.one_region("migrate").await?,
-        _ => ctx.regions().await.ok().and_then(|r| r.into_iter().next()).unwrap_or_default(),
+        _ => ctx
+            .regions()
+            .await
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or_default(),
     };
     let req = request(&a, region)?;
     match Runner::new(ctx.backend.as_ref()).run(&req).await {
@@ -218,7 +223,10 @@ pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
         }
         Err(Error::NotBooted { migration, message }) => {
             // The image is registered: say so, then why it did not boot.
-            super::migrate_output::render(ctx.format(), &crate::migrate::Outcome::Migrated(migration.clone()));
+            super::migrate_output::render(
+                ctx.format(),
+                &crate::migrate::Outcome::Migrated(migration.clone()),
+            );
             Err(Error::NotBooted { migration, message })
         }
         Err(e) => Err(e),

@@ -168,7 +168,11 @@ fn rollback(format: Format, done: &Rollback) {
 fn steps_line(steps: &[crate::migrate::StepName]) -> String {
     format!(
         "steps: {}",
-        steps.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        steps
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 

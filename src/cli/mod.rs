@@ -81,8 +81,7 @@ async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
             // A named profile that does not exist is an error, even with
             // credentials in the environment (the SDK would quietly use those).
             if let Some(p) = &global.profile {
-                crate::backend::aws::client::check_profile(p)
-                    .map_err(Error::InvalidInput)?;
+                crate::backend::aws::client::check_profile(p).map_err(Error::InvalidInput)?;
             }
             let opts = ClientOptions {
                 profile: global.profile.clone(),

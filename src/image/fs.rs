@@ -16,7 +16,10 @@ pub enum FsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no ext2/3/4 filesystem at byte {offset} of {}", crate::ids::shown_path(path))]
+    #[error(
+        "no ext2/3/4 filesystem at byte {offset} of {}",
+        crate::ids::shown_path(path)
+    )]
     NotExt { path: PathBuf, offset: u64 },
     #[error("the filesystem at byte {offset} of {} is {kind}: amitool reads and edits ext2/3/4 filesystems only; convert this guest on a Linux machine that mounts {kind} (for example a helper instance, with the distribution's own tools), or copy its files onto an ext4 filesystem and migrate that", crate::ids::shown_path(path))]
     Unsupported {
@@ -24,7 +27,10 @@ pub enum FsError {
         offset: u64,
         kind: &'static str,
     },
-    #[error("the filesystem at byte {offset} of {} is damaged or truncated: {message}", crate::ids::shown_path(path))]
+    #[error(
+        "the filesystem at byte {offset} of {} is damaged or truncated: {message}",
+        crate::ids::shown_path(path)
+    )]
     Damaged {
         path: PathBuf,
         offset: u64,

@@ -223,7 +223,12 @@ mod tests {
             .collect();
         assert_eq!(
             names[..4],
-            ["boot/", "boot/grub/", "boot/grub/legacy-default/", "boot/grub/grub.cfg"]
+            [
+                "boot/",
+                "boot/grub/",
+                "boot/grub/legacy-default/",
+                "boot/grub/grub.cfg"
+            ]
         );
         assert!(names.contains(&"boot/grub/grubenv".to_string()));
         assert!(names.contains(&"boot/grub/legacy-default/31".to_string()));

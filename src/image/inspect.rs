@@ -171,7 +171,12 @@ fn resume_findings(fs: &Guest, args: &[String], devices: &bootcfg::DeviceMap) ->
             Resolved::Stays => {}
         }
     }
-    for (n, line) in fs.read_text("/etc/fstab").unwrap_or_default().lines().enumerate() {
+    for (n, line) in fs
+        .read_text("/etc/fstab")
+        .unwrap_or_default()
+        .lines()
+        .enumerate()
+    {
         let f: Vec<&str> = line.split_whitespace().collect();
         if let [dev, _, "swap", ..] = f.as_slice() {
             match devices.resolve(dev) {
@@ -357,7 +362,10 @@ pub fn inspect_in(src: &Disk, flavor: Option<Flavor>) -> Result<Inspection, FsEr
     findings.extend(console_findings(&fs));
     findings.extend(resume_findings(
         &fs,
-        entry.as_ref().map(|e| e.args.as_slice()).unwrap_or_default(),
+        entry
+            .as_ref()
+            .map(|e| e.args.as_slice())
+            .unwrap_or_default(),
         &devices,
     ));
     if let Some(e) = &entry {

@@ -208,7 +208,10 @@ pub(crate) fn all_kernels(fs: &Guest, menu: Option<&MenuLst>) -> Vec<KernelFacts
             let initrd = menu.and_then(|m| {
                 m.entries
                     .iter()
-                    .find(|e| e.kernel.as_deref().map(|k| real_path(fs, k)).as_deref() == Some(path.as_str()))
+                    .find(|e| {
+                        e.kernel.as_deref().map(|k| real_path(fs, k)).as_deref()
+                            == Some(path.as_str())
+                    })
                     .and_then(|e| e.initrd.clone())
             });
             Some(kernel_facts(fs, &path, &version, initrd.as_deref()))

@@ -139,7 +139,9 @@ impl MenuLst {
         self.default = if n < self.entries.len() {
             n
         } else {
-            self.fallback.filter(|f| *f < self.entries.len()).unwrap_or(0)
+            self.fallback
+                .filter(|f| *f < self.entries.len())
+                .unwrap_or(0)
         };
     }
 }

@@ -2,10 +2,10 @@
 //! (SEEK_DATA/SEEK_HOLE) are copied, with copy_file_range so that a
 //! filesystem that can share extents (XFS, Btrfs) shares them.
 
-use std::path::Path;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 
 /// The data segments of `f` as (offset, length), holes skipped.
 pub fn data_segments(f: &File) -> io::Result<Vec<(u64, u64)>> {

@@ -79,7 +79,10 @@ impl DryRun {
     pub fn refused(&self) -> bool {
         match self {
             DryRun::Preview(p) => p.refused.is_some(),
-            DryRun::Provider(plan) => plan.inspection.as_ref().is_some_and(|p| p.refused.is_some()),
+            DryRun::Provider(plan) => plan
+                .inspection
+                .as_ref()
+                .is_some_and(|p| p.refused.is_some()),
         }
     }
 }

@@ -158,10 +158,19 @@ impl FakeHost {
 
     fn tagged(&self, mid: &str) -> (Vec<String>, Vec<String>) {
         let s = self.state.lock().expect("state");
-        let tag = |t: &BTreeMap<String, String>| t.get(MIGRATION_TAG).map(String::as_str) == Some(mid);
+        let tag =
+            |t: &BTreeMap<String, String>| t.get(MIGRATION_TAG).map(String::as_str) == Some(mid);
         (
-            s.snapshots.iter().filter(|(_, v)| tag(&v.tags)).map(|(k, _)| k.clone()).collect(),
-            s.images.iter().filter(|(_, v)| tag(&v.tags)).map(|(k, _)| k.clone()).collect(),
+            s.snapshots
+                .iter()
+                .filter(|(_, v)| tag(&v.tags))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            s.images
+                .iter()
+                .filter(|(_, v)| tag(&v.tags))
+                .map(|(k, _)| k.clone())
+                .collect(),
         )
     }
 }
@@ -172,24 +181,45 @@ fn disk_of(bytes: &Arc<Vec<u8>>, name: &'static str) -> Disk {
 
 #[async_trait]
 impl MigrationHost for FakeHost {
-    async fn source_disk(&self, _region: &str, source: &Source, journal: &mut Journal) -> Result<SourceDisk> {
+    async fn source_disk(
+        &self,
+        _region: &str,
+        source: &Source,
+        journal: &mut Journal,
+    ) -> Result<SourceDisk> {
         self.call("source_disk")?;
         let image = self.state.lock().expect("state").images[SOURCE_IMAGE].clone();
         let bytes = match source {
             Source::Image(id) => {
                 let s = self.state.lock().expect("state");
-                let r = s.images.get(id).ok_or_else(|| Error::not_found("image", id, REGION))?;
+                let r = s
+                    .images
+                    .get(id)
+                    .ok_or_else(|| Error::not_found("image", id, REGION))?;
                 s.snapshots[&r.snapshot_id].bytes.clone()
             }
             Source::Instance(id) => match journal.temporary_snapshot.clone() {
-                Some(snap) => self.state.lock().expect("state").snapshots[&snap].bytes.clone(),
+                Some(snap) => self.state.lock().expect("state").snapshots[&snap]
+                    .bytes
+                    .clone(),
                 None => {
                     let mut s = self.state.lock().expect("state");
-                    let bytes = s.instances.get(id).ok_or_else(|| Error::not_found("instance", id, REGION))?.1.clone();
+                    let bytes = s
+                        .instances
+                        .get(id)
+                        .ok_or_else(|| Error::not_found("instance", id, REGION))?
+                        .1
+                        .clone();
                     let snap = s.id("snap");
                     let mut tags = BTreeMap::new();
                     tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
-                    s.snapshots.insert(snap.clone(), Snapshot { bytes: bytes.clone(), tags });
+                    s.snapshots.insert(
+                        snap.clone(),
+                        Snapshot {
+                            bytes: bytes.clone(),
+                            tags,
+                        },
+                    );
                     drop(s);
                     journal.temporary_snapshot = Some(snap);
                     journal.save()?;
@@ -213,7 +243,10 @@ impl MigrationHost for FakeHost {
             return Ok(None);
         };
         let s = self.state.lock().expect("state");
-        let r = s.images.get(id).ok_or_else(|| Error::not_found("image", id, REGION))?;
+        let r = s
+            .images
+            .get(id)
+            .ok_or_else(|| Error::not_found("image", id, REGION))?;
         Ok(Some(SourceDisk {
             image: r.image.clone(),
             description: None,
@@ -228,7 +261,11 @@ impl MigrationHost for FakeHost {
     async fn instance_state(&self, _region: &str, instance_id: &str) -> Result<String> {
         self.call("instance_state")?;
         let s = self.state.lock().expect("state");
-        Ok(s.instances.get(instance_id).ok_or_else(|| Error::not_found("instance", instance_id, REGION))?.0.clone())
+        Ok(s.instances
+            .get(instance_id)
+            .ok_or_else(|| Error::not_found("instance", instance_id, REGION))?
+            .0
+            .clone())
     }
 
     async fn stop_instance(&self, _region: &str, instance_id: &str) -> Result<()> {
@@ -254,7 +291,13 @@ impl MigrationHost for FakeHost {
             .map(|(k, _)| k.clone()))
     }
 
-    async fn store_disk(&self, _region: &str, path: &Path, tags: &BTreeMap<String, String>, _journal: &mut Journal) -> Result<String> {
+    async fn store_disk(
+        &self,
+        _region: &str,
+        path: &Path,
+        tags: &BTreeMap<String, String>,
+        _journal: &mut Journal,
+    ) -> Result<String> {
         self.call("store_disk")?;
         let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
         let mut s = self.state.lock().expect("state");
@@ -274,7 +317,12 @@ impl MigrationHost for FakeHost {
         Ok(self.tagged(migration_id).1.into_iter().next())
     }
 
-    async fn register_hvm(&self, _region: &str, reg: &HvmRegistration, migration_id: &str) -> Result<Image> {
+    async fn register_hvm(
+        &self,
+        _region: &str,
+        reg: &HvmRegistration,
+        migration_id: &str,
+    ) -> Result<Image> {
         self.call("register_hvm")?;
         if let Some(id) = self.tagged(migration_id).1.into_iter().next() {
             return Ok(self.state.lock().expect("state").images[&id].image.clone());
@@ -302,14 +350,23 @@ impl MigrationHost for FakeHost {
         Ok(image)
     }
 
-    async fn verify_registered(&self, _region: &str, _image_id: &str, _reg: &HvmRegistration) -> Result<Vec<String>> {
+    async fn verify_registered(
+        &self,
+        _region: &str,
+        _image_id: &str,
+        _reg: &HvmRegistration,
+    ) -> Result<Vec<String>> {
         self.call("verify_registered")?;
         Ok(vec![])
     }
 
     async fn delete_snapshot(&self, _region: &str, snapshot_id: &str) -> Result<()> {
         self.call("delete_snapshot")?;
-        self.state.lock().expect("state").snapshots.remove(snapshot_id);
+        self.state
+            .lock()
+            .expect("state")
+            .snapshots
+            .remove(snapshot_id);
         Ok(())
     }
 
@@ -322,7 +379,10 @@ impl MigrationHost for FakeHost {
         self.call("cleanup")?;
         let (snaps, images) = self.tagged(&journal.migration_id);
         let mut s = self.state.lock().expect("state");
-        let keep: Vec<String> = images.iter().map(|i| s.images[i].snapshot_id.clone()).collect();
+        let keep: Vec<String> = images
+            .iter()
+            .map(|i| s.images[i].snapshot_id.clone())
+            .collect();
         let mut removed = vec![];
         for snap in snaps.into_iter().filter(|x| !keep.contains(x)) {
             s.snapshots.remove(&snap);

@@ -120,7 +120,10 @@ impl<'a> Runner<'a> {
 
     fn host(&self) -> Result<&'a dyn MigrationHost> {
         self.backend.migration_host().ok_or_else(|| {
-            Error::Unsupported(format!("the {} backend cannot migrate", self.backend.name()))
+            Error::Unsupported(format!(
+                "the {} backend cannot migrate",
+                self.backend.name()
+            ))
         })
     }
 
@@ -184,9 +187,9 @@ impl<'a> Runner<'a> {
             }
             Action::Migrate(sources) if sources.len() > 1 => Ok(self.fleet(req, sources).await),
             Action::Migrate(sources) => {
-                let source = sources.first().ok_or_else(|| {
-                    Error::InvalidInput("migrate needs a source".into())
-                })?;
+                let source = sources
+                    .first()
+                    .ok_or_else(|| Error::InvalidInput("migrate needs a source".into()))?;
                 let (_, m) = self.item(req, source).await;
                 Ok(Outcome::Migrated(Box::new(m?)))
             }
@@ -236,7 +239,13 @@ impl<'a> Runner<'a> {
         })?;
         let started = Instant::now();
         let booted = bc
-            .boot(&m.region, &m.image_id, &v.expect, v.timeout, &m.migration_id)
+            .boot(
+                &m.region,
+                &m.image_id,
+                &v.expect,
+                v.timeout,
+                &m.migration_id,
+            )
             .await?;
         if !booted.reached {
             return Err(Error::NotBooted {
@@ -422,7 +431,12 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn fleet_item(&self, source: String, mid: Option<String>, result: Result<Migration>) -> FleetItem {
+    fn fleet_item(
+        &self,
+        source: String,
+        mid: Option<String>,
+        result: Result<Migration>,
+    ) -> FleetItem {
         match result {
             Ok(m) => FleetItem {
                 source,

@@ -24,6 +24,8 @@ pub trait Hooks: Send + Sync {
     fn pause_in<'a>(&'a self, _point: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async {})
     }
+    /// Inside a named point of blocking code (`local-import-snapshot`).
+    fn pause_in_blocking(&self, _point: &str) {}
 }
 
 static GLOBAL: OnceLock<Arc<dyn Hooks>> = OnceLock::new();
@@ -70,5 +72,11 @@ pub(crate) fn blocks_journaled(n: usize) {
 pub(crate) async fn pause_in(point: &str) {
     if let Some(h) = current() {
         h.pause_in(point).await;
+    }
+}
+
+pub(crate) fn pause_in_blocking(point: &str) {
+    if let Some(h) = current() {
+        h.pause_in_blocking(point);
     }
 }

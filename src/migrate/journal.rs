@@ -351,11 +351,19 @@ mod tests {
         let j = Journal::load(dir.path(), "mig-00000000000a").unwrap();
         assert_eq!(
             (j.method, j.source_kind, j.state, j.version),
-            (Method::Direct, SourceKind::Instance, JournalState::Failed, JOURNAL_VERSION)
+            (
+                Method::Direct,
+                SourceKind::Instance,
+                JournalState::Failed,
+                JOURNAL_VERSION
+            )
         );
         j.save().unwrap();
         let text = std::fs::read_to_string(j.path()).unwrap();
-        assert!(!text.contains("boot_snapshot") && text.contains("\"version\": 2"), "{text}");
+        assert!(
+            !text.contains("boot_snapshot") && text.contains("\"version\": 2"),
+            "{text}"
+        );
     }
 
     #[test]

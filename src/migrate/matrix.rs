@@ -14,8 +14,7 @@ use crate::migrate::fake::{FakeHost, REGION, SOURCE_IMAGE, SOURCE_INSTANCE};
 use crate::migrate::hooks::{self, Hooks};
 use crate::migrate::{
     self, planned_steps, Journal, JournalState, Method, Migration, MigrationHost, Options, Source,
-    StepName,
-    StepPlan,
+    StepName, StepPlan,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,7 +26,7 @@ enum Fault {
 enum Ran {
     /// Frozen where the fault was (its place, for a failure's message).
     Crashed(#[allow(dead_code)] String),
-    Finished(Result<Migration>),
+    Finished(Box<Result<Migration>>),
 }
 
 /// Freezes its thread where the fault is, as kill -9 stops a process.
@@ -85,8 +84,11 @@ fn run(host: &FakeHost, source: &Source, fault: Option<Fault>) -> (Ran, usize) {
             .build()
             .expect("a runtime");
         let opts = options(&source);
-        let r = rt.block_on(hooks::scope(hooks, migrate::run(&host, REGION, &source, &opts)));
-        let _ = tx.send(Ran::Finished(r));
+        let r = rt.block_on(hooks::scope(
+            hooks,
+            migrate::run(&host, REGION, &source, &opts),
+        ));
+        let _ = tx.send(Ran::Finished(Box::new(r)));
     });
     let ran = rx
         .recv_timeout(Duration::from_secs(120))
@@ -127,7 +129,10 @@ fn settled(host: &FakeHost, case: &str) {
         "{case}: the source changed"
     );
     assert_eq!(s.instances[SOURCE_INSTANCE].0, "running", "{case}");
-    assert!(!host.work_dir(&j.migration_id).exists(), "{case}: work directory left");
+    assert!(
+        !host.work_dir(&j.migration_id).exists(),
+        "{case}: work directory left"
+    );
 }
 
 /// After a cleanup: nothing the migration made but a registered image.
@@ -146,9 +151,15 @@ fn cleaned(host: &FakeHost, case: &str) {
         .collect();
     for (id, snap) in &s.snapshots {
         let made = snap.tags.get(migrate::MIGRATION_TAG) == Some(&j.migration_id);
-        assert!(!made || kept.contains(&id), "{case}: {id} left by the cleanup");
+        assert!(
+            !made || kept.contains(&id),
+            "{case}: {id} left by the cleanup"
+        );
     }
-    assert!(!host.work_dir(&j.migration_id).exists(), "{case}: work directory left");
+    assert!(
+        !host.work_dir(&j.migration_id).exists(),
+        "{case}: work directory left"
+    );
     assert_eq!(s.instances[SOURCE_INSTANCE].0, "running", "{case}");
 }
 
@@ -160,7 +171,10 @@ fn said_what_it_kept(host: &FakeHost, mid: &str, message: &str, case: &str) {
         if snap.tags.get(migrate::MIGRATION_TAG).map(String::as_str) == Some(mid)
             && !s.images.values().any(|r| &r.snapshot_id == id)
         {
-            assert!(message.contains(id.as_str()), "{case}: {id} kept but not named in: {message}");
+            assert!(
+                message.contains(id.as_str()),
+                "{case}: {id} kept but not named in: {message}"
+            );
         }
     }
 }
@@ -174,7 +188,12 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 /// The case's world, its first run, then `--resume` (or `--cleanup`).
-fn case(source: &Source, fault: Option<Fault>, fail: Option<(&'static str, usize)>, cleanup: bool) -> String {
+fn case(
+    source: &Source,
+    fault: Option<Fault>,
+    fail: Option<(&'static str, usize)>,
+    cleanup: bool,
+) -> String {
     let dir = tempfile::tempdir().expect("dir");
     let host = FakeHost::new(dir.path());
     if let Some((call, n)) = fail {
@@ -182,22 +201,25 @@ fn case(source: &Source, fault: Option<Fault>, fail: Option<(&'static str, usize
     }
     let name = format!("{source:?} {fault:?} {fail:?} cleanup={cleanup}");
     let (ran, _) = run(&host, source, fault);
-    if let Ran::Finished(Ok(_)) = ran {
-        if fault.is_none() && fail.is_none() {
+    if let Ran::Finished(r) = &ran {
+        if r.is_ok() && fault.is_none() && fail.is_none() {
             settled(&host, &name);
             return name;
         }
     }
     let mid = only_journal(&host).migration_id;
-    if let Ran::Finished(Err(e)) = &ran {
-        said_what_it_kept(&host, &mid, &e.to_string(), &name);
+    if let Ran::Finished(r) = &ran {
+        if let Err(e) = r.as_ref() {
+            said_what_it_kept(&host, &mid, &e.to_string(), &name);
+        }
     }
     if cleanup {
         block_on(migrate::cleanup(&host, &mid)).unwrap_or_else(|e| panic!("{name}: cleanup: {e}"));
         cleaned(&host, &name);
     } else {
         let opts = options(source);
-        block_on(migrate::resume(&host, &mid, &opts)).unwrap_or_else(|e| panic!("{name}: resume: {e}"));
+        block_on(migrate::resume(&host, &mid, &opts))
+            .unwrap_or_else(|e| panic!("{name}: resume: {e}"));
         settled(&host, &name);
     }
     // The fake host is one world: a leaked frozen run keeps its thread, not its effects.
@@ -223,17 +245,28 @@ fn a_clean_run_journals_the_steps_a_dry_run_lists() {
             ..Default::default()
         };
         // The dry run, before the run (the same world).
-        let preview = block_on(migrate::preview(&host, REGION, &source, &options(&source), &plan))
-            .expect("preview");
+        let preview = block_on(migrate::preview(
+            &host,
+            REGION,
+            &source,
+            &options(&source),
+            &plan,
+        ))
+        .expect("preview");
         let (ran, writes) = run(&host, &source, None);
-        let Ran::Finished(Ok(m)) = ran else {
+        let Ran::Finished(r) = ran else {
             panic!("{source:?}: the clean run did not finish");
         };
+        let m = r.expect("the clean run finished");
         assert!(writes > 3, "{writes} journal writes");
         settled(&host, &format!("{source:?}"));
         let recorded: Vec<StepName> = m.steps.iter().map(|s| s.name).collect();
         assert_eq!(recorded, planned_steps(&plan), "{source:?}");
-        assert_eq!(only_journal(&host).steps, recorded, "{source:?}: the journal's steps");
+        assert_eq!(
+            only_journal(&host).steps,
+            recorded,
+            "{source:?}: the journal's steps"
+        );
         // The fake host, as AWS, reads an image in place, not an instance's volume.
         if let Some(p) = preview {
             assert_eq!(p.steps, recorded, "{source:?}: the dry run's steps");
@@ -260,7 +293,10 @@ fn a_crash_after_any_step_then_resume_or_cleanup() {
             }
         }
     }
-    eprintln!("{cases} crash-after-step cases in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{cases} crash-after-step cases in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -279,7 +315,10 @@ fn a_crash_before_any_journal_write_then_resume_or_cleanup() {
             }
         }
     }
-    eprintln!("{cases} crash-before-write cases in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{cases} crash-before-write cases in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -288,7 +327,13 @@ fn a_failure_of_any_host_call_then_resume_or_cleanup() {
     let mut cases = 0;
     for source in sources() {
         let calls: &[&'static str] = match source {
-            Source::Image(_) => &["source_disk", "image_named", "store_disk", "register_hvm", "verify_registered"],
+            Source::Image(_) => &[
+                "source_disk",
+                "image_named",
+                "store_disk",
+                "register_hvm",
+                "verify_registered",
+            ],
             Source::Instance(_) => &[
                 "instance_state",
                 "stop_instance",
@@ -308,5 +353,8 @@ fn a_failure_of_any_host_call_then_resume_or_cleanup() {
             }
         }
     }
-    eprintln!("{cases} failed-call cases in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{cases} failed-call cases in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -11,11 +11,11 @@ pub mod cutover;
 pub mod dryrun;
 #[cfg(test)]
 pub(crate) mod fake;
-#[cfg(test)]
-mod matrix;
 mod flows;
 pub mod hooks;
 pub mod journal;
+#[cfg(test)]
+mod matrix;
 pub mod method;
 mod preview;
 mod run;
@@ -29,10 +29,10 @@ pub use steps::Step;
 
 pub use flows::{Action, FleetItem, Outcome, Request, Runner, Verify, FLEET_CONCURRENCY};
 pub use journal::Journal;
-pub use vocab::{planned_steps, ItemOutcome, JournalState, Method, SourceKind, StepName, StepPlan};
 pub use method::{HelperOptions, Plan};
 pub use preview::{preview, Preview, TransferEstimate};
 use serde::Serialize;
+pub use vocab::{planned_steps, ItemOutcome, JournalState, Method, SourceKind, StepName, StepPlan};
 
 use crate::error::{Error, Result};
 use crate::image::bootcfg;
@@ -293,7 +293,9 @@ pub(crate) async fn check_name(
         )),
         Some(id) => Err(Error::refused(
             &name,
-            format!("image name {name:?} is already in use by {id} in {region}; pass another --name"),
+            format!(
+                "image name {name:?} is already in use by {id} in {region}; pass another --name"
+            ),
         )),
         None => Ok(()),
     }
@@ -310,14 +312,17 @@ pub(crate) fn default_name(image: &Image) -> String {
 /// Check that the source is a PV image amitool can migrate.
 pub(crate) fn check_source(image: &Image) -> Result<()> {
     if !image.is_paravirtual() {
-        return Err(Error::refused(&image.image_id, format!(
-            "{} is already {}: only paravirtual images need migrating",
-            image.image_id,
-            image
-                .virtualization_type
-                .map(|v| v.as_str())
-                .unwrap_or("not paravirtual")
-        )));
+        return Err(Error::refused(
+            &image.image_id,
+            format!(
+                "{} is already {}: only paravirtual images need migrating",
+                image.image_id,
+                image
+                    .virtualization_type
+                    .map(|v| v.as_str())
+                    .unwrap_or("not paravirtual")
+            ),
+        ));
     }
     if image.root_device_type.as_deref() == Some("instance-store") {
         return Err(Error::refused(
@@ -417,7 +422,10 @@ pub async fn resume(
     if journal.backend != host.host_name() {
         return Err(Error::refused(
             migration_id,
-            format!("{migration_id} ran on the {} backend; resume it there", journal.backend),
+            format!(
+                "{migration_id} ran on the {} backend; resume it there",
+                journal.backend
+            ),
         ));
     }
     if journal.state == JournalState::Cleaned {
@@ -481,7 +489,8 @@ pub async fn cleanup(host: &dyn MigrationHost, migration_id: &str) -> Result<Vec
     let mut removed = host.cleanup(&journal).await?;
     // A source a killed run stopped for its snapshot runs again.
     if journal.stopped_source {
-        host.start_instance(&journal.region, &journal.source_id).await?;
+        host.start_instance(&journal.region, &journal.source_id)
+            .await?;
         journal.stopped_source = false;
         removed.push(format!("the stop of {} (started again)", journal.source_id));
     }

@@ -9,8 +9,8 @@ use crate::image::bootcfg;
 use crate::image::hvm;
 use crate::image::inspect;
 use crate::migrate::{
-    check_name, check_source, default_name, planned_steps, refusal, Method, MigrationHost,
-    Options, Source, StepName, StepPlan,
+    check_name, check_source, default_name, planned_steps, refusal, Method, MigrationHost, Options,
+    Source, StepName, StepPlan,
 };
 
 /// What a migration would do, from the source read where it lies: nothing is made.

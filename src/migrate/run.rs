@@ -10,9 +10,9 @@ use crate::image::bootcfg;
 use crate::image::inspect::{self, Inspection};
 use crate::migrate::method::{Direct, Job, Method, Plan};
 use crate::migrate::{
-    check_name, check_source, default_name, refusal, source_of, started,
-    HvmRegistration, Journal, JournalState, Migration, MigrationHost, Options, Recorder,
-    SourceDisk, SourceKind, StepName, MIGRATION_TAG,
+    check_name, check_source, default_name, refusal, source_of, started, HvmRegistration, Journal,
+    JournalState, Migration, MigrationHost, Options, Recorder, SourceDisk, SourceKind, StepName,
+    MIGRATION_TAG,
 };
 
 /// Run (or go on with) the migration of `journal` with its method.
@@ -151,13 +151,19 @@ pub(crate) async fn execute(
 /// stored before it was killed and could not record (the disk it then made
 /// again is the image's). The image's snapshot and a kept temporary one stay.
 async fn sweep(host: &dyn MigrationHost, journal: &Journal, keep_temp: bool) -> Vec<String> {
-    let Ok(tagged) = host.tagged_snapshots(&journal.region, &journal.migration_id).await else {
+    let Ok(tagged) = host
+        .tagged_snapshots(&journal.region, &journal.migration_id)
+        .await
+    else {
         return vec![];
     };
     let mut removed = vec![];
     for snap in tagged {
         let needed = journal.disk_snapshot.as_ref() == Some(&snap)
-            || journal.upload.as_ref().is_some_and(|u| u.snapshot_id == snap)
+            || journal
+                .upload
+                .as_ref()
+                .is_some_and(|u| u.snapshot_id == snap)
             || (keep_temp && journal.temporary_snapshot.as_ref() == Some(&snap));
         if !needed && host.delete_snapshot(&journal.region, &snap).await.is_ok() {
             removed.push(format!("the unrecorded snapshot {snap} of an earlier run"));

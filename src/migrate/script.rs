@@ -138,11 +138,9 @@ pub fn parse_report(output: &str) -> Result<Report> {
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or_default();
-    serde_json::from_str(last).map_err(|_| {
-        Error::Script {
-            action: "the preparation script",
-            message: format!("printed no report; its last line: {last:?}"),
-        }
+    serde_json::from_str(last).map_err(|_| Error::Script {
+        action: "the preparation script",
+        message: format!("printed no report; its last line: {last:?}"),
     })
 }
 

@@ -262,9 +262,15 @@ mod tests {
             StepName::VerifyBoot,
             StepName::ElasticIp,
         ] {
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
-        assert_eq!(serde_json::to_string(&JournalState::Cleaned).unwrap(), "\"cleaned\"");
+        assert_eq!(
+            serde_json::to_string(&JournalState::Cleaned).unwrap(),
+            "\"cleaned\""
+        );
         #[derive(Deserialize)]
         struct J {
             #[serde(deserialize_with = "method_or_direct")]

@@ -91,10 +91,17 @@ fn elide_column(cells: &[&str], width: usize) -> Vec<String> {
     }
     let keep = width - 1;
     let middle = keep.div_ceil(2);
-    let cut_all = |head: usize| -> Vec<String> { cells.iter().map(|c| elide_at(c, width, head)).collect() };
+    let cut_all =
+        |head: usize| -> Vec<String> { cells.iter().map(|c| elide_at(c, width, head)).collect() };
     let distinct = |v: &[String]| v.iter().collect::<std::collections::HashSet<_>>().len();
     let best = (0..=keep)
-        .map(|h| (distinct(&cut_all(h)), std::cmp::Reverse(h.abs_diff(middle)), h))
+        .map(|h| {
+            (
+                distinct(&cut_all(h)),
+                std::cmp::Reverse(h.abs_diff(middle)),
+                h,
+            )
+        })
         .max()
         .map_or(middle, |(_, _, h)| h);
     let mut out = cut_all(best);
@@ -149,7 +156,8 @@ fn table_for<T: Tabular>(items: &[T], width: Option<usize>) -> String {
         })
         .collect();
     // comfy-table's NOTHING preset: one space each side of every cell.
-    let total = |cols: &[usize], w: &dyn Fn(usize) -> usize| cols.iter().map(|&c| w(c) + 2).sum::<usize>();
+    let total =
+        |cols: &[usize], w: &dyn Fn(usize) -> usize| cols.iter().map(|&c| w(c) + 2).sum::<usize>();
     let mut cols: Vec<usize> = (0..headers.len()).collect();
     if total(&cols, &|c| natural[c]) <= width {
         return plain(&headers, &rows);
@@ -158,7 +166,11 @@ fn table_for<T: Tabular>(items: &[T], width: Option<usize>) -> String {
         (
             cols.iter().map(|&c| headers[c]).collect(),
             rows.iter()
-                .map(|r| cols.iter().map(|&c| r.get(c).cloned().unwrap_or_default()).collect())
+                .map(|r| {
+                    cols.iter()
+                        .map(|&c| r.get(c).cloned().unwrap_or_default())
+                        .collect()
+                })
                 .collect(),
         )
     };
@@ -171,7 +183,10 @@ fn table_for<T: Tabular>(items: &[T], width: Option<usize>) -> String {
         }
     }
     let wrap = T::wrapping_column().filter(|w| cols.contains(w));
-    let elided: Vec<usize> = T::elided_columns().into_iter().filter(|c| cols.contains(c)).collect();
+    let elided: Vec<usize> = T::elided_columns()
+        .into_iter()
+        .filter(|c| cols.contains(c))
+        .collect();
     let mut optional = T::optional_columns().into_iter();
     loop {
         // 2. Names share what the other columns leave, down to MIN_ELIDED.
@@ -184,22 +199,42 @@ fn table_for<T: Tabular>(items: &[T], width: Option<usize>) -> String {
         let left = width
             .saturating_sub(total(&fixed, &|c| natural[c]) + wrap_room)
             .saturating_sub(elided.iter().filter(|c| cols.contains(c)).count() * 2);
-        let names: Vec<usize> = elided.iter().copied().filter(|c| cols.contains(c)).collect();
+        let names: Vec<usize> = elided
+            .iter()
+            .copied()
+            .filter(|c| cols.contains(c))
+            .collect();
         let need: usize = names.iter().map(|&c| natural[c]).sum();
-        let per = if names.is_empty() { 0 } else { left / names.len() };
+        let per = if names.is_empty() {
+            0
+        } else {
+            left / names.len()
+        };
         if names.is_empty() || need <= left || per >= MIN_ELIDED {
             let mut cut: Vec<Vec<String>> = rows.clone();
             for &c in &names {
                 if natural[c] > per {
-                    let cells: Vec<&str> = rows.iter().map(|r| r.get(c).map_or("", String::as_str)).collect();
-                    for (r, v) in cut.iter_mut().zip(elide_column(&cells, per.max(MIN_ELIDED))) {
+                    let cells: Vec<&str> = rows
+                        .iter()
+                        .map(|r| r.get(c).map_or("", String::as_str))
+                        .collect();
+                    for (r, v) in cut
+                        .iter_mut()
+                        .zip(elide_column(&cells, per.max(MIN_ELIDED)))
+                    {
                         if let Some(cell) = r.get_mut(c) {
                             *cell = v;
                         }
                     }
                 }
             }
-            let name_width = |c: usize| if names.contains(&c) { natural[c].min(per.max(MIN_ELIDED)).max(headers[c].len()) } else { natural[c] };
+            let name_width = |c: usize| {
+                if names.contains(&c) {
+                    natural[c].min(per.max(MIN_ELIDED)).max(headers[c].len())
+                } else {
+                    natural[c]
+                }
+            };
             let (h, r) = pick(&cols, &cut);
             if total(&cols, &name_width) <= width {
                 return plain(&h, &r);
@@ -225,7 +260,10 @@ fn table_for<T: Tabular>(items: &[T], width: Option<usize>) -> String {
             }
         }
         // 3. Leave out the next optional column, if any is left.
-        match optional.by_ref().find(|c| cols.contains(c) && Some(*c) != wrap) {
+        match optional
+            .by_ref()
+            .find(|c| cols.contains(c) && Some(*c) != wrap)
+        {
             Some(c) => cols.retain(|x| *x != c),
             None => break,
         }
@@ -426,7 +464,13 @@ mod tests {
             vec!["REGION", "IMAGE", "NAME", "KERNEL", "CREATED"]
         }
         fn row(&self) -> Vec<String> {
-            vec![self.0.into(), self.1.clone(), self.2.clone(), self.3.into(), "2017-07-14".into()]
+            vec![
+                self.0.into(),
+                self.1.clone(),
+                self.2.clone(),
+                self.3.into(),
+                "2017-07-14".into(),
+            ]
         }
         fn elided_columns() -> Vec<usize> {
             vec![2]
@@ -456,12 +500,20 @@ mod tests {
         assert_eq!(lines.len(), 9, "a header and 8 rows:\n{out}");
         assert!(lines.iter().all(|l| l.chars().count() <= 80), "{out}");
         // one region says nothing on every row; the same kernel neither
-        assert!(!out.contains("REGION") && !out.contains("eu-central-1"), "{out}");
+        assert!(
+            !out.contains("REGION") && !out.contains("eu-central-1"),
+            "{out}"
+        );
         assert!(out.contains("ami-0123456789abcdef7"), "ids whole: {out}");
-        assert!(out.contains("amzn-ami-pv") && out.contains('…'), "names cut: {out}");
+        assert!(
+            out.contains("amzn-ami-pv") && out.contains('…'),
+            "names cut: {out}"
+        );
         // names that differ only in the middle stay apart
-        let names: std::collections::HashSet<&str> =
-            lines[1..].iter().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+        let names: std::collections::HashSet<&str> = lines[1..]
+            .iter()
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .collect();
         assert_eq!(names.len(), 8, "{out}");
     }
 
@@ -472,8 +524,10 @@ mod tests {
         assert_eq!(lines.len(), 9, "{out}");
         assert!(lines.iter().all(|l| l.chars().count() <= 80), "{out}");
         assert!(out.contains("ap-southeast-2") && out.contains('…'), "{out}");
-        let names: std::collections::HashSet<&str> =
-            lines[1..].iter().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
+        let names: std::collections::HashSet<&str> = lines[1..]
+            .iter()
+            .map(|l| l.split_whitespace().nth(2).unwrap())
+            .collect();
         assert_eq!(names.len(), 8, "{out}");
     }
 
@@ -481,7 +535,10 @@ mod tests {
     fn a_pipe_keeps_every_value_whole() {
         let imgs = images(&["eu-central-1"]);
         let out = table_for(&imgs, None);
-        assert!(out.contains(&imgs[3].2) && out.contains("eu-central-1"), "{out}");
+        assert!(
+            out.contains(&imgs[3].2) && out.contains("eu-central-1"),
+            "{out}"
+        );
         assert!(!out.contains('…'), "{out}");
     }
 

@@ -26,7 +26,11 @@ pub fn check_family(f: &str) -> Result<()> {
 }
 
 /// The types a region offers, as candidates for a successor.
-pub async fn candidates(backend: &dyn Backend, region: &str, offline: bool) -> Result<Vec<InstanceType>> {
+pub async fn candidates(
+    backend: &dyn Backend,
+    region: &str,
+    offline: bool,
+) -> Result<Vec<InstanceType>> {
     if offline {
         let t = catalog::compat();
         let known = t.region(region);
@@ -127,7 +131,6 @@ pub async fn add_successors(
     Ok(())
 }
 
-
 /// The replacement's type, and why: `--instance-type`, or the successor of
 /// the source's type for `image` (the new image, with the drivers the
 /// inspection found; or, in a dry run, the source's own image), with the
@@ -175,7 +178,12 @@ pub async fn replacement_type(
 
 /// The new image's fstab lines that mount the source type's instance-store
 /// volumes (read where the image's snapshot lies); none when unreadable.
-async fn lost_mounts(backend: &dyn Backend, region: &str, image_id: &str, count: u32) -> Vec<String> {
+async fn lost_mounts(
+    backend: &dyn Backend,
+    region: &str,
+    image_id: &str,
+    count: u32,
+) -> Vec<String> {
     let Ok(disk) = backend.image_disk(region, image_id).await else {
         return vec![];
     };

@@ -10,7 +10,9 @@
 use crate::model::{InstanceType, Virtualization};
 
 mod lookup;
-pub use lookup::{add_successors, candidates, check_family, needs_of, replacement_type, source_type};
+pub use lookup::{
+    add_successors, candidates, check_family, needs_of, replacement_type, source_type,
+};
 
 /// What the image needs of its next instance type.
 #[derive(Debug, Clone, Default)]

@@ -193,7 +193,9 @@ pub fn update_grub_legacy_ec2(
     let kopt = opt("kopt").expect("a kopt line");
     // `default saved` makes savedefault=true, which `# savedefault=` overrides:
     // a `savedefault` line in each normal entry.
-    let saved = menu.lines().any(|l| l.starts_with("default") && l.contains("saved"));
+    let saved = menu
+        .lines()
+        .any(|l| l.starts_with("default") && l.contains("saved"));
     let savedefault = opt("savedefault").map_or(saved, |v| v.trim() == "true");
     let groot = opt("groot").unwrap_or_else(|| "(hd0)".into());
     let defoptions = opt("defoptions").unwrap_or_else(|| "console=hvc0".into());

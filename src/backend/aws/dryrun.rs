@@ -88,7 +88,6 @@ pub async fn plan(
     };
     match helper {
         None => {
-
             p.resources
                 .push("a work directory holding the root disk's data (sparse)".into());
             p.resources
@@ -97,7 +96,6 @@ pub async fn plan(
                 .push("an HVM image registered from it (the result)".into());
         }
         Some(h) => {
-
             let size = ec2
                 .describe_snapshots()
                 .snapshot_ids(&snapshot)

@@ -40,7 +40,7 @@ where
         let e = se.err();
         let code = e.code().unwrap_or("Unknown").to_string();
         let message = e.message().unwrap_or("no message").to_string();
-        let request_id = e.meta().extra("aws_request_id").map(String::from);
+        let request_id = e.meta().extra("aws_request_id").map(Box::from);
         return Error::Aws {
             action,
             region,

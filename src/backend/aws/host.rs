@@ -88,9 +88,10 @@ impl AwsBackend {
                 }
                 self.err("DescribeSnapshots", region, e)
             })?;
-        let snap = out.snapshots().first().ok_or_else(|| {
-            Error::not_found("snapshot", snapshot_id, region)
-        })?;
+        let snap = out
+            .snapshots()
+            .first()
+            .ok_or_else(|| Error::not_found("snapshot", snapshot_id, region))?;
         if snap.encrypted() == Some(true) {
             let key = snap
                 .kms_key_id()

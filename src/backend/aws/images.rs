@@ -125,7 +125,10 @@ impl AwsBackend {
             (Some(k), true) => {
                 let kernel = self.describe_raw(region, k).await?;
                 if kernel.image_type().map(|t| t.as_str()) != Some("kernel") {
-                    return Err(Error::refused(k, format!("{k} in {region} is not a kernel image")));
+                    return Err(Error::refused(
+                        k,
+                        format!("{k} in {region} is not a kernel image"),
+                    ));
                 }
                 if kernel.architecture().map(|a| a.as_str()) != Some(req.architecture.as_str()) {
                     return Err(Error::refused(
@@ -244,7 +247,9 @@ impl AwsBackend {
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            if crate::image::sparse::available_bytes(dir).is_some_and(|n| n < 2 * crate::image::BLOCK) {
+            if crate::image::sparse::available_bytes(dir)
+                .is_some_and(|n| n < 2 * crate::image::BLOCK)
+            {
                 return Err(Error::NoSpace {
                     path: out.to_path_buf(),
                     dir: dir.to_path_buf(),

@@ -63,9 +63,13 @@ impl AwsBackend {
             .ok_or_else(|| {
                 Error::refused(instance_id, format!("{instance_id} has no EBS root volume"))
             })?;
-        let image = inst
-            .image_id()
-            .ok_or_else(|| Error::missing("DescribeInstances", region, &format!("image id of {instance_id}")))?;
+        let image = inst.image_id().ok_or_else(|| {
+            Error::missing(
+                "DescribeInstances",
+                region,
+                &format!("image id of {instance_id}"),
+            )
+        })?;
         Ok((volume.to_string(), image.to_string()))
     }
 

@@ -88,7 +88,10 @@ pub async fn upload_journaled(
             return Err(Error::Transfer {
                 action: "StartSnapshot",
                 region: region.into(),
-                message: format!("EBS reports a block size of {block_size} bytes; amitool writes {}-byte blocks", crate::image::BLOCK),
+                message: format!(
+                    "EBS reports a block size of {block_size} bytes; amitool writes {}-byte blocks",
+                    crate::image::BLOCK
+                ),
             });
         }
         let snapshot_id = out

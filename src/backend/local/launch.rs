@@ -94,7 +94,10 @@ impl crate::backend::Launcher for LocalBackend {
             if rec.image.is_paravirtual() {
                 return Err(Error::refused(
                     &req.image_id,
-                    format!("{} is paravirtual: --qemu boots HVM images; QEMU cannot run PV-GRUB", req.image_id),
+                    format!(
+                        "{} is paravirtual: --qemu boots HVM images; QEMU cannot run PV-GRUB",
+                        req.image_id
+                    ),
                 ));
             }
             let log = volume.with_extension("serial.log");
@@ -102,7 +105,10 @@ impl crate::backend::Launcher for LocalBackend {
                 .instance_type(&req.instance_type)
                 .map_or(boot::DiskBus::Ide, boot::DiskBus::for_type);
             let waiting = crate::progress::Waiting::new(
-                &format!("{expect:?} on the serial console of {} under QEMU", req.image_id),
+                &format!(
+                    "{expect:?} on the serial console of {} under QEMU",
+                    req.image_id
+                ),
                 *timeout,
             );
             let q = boot::qemu_boot(&volume, &log, expect, *timeout, bus)

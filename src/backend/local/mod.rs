@@ -105,9 +105,7 @@ impl LocalBackend {
     pub fn instance_record(&self, region: &str, instance_id: &str) -> Result<InstanceRecord> {
         self.store
             .read(region, Kind::Instance, instance_id)?
-            .ok_or_else(|| {
-                Error::not_found("instance", instance_id, region)
-            })
+            .ok_or_else(|| Error::not_found("instance", instance_id, region))
     }
 
     /// An instance that still has its root volume (not terminated).
@@ -138,7 +136,9 @@ impl LocalBackend {
         description: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<SnapshotRecord> {
-        self.snapshot_from(region, src, false, description, tags)
+        let (rec, making) = self.snapshot_from(region, src, false, description, tags)?;
+        making.finish()?;
+        Ok(rec)
     }
 
     /// Make a file of the state directory a snapshot by moving it in.
@@ -149,11 +149,14 @@ impl LocalBackend {
         description: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<SnapshotRecord> {
-        self.snapshot_from(region, src, true, description, tags)
+        let (rec, making) = self.snapshot_from(region, src, true, description, tags)?;
+        making.finish()?;
+        Ok(rec)
     }
 
     /// A new read-only snapshot holding `src`'s bytes: moved in when asked
-    /// and possible, else copied sparse.
+    /// and possible, else copied sparse. It stays pending (removed if the
+    /// process dies) until the caller finishes what it makes of it.
     fn snapshot_from(
         &self,
         region: &str,
@@ -161,13 +164,12 @@ impl LocalBackend {
         move_in: bool,
         description: &str,
         tags: &BTreeMap<String, String>,
-    ) -> Result<SnapshotRecord> {
+    ) -> Result<(SnapshotRecord, store::Pending)> {
         let id = self.store.new_id(region, Kind::Snapshot)?;
         let size = std::fs::metadata(src)
             .map_err(|e| Error::io("stat", src, e))?
             .len();
-        let dir = self.store.dir(region, Kind::Snapshot)?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let making = self.store.begin(region, Kind::Snapshot, &id)?;
         let dst = self.snapshot_path(region, &id)?;
         if !(move_in && std::fs::rename(src, &dst).is_ok()) {
             self.store.copy_in(src, region, Kind::Snapshot, &id)?;
@@ -181,7 +183,7 @@ impl LocalBackend {
             tags: tags.clone(),
         };
         self.store.write(region, Kind::Snapshot, &id, &rec)?;
-        Ok(rec)
+        Ok((rec, making))
     }
 
     /// RegisterImage: a new image over an existing snapshot.
@@ -227,17 +229,23 @@ impl LocalBackend {
                 .into_iter()
                 .find(|i| &i.image_id == k)
                 .ok_or_else(|| {
-                    Error::refused(k, format!("kernel {k} is not one of the PV-GRUB kernels of {region}"))
+                    Error::refused(
+                        k,
+                        format!("kernel {k} is not one of the PV-GRUB kernels of {region}"),
+                    )
                 })?;
             if kernel.architecture.as_deref() != Some(req.architecture.as_str()) {
-                return Err(Error::refused(k, format!(
-                    "kernel {k} is {} and the image is {}",
-                    kernel
-                        .architecture
-                        .as_deref()
-                        .unwrap_or("of unknown architecture"),
-                    req.architecture
-                )));
+                return Err(Error::refused(
+                    k,
+                    format!(
+                        "kernel {k} is {} and the image is {}",
+                        kernel
+                            .architecture
+                            .as_deref()
+                            .unwrap_or("of unknown architecture"),
+                        req.architecture
+                    ),
+                ));
             }
         }
         if req.virtualization == Virtualization::Paravirtual && req.kernel_id.is_none() {
@@ -254,12 +262,16 @@ impl LocalBackend {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "imported".into())
         });
-        let snap = self.create_snapshot(
+        // The snapshot and the image are made as one: a run killed between
+        // them leaves neither (the next run's sweep removes the snapshot).
+        let (snap, making) = self.snapshot_from(
             region,
             &req.file,
+            false,
             &format!("imported from {}", req.file.display()),
             &BTreeMap::new(),
         )?;
+        crate::migrate::hooks::pause_in_blocking("local-import-snapshot");
         let pv = req.virtualization == Virtualization::Paravirtual;
         let rec = ImageRecord {
             image: Image {
@@ -278,7 +290,9 @@ impl LocalBackend {
             grub_cfg: None,
             drivers: None,
         };
-        self.register(region, rec)
+        let image = self.register(region, rec)?;
+        making.finish()?;
+        Ok(image)
     }
 
     /// The root disk of an image, as a path to its read-only snapshot.
@@ -316,6 +330,8 @@ impl LocalBackend {
     ) -> Result<(InstanceRecord, PathBuf)> {
         let (rec, snap_path) = self.root_disk(region, image_id)?;
         let vol = self.store.new_id(region, Kind::Volume)?;
+        // The volume and its instance are made as one, like the image and its snapshot.
+        let making = self.store.begin(region, Kind::Volume, &vol)?;
         let size = self.store.copy_in(&snap_path, region, Kind::Volume, &vol)?;
         self.store.write(
             region,
@@ -336,6 +352,7 @@ impl LocalBackend {
             state: "pending".into(),
         };
         self.store.write(region, Kind::Instance, &id, &inst)?;
+        making.finish()?;
         Ok((inst, self.volume_path(region, &vol)?))
     }
 

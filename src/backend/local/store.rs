@@ -183,10 +183,34 @@ impl Store {
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
     }
 
+    /// Mark `id` as being made by this process until [`Pending::finish`]:
+    /// `ID.PID.pending` beside its files. Dropped unfinished (an error, a
+    /// panic) it removes what was made under it; left by a killed process,
+    /// the next sweep does.
+    pub fn begin(&self, region: &str, kind: Kind, id: &str) -> Result<Pending> {
+        let dir = self.dir(region, kind)?;
+        let id = Self::checked_id(kind, id)?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let marker = in_progress(&dir.join(id), "pending");
+        File::options()
+            .create_new(true)
+            .write(true)
+            .open(&marker)
+            .map_err(|e| Error::write(&marker, e))?;
+        Ok(Pending {
+            region_dir: self.root.join(region),
+            kind,
+            id: id.to_string(),
+            marker,
+            finished: false,
+        })
+    }
+
     /// Remove what a process killed mid-write left (kill -9, a power loss):
-    /// its `.PID.tmp` and `.PID.partial` files once PID is gone, and a disk
-    /// (`.raw`) whose record was never written, a minute after it was. What
-    /// a running amitool is writing is left alone. The paths removed.
+    /// its `.PID.tmp` and `.PID.partial` files once PID is gone, whatever it
+    /// was making under a `.PID.pending` marker, and a disk (`.raw`) with
+    /// neither record nor marker (a removal cut short). What a running
+    /// amitool is writing is left alone. The paths removed.
     pub fn sweep(&self) -> Vec<PathBuf> {
         let mut removed = vec![];
         let Ok(regions) = std::fs::read_dir(&self.root) else {
@@ -197,8 +221,17 @@ impl Store {
                 let Ok(files) = std::fs::read_dir(region.join(kind.dir())) else {
                     continue;
                 };
-                for path in files.filter_map(|e| e.ok()).map(|e| e.path()) {
-                    if abandoned(&path) {
+                let mut files: Vec<PathBuf> =
+                    files.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+                // Markers first: what they name goes with them.
+                files.sort_by_key(|p| !p.to_string_lossy().ends_with(".pending"));
+                for path in files {
+                    if let Some(id) = dead_marker(&path) {
+                        removed.extend(undo(&region, kind, &id));
+                        if std::fs::remove_file(&path).is_ok() {
+                            removed.push(path);
+                        }
+                    } else if path.exists() && abandoned(&path) {
                         let _ = make_writable(&path);
                         if std::fs::remove_file(&path).is_ok() {
                             removed.push(path);
@@ -286,9 +319,78 @@ fn in_progress(path: &Path, what: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A snapshot or volume this process is making; see [`Store::begin`].
+pub struct Pending {
+    region_dir: PathBuf,
+    kind: Kind,
+    id: String,
+    marker: PathBuf,
+    finished: bool,
+}
+
+impl Pending {
+    /// What was made under the marker is whole: keep it.
+    pub fn finish(mut self) -> Result<()> {
+        self.finished = true;
+        std::fs::remove_file(&self.marker).map_err(|e| Error::io("remove", &self.marker, e))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.finished {
+            undo(&self.region_dir, self.kind, &self.id);
+            let _ = std::fs::remove_file(&self.marker);
+        }
+    }
+}
+
+/// `NAME` of a `NAME.PID.pending` marker whose process no longer runs.
+fn dead_marker(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".pending")?;
+    let (id, pid) = name.rsplit_once('.')?;
+    let pid: u32 = pid.parse().ok()?;
+    (!Path::new(&format!("/proc/{pid}")).exists()).then(|| id.to_string())
+}
+
+/// Remove `id`'s record and disk, and what was made over it in the same
+/// making: an image registered over a snapshot, an instance over a volume.
+fn undo(region_dir: &Path, kind: Kind, id: &str) -> Vec<PathBuf> {
+    let mut removed = vec![];
+    let mut remove = |path: PathBuf| {
+        let _ = make_writable(&path);
+        if std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    };
+    let over = match kind {
+        Kind::Snapshot => Some((Kind::Image, "root_snapshot_id")),
+        Kind::Volume => Some((Kind::Instance, "root_volume_id")),
+        Kind::Image | Kind::Instance => None,
+    };
+    if let Some((upper, field)) = over {
+        if let Ok(files) = std::fs::read_dir(region_dir.join(upper.dir())) {
+            for path in files.filter_map(|e| e.ok()).map(|e| e.path()) {
+                let on_it = path.extension().is_some_and(|x| x == "json")
+                    && std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                        .is_some_and(|v| v[field].as_str() == Some(id));
+                if on_it {
+                    remove(path);
+                }
+            }
+        }
+    }
+    let dir = region_dir.join(kind.dir());
+    remove(dir.join(format!("{id}.json")));
+    remove(dir.join(format!("{id}.raw")));
+    removed
+}
+
 /// Whether `path` is what a dead writer left: `NAME.PID.tmp|partial` of a
-/// process that no longer runs, or a `.raw` without its `.json` record
-/// older than a minute.
+/// process that no longer runs, or a `.raw` with neither its `.json` record
+/// nor a maker's `.pending` marker.
 fn abandoned(path: &Path) -> bool {
     let name = path
         .file_name()
@@ -302,12 +404,23 @@ fn abandoned(path: &Path) -> bool {
                 .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
         }
     }
-    if path.extension().is_some_and(|x| x == "raw") && !path.with_extension("json").exists() {
-        return std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > std::time::Duration::from_secs(60));
+    if let Some(id) = name.strip_suffix(".raw") {
+        if path.with_extension("json").exists() {
+            return false;
+        }
+        let marked = path
+            .parent()
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .is_some_and(|files| {
+                files.filter_map(|e| e.ok()).any(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".pending"))
+                        .and_then(|n| n.rsplit_once('.'))
+                        .is_some_and(|(marked, _)| marked == id)
+                })
+            });
+        return !marked;
     }
     false
 }

@@ -165,7 +165,10 @@ impl DeviceMap {
             .iter()
             .find_map(|p| name.strip_prefix(p))
             .unwrap_or(name);
-        let letters: String = rest.chars().take_while(|c| c.is_ascii_lowercase()).collect();
+        let letters: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase())
+            .collect();
         let number = rest[letters.len()..].parse::<u8>().ok();
         // EC2 attaches the root volume as sda (xvda); EL6 kernels name it xvde.
         match (letters.as_str(), number) {
@@ -306,7 +309,12 @@ pub fn handover(boot_uuid: &str, cfg: &BootConfig) -> String {
     let said = cfg
         .saved_default
         .as_ref()
-        .map(|s| format!("echo \"amitool: {} selects entry $saved_entry\"\n", s.grub_path))
+        .map(|s| {
+            format!(
+                "echo \"amitool: {} selects entry $saved_entry\"\n",
+                s.grub_path
+            )
+        })
         .unwrap_or_default();
     format!(
         "# Written by amitool: find the guest's boot filesystem, then read the file the guest maintains.\n\
@@ -495,9 +503,18 @@ mod tests {
         };
         let h = handover("u-1", &cfg);
         assert!(h.contains("\tfor n in 3 0 1 2 4 5 "), "{h}");
-        assert!(h.contains("--check (memdisk)/boot/grub/legacy-default/$n --prefix /boot/grub;"), "{h}");
-        let (at_saved, at_menu) = (h.find("export saved_entry").unwrap(), h.find("legacy_configfile").unwrap());
-        assert!(at_saved < at_menu && h.find("search ").unwrap() < at_saved, "{h}");
+        assert!(
+            h.contains("--check (memdisk)/boot/grub/legacy-default/$n --prefix /boot/grub;"),
+            "{h}"
+        );
+        let (at_saved, at_menu) = (
+            h.find("export saved_entry").unwrap(),
+            h.find("legacy_configfile").unwrap(),
+        );
+        assert!(
+            at_saved < at_menu && h.find("search ").unwrap() < at_saved,
+            "{h}"
+        );
         assert_eq!(
             handover_target(&h),
             Some((ConfigKind::Legacy, "/boot/grub/menu.lst".into()))
@@ -506,7 +523,10 @@ mod tests {
         assert_eq!(files.len(), 1 + SAVED_ENTRIES);
         assert_eq!(files[0].1.len(), 1024);
         let three = &files.iter().find(|(p, _)| p.ends_with("/3")).unwrap().1;
-        assert!(three.ends_with(b"  default\n") && three.len() == 64 + 10, "{three:?}");
+        assert!(
+            three.ends_with(b"  default\n") && three.len() == 64 + 10,
+            "{three:?}"
+        );
     }
 
     #[test]

@@ -75,15 +75,22 @@ pub fn resume_args<'a>(args: &[&'a str], devices: &DeviceMap) -> Vec<std::borrow
     });
     args.iter()
         .filter(|a| !(gone && (a.starts_with("resume=") || a.starts_with("resume_offset="))))
-        .map(|a| match a.strip_prefix("resume=").map(|d| devices.resolve(d)) {
-            Some(Resolved::Uuid(u)) => Cow::Owned(format!("resume=UUID={u}")),
-            _ => Cow::Borrowed(*a),
-        })
+        .map(
+            |a| match a.strip_prefix("resume=").map(|d| devices.resolve(d)) {
+                Some(Resolved::Uuid(u)) => Cow::Owned(format!("resume=UUID={u}")),
+                _ => Cow::Borrowed(*a),
+            },
+        )
         .collect()
 }
 
 /// [`hvm_args`] after [`resume_args`], for the words of one command line.
-fn args_for(words: &[&str], root_uuid: Option<&str>, version: Option<&str>, ctx: &Context) -> Vec<String> {
+fn args_for(
+    words: &[&str],
+    root_uuid: Option<&str>,
+    version: Option<&str>,
+    ctx: &Context,
+) -> Vec<String> {
     let resumed = resume_args(words, &ctx.devices);
     let refs: Vec<&str> = resumed.iter().map(|c| c.as_ref()).collect();
     hvm_args(&refs, root_uuid, version)
@@ -393,7 +400,8 @@ mod tests {
     #[test]
     fn resume_by_uuid_or_gone() {
         let c = ctx();
-        let line = |args: &[&str]| args_for(args, c.root_uuid.as_deref(), Some("4.14.1"), &c).join(" ");
+        let line =
+            |args: &[&str]| args_for(args, c.root_uuid.as_deref(), Some("4.14.1"), &c).join(" ");
         // hibinit-agent: the swap file on the root filesystem, by device name
         assert_eq!(
             line(&["root=LABEL=/", "resume=/dev/xvda1", "resume_offset=34816"]),

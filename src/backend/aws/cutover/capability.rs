@@ -47,7 +47,11 @@ impl crate::migrate::cutover::CutOver for AwsBackend {
             .instance
             .image_id()
             .ok_or_else(|| {
-                crate::error::Error::missing("DescribeInstances", region, &format!("image id of {instance_id}"))
+                crate::error::Error::missing(
+                    "DescribeInstances",
+                    region,
+                    &format!("image id of {instance_id}"),
+                )
             })?
             .to_string();
         let checks = self

@@ -88,7 +88,11 @@ impl AwsBackend {
                 .await
                 .map_err(|e| self.err("DescribeVolumes", region, e))?;
             let v = v.volumes().first().ok_or_else(|| {
-                Error::missing("DescribeVolumes", region, &format!("volume {vid} of {instance_id}"))
+                Error::missing(
+                    "DescribeVolumes",
+                    region,
+                    &format!("volume {vid} of {instance_id}"),
+                )
             })?;
             volumes.push(DataVolume {
                 device: dev.to_string(),
@@ -196,10 +200,9 @@ impl AwsBackend {
             .replace
             .clone()
             .ok_or_else(|| Error::refused(&mid, format!("{mid} was not asked to --replace")))?;
-        let instance_type = r
-            .instance_type
-            .clone()
-            .ok_or_else(|| Error::refused(&mid, format!("{mid}: no replacement type was chosen")))?;
+        let instance_type = r.instance_type.clone().ok_or_else(|| {
+            Error::refused(&mid, format!("{mid}: no replacement type was chosen"))
+        })?;
         let facts = self.source_facts(&region, &source).await?;
         if r.allocation_id.is_none() && !r.eip_moved {
             r.allocation_id = facts.allocation_id.clone();
@@ -353,8 +356,7 @@ impl AwsBackend {
                             image_id,
                             instance_type,
                             &r.volumes,
-                            &mid,
-                            false,
+                            Some(&mid),
                         )
                         .client_token(format!("{mid}-replace"))
                         .send()
@@ -364,9 +366,7 @@ impl AwsBackend {
                         .first()
                         .and_then(|i| i.instance_id())
                         .map(String::from)
-                        .ok_or_else(|| {
-                            Error::missing("RunInstances", &region, "instance id")
-                        })?,
+                        .ok_or_else(|| Error::missing("RunInstances", &region, "instance id"))?,
                 };
                 r.replacement = Some(id.clone());
                 save(journal, r)?;

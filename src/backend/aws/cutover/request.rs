@@ -12,7 +12,8 @@ use crate::migrate::cutover::DataVolume;
 use crate::migrate::MIGRATION_TAG;
 
 impl AwsBackend {
-    /// The RunInstances request of the replacement (`dry_run`: EC2's DryRun).
+    /// The RunInstances request of the replacement that migration `mid`
+    /// launches; without one, EC2's DryRun of it (tagged "dry-run").
     pub(super) fn run_request(
         &self,
         region: &str,
@@ -20,8 +21,7 @@ impl AwsBackend {
         image_id: &str,
         instance_type: &str,
         volumes: &[DataVolume],
-        mid: &str,
-        dry_run: bool,
+        mid: Option<&str>,
     ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
         let src = &facts.instance;
         let mut req = self
@@ -31,7 +31,7 @@ impl AwsBackend {
             .instance_type(instance_type.into())
             .min_count(1)
             .max_count(1)
-            .dry_run(dry_run);
+            .dry_run(mid.is_none());
         if let Some(s) = src.subnet_id() {
             req = req.subnet_id(s);
         }
@@ -106,7 +106,7 @@ impl AwsBackend {
             })
             .cloned()
             .collect();
-        tags.push(tag(MIGRATION_TAG, mid));
+        tags.push(tag(MIGRATION_TAG, mid.unwrap_or("dry-run")));
         tags.push(tag(ROLE_TAG, "replacement"));
         tags.push(tag("amitool:source-instance", &facts.instance_id));
         for kind in [ResourceType::Instance, ResourceType::Volume] {
@@ -142,15 +142,7 @@ impl AwsBackend {
             }
         };
         let run = self
-            .run_request(
-                region,
-                facts,
-                image_id,
-                instance_type,
-                &facts.volumes,
-                "dry-run",
-                true,
-            )
+            .run_request(region, facts, image_id, instance_type, &facts.volumes, None)
             .send()
             .await
             .map(|_| ())

@@ -18,10 +18,16 @@ impl AwsBackend {
         let source = journal.source_id.clone();
         let mid = journal.migration_id.clone();
         let mut r = journal.replace.clone().ok_or_else(|| {
-            Error::refused(&mid, format!("{mid} did not replace an instance (no --replace)"))
+            Error::refused(
+                &mid,
+                format!("{mid} did not replace an instance (no --replace)"),
+            )
         })?;
         let replacement = r.replacement.clone().ok_or_else(|| {
-            Error::refused(&mid, format!("{mid} launched no replacement: nothing to roll back"))
+            Error::refused(
+                &mid,
+                format!("{mid} launched no replacement: nothing to roll back"),
+            )
         })?;
         let mut steps = vec![];
         let state = self.instance_state(&region, &replacement).await?;

@@ -179,10 +179,15 @@ impl Helper<'_> {
             );
             journal.save()?;
         }
-        let (Some(src_vol), Some(dst_vol)) = (journal.source_volume.clone(), journal.target_volume.clone()) else {
+        let (Some(src_vol), Some(dst_vol)) =
+            (journal.source_volume.clone(), journal.target_volume.clone())
+        else {
             return Err(Error::refused(
                 &journal.migration_id,
-                format!("{}'s journal names no helper volumes after making them", journal.migration_id),
+                format!(
+                    "{}'s journal names no helper volumes after making them",
+                    journal.migration_id
+                ),
             ));
         };
         aws.attach(&region, &src_vol, &instance, "/dev/sdf").await?;

@@ -75,7 +75,11 @@ impl AwsBackend {
             .parameter()
             .and_then(|p| p.value().map(String::from))
             .ok_or_else(|| {
-                Error::missing("GetParameter", region, &format!("value for {HELPER_AMI_PARAMETER}"))
+                Error::missing(
+                    "GetParameter",
+                    region,
+                    &format!("value for {HELPER_AMI_PARAMETER}"),
+                )
             })?;
         let mut tags = BTreeMap::new();
         tags.insert(MIGRATION_TAG.to_string(), migration_id.to_string());
@@ -130,7 +134,10 @@ impl AwsBackend {
             let inst = self.helper_instance(region, id).await?;
             return match crate::backend::aws::instances::state_name(&inst).as_str() {
                 "running" => Ok(()),
-                other => Err(Error::refused(id, format!("helper {id} is {other}, not running"))),
+                other => Err(Error::refused(
+                    id,
+                    format!("helper {id} is {other}, not running"),
+                )),
             };
         }
         if opts.profile.is_none() {
@@ -191,12 +198,15 @@ impl AwsBackend {
             }
             Err(e) => match super::super::error::code(&e) {
                 Some("DryRunOperation") => Ok(()),
-                Some(code) => Err(Error::refused("the helper", format!(
-                    "EC2 would not launch the helper ({code}): {}",
-                    e.as_service_error()
-                        .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::message(s))
-                        .unwrap_or("no message")
-                ))),
+                Some(code) => Err(Error::refused(
+                    "the helper",
+                    format!(
+                        "EC2 would not launch the helper ({code}): {}",
+                        e.as_service_error()
+                            .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::message(s))
+                            .unwrap_or("no message")
+                    ),
+                )),
                 None => Err(ec2_err(self, "RunInstances", region)(e)),
             },
         }
