@@ -11,7 +11,7 @@ use std::time::Duration;
 use amitool::image::boot;
 use amitool::migrate::script::{self, Device, Mode, Params, Report};
 
-mod common;
+use crate::common;
 use common::{fixture, sha256};
 
 /// A loop device, detached on drop.

@@ -2,7 +2,7 @@
 //! contract, with no LocalStack: every command here is pointed at an endpoint
 //! where nothing listens, so none of them can lean on the network.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 
@@ -65,7 +65,7 @@ fn kernels_match_offline() {
 
 /// The PV families of the built-in table (data/compat.json).
 fn pv_families() -> Vec<String> {
-    let table: Value = serde_json::from_str(include_str!("../data/compat.json")).unwrap();
+    let table: Value = serde_json::from_str(include_str!("../../data/compat.json")).unwrap();
     let f = &table["pv_families"];
     f["families"]
         .as_array()

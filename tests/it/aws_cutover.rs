@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{Filter, InstanceType, Tag};
 use base64::Engine;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::Migrations as Env;
 
 async fn sdk() -> aws_config::SdkConfig {

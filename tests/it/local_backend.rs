@@ -11,8 +11,8 @@ use std::time::Duration;
 use amitool::image::boot::{qemu_boot, DiskBus};
 use serde_json::Value;
 
-mod common;
-mod day2;
+use crate::common;
+use crate::day2;
 use common::sha256;
 
 fn bin() -> &'static str {
@@ -110,7 +110,7 @@ impl Host {
 
 /// The PV-GRUB kernel of `flavor` for `arch` in `region`, from the built-in table.
 fn kernel_for(region: &str, flavor: &str, arch: &str) -> String {
-    let t: Value = serde_json::from_str(include_str!("../data/kernels.json")).unwrap();
+    let t: Value = serde_json::from_str(include_str!("../../data/kernels.json")).unwrap();
     let want = format!("pv-grub-{flavor}_");
     t["kernels"]
         .as_array()

@@ -13,7 +13,7 @@
 use aws_sdk_ec2::types::Filter;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 /// The instance profile LocalStack's stand-in agent hook seeds
 /// (localstack/hooks/30_amitool_ssm.py): amitool launches no helper without one.

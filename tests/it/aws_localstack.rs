@@ -2,7 +2,7 @@
 //! starts it): every answer of the binary is compared with what EC2 returns
 //! when asked directly through the SDK. Without LocalStack these tests fail.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
@@ -639,7 +639,7 @@ fn flavor_arch(name: &str) -> (String, String) {
 #[test]
 fn kernels_match_live_agrees_with_offline() {
     localstack();
-    let table: Value = serde_json::from_str(include_str!("../data/kernels.json")).unwrap();
+    let table: Value = serde_json::from_str(include_str!("../../data/kernels.json")).unwrap();
     let kernels = table["kernels"].as_array().unwrap();
     let in_region =
         |r: &str| -> Vec<&Value> { kernels.iter().filter(|k| k["region"] == r).collect() };

@@ -3,8 +3,6 @@
 //! asks LocalStack directly, so the binary's answers can be compared with
 //! EC2's own.
 
-// Each test crate uses a part of this module.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
