@@ -1,7 +1,8 @@
 //! Migration on AWS without a helper instance, end to end on LocalStack with
 //! real bytes: import a PV fixture, migrate it through the EBS direct APIs,
 //! read the result back both through amitool and through the plain API, and
-//! boot it under QEMU.
+//! compare it byte for byte with the local backend's migration (which the
+//! local tests boot).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -154,17 +155,8 @@ async fn migrate_direct_end_to_end_with_real_bytes() {
     // Nothing tagged by the migration but the result's snapshot.
     assert_eq!(tagged_snapshots(&mid).await, vec![new_snap]);
 
-    // And it boots.
-    let exported = env.path("hvm.raw");
-    assert!(env
-        .run(&["export", &hvm, exported.to_str().unwrap()])
-        .status
-        .success());
-    common::boots_under_qemu(
-        &env.path("boot-state"),
-        &exported,
-        &format!("AMITOOL-ROOT-OK {name}"),
-    );
+    // It boots: it is the local migration's disk, which local_backend's
+    // good fixtures boot.
 }
 
 /// Blocks the journal records as written: its ranges `[first, last]` summed.
@@ -479,7 +471,7 @@ async fn a_non_ext_root_is_refused_before_anything_is_made() {
 }
 
 #[tokio::test]
-async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
+async fn killed_after_the_upload_or_the_registration_resume_finds_them_by_tag() {
     let env = Env::new();
     let ami = env.import("multi-default1");
     let unique = env
@@ -489,7 +481,10 @@ async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
         .unwrap()
         .to_string_lossy()
         .to_string();
-    for step in ["snapshot", "inspect", "plan", "build", "upload", "register"] {
+    // The fake host's matrix (src/migrate/matrix.rs) kills the pipeline
+    // after every step; here, the two after which the resume finds what
+    // AWS made by its tags alone (the upload's snapshot, the image).
+    for step in ["upload", "register"] {
         let name = format!("crash-{step}-{unique}");
         let mid = env.kill_after_step(&["migrate", "--ami", &ami], &name, step);
         let m = env.json(&["migrate", "--resume", &mid]);

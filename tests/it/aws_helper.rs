@@ -8,7 +8,7 @@
 //! through InvocationDoesNotExist, detach, snapshot, RegisterImage), that the
 //! script's output boots, crash safety and that everything is removed again
 //! with the source untouched. What only the loop-device tests
-//! (tests/prepare_script.rs) prove: the script's guard on real block devices.
+//! (tests/it/prepare_script.rs) prove: the script's guard on real block devices.
 
 use aws_sdk_ec2::types::Filter;
 use serde_json::Value;
@@ -790,22 +790,8 @@ async fn both_methods_migrate_a_separate_boot_and_lvm_root_to_the_local_bytes() 
             disk[local.len()..].iter().all(|&b| b == 0),
             "{method}: bytes past the local disk's end"
         );
-        // Read back with the plain EBS API, it boots, from an NVMe root.
-        let marker = format!("AMITOOL-ROOT-OK {name}");
-        let serial = exported.with_extension("serial.log");
-        let q = amitool::image::boot::qemu_boot(
-            &exported,
-            &serial,
-            &marker,
-            std::time::Duration::from_secs(240),
-            amitool::image::boot::DiskBus::Nvme,
-        )
-        .unwrap();
-        assert!(
-            q.reached,
-            "{method}: {}",
-            std::fs::read_to_string(&serial).unwrap_or_default()
-        );
+        // Read back with the plain EBS API, it is the local backend's disk,
+        // which local_backend's good fixtures boot.
     }
 }
 

@@ -1,12 +1,12 @@
 //! The rendered preparation script, for real: as root, on loop devices made
 //! from a PV fixture and an empty file, run exactly as SSM would run it
 //! (bash, as root, its output's last line a JSON report), then the result
-//! booted under QEMU. And its guard: a device that is not the one it was
+//! compared byte for byte with the direct method's disk (which the good
+//! fixtures' tests boot). And its guard: a device that is not the one it was
 //! given is refused before anything is written.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use amitool::image::boot;
 use amitool::migrate::script::{self, Device, Mode, Params, Report};
@@ -97,14 +97,14 @@ fn params(mode: Mode, src: Device, dst: Device) -> Params {
 }
 
 #[test]
-fn planned_in_rust_converted_on_loop_devices_then_boots() {
+fn planned_in_rust_converted_on_loop_devices_is_the_direct_methods_disk() {
     // One filesystem on the whole disk, and AMIgen6's separate /boot with an LVM2 root.
     for name in ["menulst-noroot", "amigen6-lvm"] {
-        converted_on_loop_devices_then_boots(name);
+        converted_on_loop_devices(name);
     }
 }
 
-fn converted_on_loop_devices_then_boots(name: &str) {
+fn converted_on_loop_devices(name: &str) {
     let s = setup(name);
     let before = sha256(&s.src);
     // amitool plans in Rust from the source read where it lies (on AWS the
@@ -135,22 +135,8 @@ fn converted_on_loop_devices_then_boots(name: &str) {
 
     let problems = boot::hvm_problems(&s.dst, Some(&plan.cfg));
     assert!(problems.is_empty(), "{name}: {problems:?}");
-    let marker = format!("AMITOOL-ROOT-OK {name}");
-    let q = boot::qemu_boot(
-        &s.dst,
-        &s.dir.path().join("serial.log"),
-        &marker,
-        Duration::from_secs(240),
-        boot::DiskBus::Ide,
-    )
-    .unwrap();
-    let log = std::fs::read_to_string(&q.serial_log).unwrap_or_default();
-    assert!(q.reached, "{name}: {log}");
-    assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{name}: {log}");
-    assert!(
-        log.contains("console=ttyS0,115200"),
-        "{name}: the rewritten menu was booted\n{log}"
-    );
+    // The disk boots: it is byte for byte the direct method's, which the
+    // good fixtures' tests boot (local_backend).
 
     // The direct method (the local backend's pipeline) builds the same disk, first MiB included.
     let direct = direct_disk(name);
