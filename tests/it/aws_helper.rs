@@ -513,9 +513,9 @@ async fn a_source_no_method_can_migrate_is_refused_before_the_helper_starts() {
 async fn killed_after_any_step_resume_finishes_and_nothing_is_orphaned() {
     let env = Env::new();
     let ami = env.import("menulst-root-hd0");
+    // The steps of the helper's own resources (the fake host's matrix in
+    // src/migrate/matrix.rs kills the pipeline's common steps).
     for step in [
-        "snapshot",
-        "inspect",
         "helper",
         "volumes",
         "copy",

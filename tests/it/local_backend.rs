@@ -2055,18 +2055,19 @@ fn real_guest(dir: &Path, g: &Value) {
         .to_string();
     let m = host.json(&["migrate", "--ami", &ami]);
     let hvm = m["image_id"].as_str().unwrap().to_string();
-    // Its first boots: the guest's own kernel and initramfs-tools' initramfs.
+    // Its first boots: the guest's own kernel and initramfs-tools' initramfs,
+    // on NVMe (the instance whose volume day 2 updates) and on IDE.
     let first = g["kernel"].as_str().unwrap();
-    for itype in ["m5.large", "t2.micro"] {
-        let log = boot_log(&host, &hvm, itype, marker);
+    let (nvme, volume) = boot_instance(&host, &hvm, "m5.large", marker);
+    let ide = boot_log(&host, &hvm, "t2.micro", marker);
+    for (itype, log) in [("m5.large", nvme), ("t2.micro", ide)] {
         assert!(
             log.contains(&format!("BOOT_IMAGE={first}")) || log.contains("BOOT_IMAGE=/vmlinuz"),
             "{name} on {itype}\n{log}"
         );
         assert!(log.contains("console=ttyS0"), "{name} on {itype}\n{log}");
     }
-    // Day 2 on an instance's volume, by the guest's own dpkg and apt.
-    let (_, volume) = boot_instance(&host, &hvm, "m5.large", marker);
+    // Day 2 on that instance's volume, by the guest's own dpkg and apt.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/day2/debian-update.sh");
     let fetch = Command::new("bash")
         .arg(&script)
