@@ -27,6 +27,13 @@ What it changes, and why:
    with every block of the parent at the same index, as on AWS; blocks put
    later replace the parent's.  The parent must exist and be completed, and
    the child's VolumeSize may not be smaller than the parent's.
+6. ListChangedBlocks as EBS answers it (moto lists only blocks present in
+   both snapshots, unpaginated, without checking that they are related):
+   the blocks that differ between two completed snapshots of one lineage
+   (snapshots of one volume; a StartSnapshot child is of its parent's), a
+   block only in the first without a SecondBlockToken, sorted, paginated
+   by MaxResults (100-10000) and NextToken from StartingBlockIndex;
+   snapshots of different lineages are a ValidationException.
 """
 
 import json
@@ -60,7 +67,6 @@ def _amitool_ebs_fix_models():
     original_put = backend_cls.put_snapshot_block
     original_get = backend_cls.get_snapshot_block
     original_list = backend_cls.list_snapshot_blocks
-    original_changed = backend_cls.list_changed_blocks
 
     def lookup(self, snapshot_id):
         snapshot = self.snapshots.get(snapshot_id)
@@ -118,17 +124,10 @@ def _amitool_ebs_fix_models():
         lookup(self, snapshot_id)
         return original_list(self, snapshot_id)
 
-    def list_changed_blocks(self, first_snapshot_id, second_snapshot_id):
-        if first_snapshot_id:
-            lookup(self, first_snapshot_id)
-        lookup(self, second_snapshot_id)
-        return original_changed(self, first_snapshot_id, second_snapshot_id)
-
     backend_cls.complete_snapshot = complete_snapshot
     backend_cls.put_snapshot_block = put_snapshot_block
     backend_cls.get_snapshot_block = get_snapshot_block
     backend_cls.list_snapshot_blocks = list_snapshot_blocks
-    backend_cls.list_changed_blocks = list_changed_blocks
 
 
 def _block_index(raw):
@@ -144,6 +143,16 @@ def _block_index(raw):
             "INVALID_BLOCK",
         )
     return index
+
+
+def _lineage(snapshot):
+    """What ListChangedBlocks compares within: the volume a snapshot was
+    taken of (CreateSnapshot), else the first snapshot of its parent chain."""
+    return getattr(snapshot, "lineage", None) or snapshot.snapshot_id
+
+
+def _as_block_bytes(data):
+    return data if isinstance(data, bytes) else str(data).encode("utf-8")
 
 
 def _ebs_error(status, code, message, reason):
@@ -182,13 +191,70 @@ def _amitool_ebs_fix_responses():
             }
         )
 
-    original_changed = response_cls.list_changed_blocks
-
     def list_changed_blocks(self):
-        body = json.loads(original_changed(self))
-        for block in body.get("ChangedBlocks", []):
-            block["BlockIndex"] = int(block["BlockIndex"])
-        body["ChangedBlocks"].sort(key=lambda block: block["BlockIndex"])
+        # As EBS answers it: the blocks that differ between two snapshots of
+        # one lineage (snapshots of one volume, or children of one parent
+        # chain), each with the token of the side that holds it (a block
+        # only in the first has no SecondBlockToken), sorted, paginated by
+        # MaxResults / NextToken from StartingBlockIndex. Without a first
+        # snapshot, every block of the second.
+        params = self._get_params()
+        second_id = self.path.split("/")[-2]
+        first_id = params.get("firstSnapshotId")
+        backend = self.ebs_backend
+        second = backend.list_snapshot_blocks(snapshot_id=second_id)
+        first = backend.list_snapshot_blocks(snapshot_id=first_id) if first_id else None
+        for snap in (first, second):
+            if snap is not None and snap.status != "completed":
+                raise _ebs_error(
+                    400,
+                    "ValidationException",
+                    f"The snapshot '{snap.snapshot_id}' is not completed.",
+                    "INVALID_SNAPSHOT_STATE",
+                )
+        if first is not None and _lineage(first) != _lineage(second):
+            raise _ebs_error(
+                400,
+                "ValidationException",
+                f"The snapshots '{first_id}' and '{second_id}' are not of the same volume or lineage.",
+                "INVALID_DEPENDENCY_REQUEST",
+            )
+        try:
+            max_results = int(params.get("maxResults") or 10000)
+            start = int(params.get("pageToken") or params.get("startingBlockIndex") or 0)
+        except ValueError:
+            raise _ebs_error(400, "ValidationException", "Invalid pagination parameter.", "INVALID_PAGE_TOKEN")
+        if not 100 <= max_results <= 10000:
+            raise _ebs_error(
+                400,
+                "ValidationException",
+                "MaxResults must be between 100 and 10000.",
+                "INVALID_PARAMETER_VALUE",
+            )
+        a = first.blocks if first is not None else {}
+        b = second.blocks
+        changed = []
+        for index in sorted({int(k) for k in a} | {int(k) for k in b}):
+            if index < start:
+                continue
+            x, y = a.get(str(index)), b.get(str(index))
+            if x is not None and y is not None and (
+                x is y or _as_block_bytes(x.block_data) == _as_block_bytes(y.block_data)
+            ):
+                continue
+            entry = {"BlockIndex": index}
+            if x is not None:
+                entry["FirstBlockToken"] = x.block_token
+            if y is not None:
+                entry["SecondBlockToken"] = y.block_token
+            changed.append(entry)
+        body = {
+            "ChangedBlocks": changed[:max_results],
+            "VolumeSize": second.volume_size,
+            "BlockSize": second.block_size,
+        }
+        if len(changed) > max_results:
+            body["NextToken"] = str(changed[max_results]["BlockIndex"])
         return json.dumps(body)
 
     def start_snapshot(self):
@@ -226,6 +292,8 @@ def _amitool_ebs_fix_responses():
         if parent is not None:
             snapshot.blocks = dict(parent.blocks)
             snapshot.parent_snapshot_id = parent_id
+        # A child is of its parent's lineage; a new snapshot starts its own.
+        snapshot.lineage = _lineage(parent) if parent is not None else snapshot.snapshot_id
         body = snapshot.to_json()
         if parent is not None:
             body["ParentSnapshotId"] = parent_id

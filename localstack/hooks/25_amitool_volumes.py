@@ -18,6 +18,10 @@ and the image amitool registers afterwards holds what the script wrote:
 2. CreateSnapshot of a volume with data gives the new snapshot the volume's
    non-zero 512 KiB blocks, with their SHA256 checksums, readable through
    ListSnapshotBlocks / GetSnapshotBlock like any snapshot uploaded there.
+   The file is made when the volume is (from a snapshot, or an instance's
+   root), so that a test can write into a running instance's volume as its
+   guest would, and the next snapshot holds what it wrote; the snapshot is
+   of the volume's lineage (ListChangedBlocks compares within one).
 3. DeleteVolume deletes the volume's file.
 4. RunInstances without block device mappings makes the root volume from the
    image's root snapshot, at the image's root device name and size, as AWS
@@ -131,6 +135,13 @@ def _patch_volumes():
         return
     original_create_snapshot = EBSBackend.create_snapshot
     original_delete_volume = EBSBackend.delete_volume
+    original_create_volume = EBSBackend.create_volume
+
+    def create_volume(self, *args, **kwargs):
+        volume = original_create_volume(self, *args, **kwargs)
+        if volume.snapshot_id:
+            volume_file(volume)
+        return volume
 
     def create_snapshot(self, volume_id, description, owner_id=None, from_ami=None):
         snapshot = original_create_snapshot(self, volume_id, description, owner_id, from_ami)
@@ -139,6 +150,7 @@ def _patch_volumes():
             ebs_snapshot = EBSSnapshot(self.account_id, snapshot)
             ebs_snapshot.blocks = blocks
             ebs_snapshot.status = "completed"
+            ebs_snapshot.lineage = volume_id
             snapshot.status = "completed"  # the EBS hook's constructor set it pending
             ebs_backends[self.account_id][self.region_name].snapshots[snapshot.id] = ebs_snapshot
             LOG.info("amitool: %s of %s holds %d blocks", snapshot.id, volume_id, len(blocks))
@@ -152,6 +164,7 @@ def _patch_volumes():
         return volume
 
     EBSBackend.create_snapshot = create_snapshot
+    EBSBackend.create_volume = create_volume
     EBSBackend.delete_volume = delete_volume
     EBSBackend._amitool_volumes_patched = True
 
