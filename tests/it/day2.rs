@@ -38,7 +38,7 @@ pub fn cat_at(target: &str, path: &str) -> Option<String> {
     (!missing).then_some(text)
 }
 
-fn debugfs(disk: &Path, script: &str) {
+fn debugfs(t: &str, script: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cmds = dir.path().join("cmds");
     std::fs::write(&cmds, script).unwrap();
@@ -46,7 +46,7 @@ fn debugfs(disk: &Path, script: &str) {
         .arg("-w")
         .arg("-f")
         .arg(&cmds)
-        .arg(target(disk))
+        .arg(t)
         .output()
         .unwrap();
     assert!(
@@ -61,34 +61,35 @@ fn split(path: &str) -> (&str, &str) {
     (if d.is_empty() { "/" } else { d }, n)
 }
 
-/// Write `content` as a new file over `path` (as grubby and update-grub do: new file, rename).
-pub fn write(disk: &Path, path: &str, content: &str) {
+/// Write `content` as a new file over `path` (as grubby and update-grub do:
+/// new file, rename) in the filesystem `t` (`image` or `disk?offset=N`).
+pub fn write(t: &str, path: &str, content: &str) {
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("f");
     std::fs::write(&local, content).unwrap();
     let (d, n) = split(path);
     debugfs(
-        disk,
+        t,
         &format!(
             "cd {d}\nrm {n}\nwrite {} {n}\nsif {n} mode 0100644\n",
             local.display()
         ),
     );
-    assert_eq!(cat(disk, path).as_deref(), Some(content), "{path} written");
+    assert_eq!(cat_at(t, path).as_deref(), Some(content), "{path} written");
 }
 
-pub fn copy(disk: &Path, from: &str, to: &str) {
+pub fn copy(t: &str, from: &str, to: &str) {
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("f");
-    debugfs(disk, &format!("dump {from} {}\n", local.display()));
+    debugfs(t, &format!("dump {from} {}\n", local.display()));
     let (d, n) = split(to);
-    debugfs(disk, &format!("cd {d}\nwrite {} {n}\n", local.display()));
+    debugfs(t, &format!("cd {d}\nwrite {} {n}\n", local.display()));
 }
 
-pub fn remove(disk: &Path, path: &str) {
+pub fn remove(t: &str, path: &str) {
     let (d, n) = split(path);
-    debugfs(disk, &format!("cd {d}\nrm {n}\n"));
-    assert!(cat(disk, path).is_none(), "{path} removed");
+    debugfs(t, &format!("cd {d}\nrm {n}\n"));
+    assert!(cat_at(t, path).is_none(), "{path} removed");
 }
 
 /// `KEY="value"` of a shell-style defaults file.
@@ -298,13 +299,45 @@ pub fn kernel_upgrade(
     old_initrd: &str,
     root_offset: Option<u64>,
 ) -> String {
+    let root = root_offset.map(|o| format!("{}?offset={o}", disk.display()));
+    kernel_upgrade_in(
+        &target(disk),
+        style,
+        uuid,
+        old_kernel,
+        old_initrd,
+        root.as_deref(),
+    )
+}
+
+/// [`kernel_upgrade`] of the guest whose boot filesystem is `t` (`image`
+/// or `disk?offset=N`) and root filesystem `root` (when /boot is separate).
+pub fn kernel_upgrade_in(
+    t: &str,
+    style: &str,
+    uuid: &str,
+    old_kernel: &str,
+    old_initrd: &str,
+    root: Option<&str>,
+) -> String {
     let old_version = old_kernel.rsplit_once("vmlinuz-").unwrap().1;
     let version = format!("{old_version}.day2");
     let boot = boot_dir(style);
     let new_kernel = format!("{boot}/vmlinuz-{version}");
     let new_initrd = initrd_name(style, &version);
-    copy(disk, old_kernel, &new_kernel);
-    copy(disk, old_initrd, &new_initrd);
+    copy(t, old_kernel, &new_kernel);
+    copy(t, old_initrd, &new_initrd);
+    // The package's module tree: its indexes, where the kernel's drivers are listed.
+    let fs = root.unwrap_or(t);
+    for index in ["modules.dep", "modules.builtin"] {
+        let from = format!("/lib/modules/{old_version}/{index}");
+        if cat_at(fs, &from).is_some() {
+            if index == "modules.dep" {
+                debugfs(fs, &format!("mkdir /lib/modules/{version}\n"));
+            }
+            copy(fs, &from, &format!("/lib/modules/{version}/{index}"));
+        }
+    }
     match style {
         "amazon-linux-1"
         | "amazon-linux-1-multi"
@@ -313,18 +346,14 @@ pub fn kernel_upgrade(
         | "centos-6-separate-boot"
         | "amigen6-lvm" => {
             let conf = format!("{boot}/grub/grub.conf");
-            let file = if cat(disk, &conf).is_some() {
+            let file = if cat_at(t, &conf).is_some() {
                 conf
             } else {
                 format!("{boot}/grub/menu.lst")
             };
             let file = file.as_str();
             // new-kernel-pkg passes fstab's / to grubby as root=.
-            let fstab = match root_offset {
-                Some(o) => cat_at(&format!("{}?offset={o}", disk.display()), "/etc/fstab"),
-                None => cat(disk, "/etc/fstab"),
-            }
-            .unwrap();
+            let fstab = cat_at(root.unwrap_or(t), "/etc/fstab").unwrap();
             let root = fstab
                 .lines()
                 .find_map(|l| {
@@ -332,39 +361,39 @@ pub fn kernel_upgrade(
                     (f.len() > 1 && f[1] == "/" && !f[0].starts_with('#')).then(|| f[0].to_string())
                 })
                 .expect("fstab has /");
-            let menu = cat(disk, file).unwrap();
+            let menu = cat_at(t, file).unwrap();
             write(
-                disk,
+                t,
                 file,
                 &grubby_add(&menu, &new_kernel, &new_initrd, &version, &root),
             );
         }
         "ubuntu-grub-legacy-ec2" | "debian-grub-legacy" | "ubuntu-grub2-hybrid" => {
-            let menu = cat(disk, "/boot/grub/menu.lst").unwrap();
+            let menu = cat_at(t, "/boot/grub/menu.lst").unwrap();
             let menu = update_grub_legacy_ec2(&menu, &[&version], |v| initrd_name(style, v));
-            write(disk, "/boot/grub/menu.lst", &menu);
+            write(t, "/boot/grub/menu.lst", &menu);
             if style == "ubuntu-grub2-hybrid" {
-                let d = cat(disk, "/etc/default/grub").unwrap();
+                let d = cat_at(t, "/etc/default/grub").unwrap();
                 write(
-                    disk,
+                    t,
                     "/boot/grub/grub.cfg",
                     &grub_mkconfig_10_linux(&d, uuid, &version),
                 );
             }
         }
         "debian-bootstrap-vz" => {
-            let custom = cat(disk, "/etc/grub.d/40_custom").unwrap();
-            let d = cat(disk, "/etc/default/grub").unwrap();
+            let custom = cat_at(t, "/etc/grub.d/40_custom").unwrap();
+            let d = cat_at(t, "/etc/default/grub").unwrap();
             write(
-                disk,
+                t,
                 "/boot/grub/grub.cfg",
                 &grub_mkconfig_40_custom(&custom, &d, &version),
             );
         }
         other => panic!("no day-2 tool for style {other}"),
     }
-    remove(disk, old_kernel);
-    remove(disk, old_initrd);
+    remove(t, old_kernel);
+    remove(t, old_initrd);
     new_kernel
 }
 

@@ -176,7 +176,12 @@ good_fixtures! {
 /// buses (a hand-made menu.lst with or without `root`, a second entry as
 /// default, ext3 found by UUID): their boot proves the reading, not the
 /// bus, so they boot once on NVMe and, after their update, on IDE.
-const VARIANTS: [&str; 4] = ["menulst-root-hd0", "menulst-noroot", "multi-default1", "ext3-uuid"];
+const VARIANTS: [&str; 4] = [
+    "menulst-root-hd0",
+    "menulst-noroot",
+    "multi-default1",
+    "ext3-uuid",
+];
 
 /// Import, inspect, migrate, boot; then day 2: the guest's own tool
 /// updates its kernel in the instance's volume and the instance reboots.
@@ -415,7 +420,7 @@ fn saved_default_survives(volume: &Path, new_kernel: &str, log: &str, marker: &s
         amitool::image::menulst::grub_set_default_text(0),
         "the tool's format"
     );
-    day2::write(volume, "/boot/grub/default", &written);
+    day2::write(&day2::target(volume), "/boot/grub/default", &written);
     let again = volume.with_extension("day2-default0.serial.log");
     let q = qemu_boot(volume, &again, marker, Duration::from_secs(240), bus).unwrap();
     let log = std::fs::read_to_string(&again).unwrap_or_default();
