@@ -307,6 +307,9 @@ pub struct ImportRequest {
     pub kernel_id: Option<String>,
     pub architecture: String,
     pub name: Option<String>,
+    /// `--ena-support`: an HVM image whose kernel has the ENA driver (and
+    /// NVMe in its initramfs), as RegisterImage's EnaSupport marks it.
+    pub ena_support: bool,
 }
 
 /// Which instance types `describe_instance_types` returns.

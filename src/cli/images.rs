@@ -32,9 +32,18 @@ pub struct ImportArgs {
     pub arch: ArchArg,
     #[arg(long)]
     pub name: Option<String>,
+    /// An hvm image whose kernel has the ENA driver and can mount an NVMe
+    /// root: marked EnaSupport, so Nitro types run it.
+    #[arg(long)]
+    pub ena_support: bool,
 }
 
 pub async fn import(ctx: &Context, a: ImportArgs) -> Result<u8> {
+    if a.ena_support && matches!(a.virtualization, VirtArg::Pv) {
+        return Err(Error::InvalidInput(
+            "--ena-support marks an hvm image; a paravirtual one runs on Xen PV types only".into(),
+        ));
+    }
     if let Some(k) = &a.kernel {
         ids::check_id(IdKind::Kernel, k)?;
     }
@@ -49,6 +58,7 @@ pub async fn import(ctx: &Context, a: ImportArgs) -> Result<u8> {
                 kernel_id: a.kernel,
                 architecture: a.arch.as_str().into(),
                 name: a.name,
+                ena_support: a.ena_support,
             },
         )
         .await?;

@@ -41,6 +41,24 @@ pub struct MigrateArgs {
     /// --replace: leave the source running (its data volumes are then copied crash-consistent).
     #[arg(long, requires = "replace")]
     pub keep_source_running: bool,
+    /// --replace: detach the data volumes from the stopped source and attach
+    /// them to the replacement instead of copying them (same zone; --rollback
+    /// moves them back).
+    #[arg(long, requires = "replace", conflicts_with = "keep_source_running")]
+    pub move_data_volumes: bool,
+    /// --instance --replace: copy the root and data volumes while the source
+    /// runs and stop there (phase 1); run it again, or --sync, to catch up;
+    /// --cut-over finishes with an outage of only the blocks changed since (AWS).
+    #[arg(long, requires = "replace")]
+    pub warm: bool,
+    /// Catch a --warm migration up with its running source: only the blocks
+    /// changed since its last sync move.
+    #[arg(long, value_name = "MIGRATION_ID", conflicts_with_all = ["cleanup", "ami", "instance", "from_file", "resume", "rollback", "replace"])]
+    pub sync: Option<String>,
+    /// Finish a --warm migration: stop the source, move the blocks changed
+    /// since the last sync, register, launch the replacement, move the Elastic IP.
+    #[arg(long, value_name = "MIGRATION_ID", conflicts_with_all = ["cleanup", "ami", "instance", "from_file", "resume", "rollback", "replace", "sync"])]
+    pub cut_over: Option<String>,
     /// Remove what a migration made (but a registered image), from its journal.
     #[arg(long, value_name = "MIGRATION_ID")]
     pub cleanup: Option<String>,
@@ -123,7 +141,23 @@ fn request(a: &MigrateArgs, region: String) -> Result<Request> {
             crate::successor::check_family(f)?;
         }
     }
+    if a.warm && (!a.ami.is_empty() || a.instance.is_empty() && a.from_file.is_none()) {
+        return Err(Error::InvalidInput(
+            "--warm copies running instances: give --instance (or instance ids in --from-file)"
+                .into(),
+        ));
+    }
+    if a.warm && a.method != Method::Direct {
+        return Err(Error::InvalidInput(
+            "--warm writes each sync over the last one through the EBS direct APIs: it runs with --method direct".into(),
+        ));
+    }
+    if let Some(id) = a.sync.as_ref().or(a.cut_over.as_ref()) {
+        crate::migrate::journal::check_migration_id(id)?;
+    }
     let action = match (&a.rollback, &a.cleanup, &a.resume) {
+        _ if a.sync.is_some() => Action::Sync(a.sync.clone().expect("checked")),
+        _ if a.cut_over.is_some() => Action::CutOver(a.cut_over.clone().expect("checked")),
         (Some(id), _, _) => Action::Rollback(id.clone()),
         (None, Some(id), _) => Action::Cleanup(id.clone()),
         (None, None, Some(id)) => Action::Resume(id.clone()),
@@ -153,10 +187,12 @@ fn request(a: &MigrateArgs, region: String) -> Result<Request> {
                 instance_type: a.helper_type.clone(),
             },
             stop_source: a.stop_source,
+            warm: a.warm,
             replace: a.replace.then(|| ReplaceOptions {
                 instance_type: a.instance_type.clone(),
                 successor_family: a.successor_family.clone(),
                 keep_source_running: a.keep_source_running,
+                move_data_volumes: a.move_data_volumes,
             }),
         },
         verify: a.verify.then(|| Verify {
@@ -207,7 +243,9 @@ fn sources(a: &MigrateArgs) -> Result<Vec<Source>> {
 pub async fn run(ctx: &Context, a: MigrateArgs) -> Result<u8> {
     // A resume, cleanup or rollback runs in its journal's region.
     let region = match (&a.rollback, &a.cleanup, &a.resume) {
-        (None, None, None) => ctx.one_region("migrate").await?,
+        (None, None, None) if a.sync.is_none() && a.cut_over.is_none() => {
+            ctx.one_region("migrate").await?
+        }
         _ => ctx
             .regions()
             .await

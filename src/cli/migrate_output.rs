@@ -74,6 +74,7 @@ pub fn render(format: Format, outcome: &Outcome) {
                     match plan {
                         DryRun::Preview(p) => preview(p),
                         DryRun::Provider(plan) => provider_plan(plan),
+                        DryRun::Warm(plan) => warm_plan(plan),
                     }
                 }
             }
@@ -106,6 +107,30 @@ fn migration(format: Format, m: &Migration) {
             for finding in &m.findings {
                 output::emit(&output::labelled(f, "finding", finding));
             }
+            if let Some(sync) = &m.sync {
+                let src = m
+                    .source_instance_id
+                    .as_deref()
+                    .unwrap_or(&m.source_image_id);
+                match f {
+                    Format::Text => output::emit(&format!(
+                        "synced\t{src}\t{}\t{}\t{}\t{}",
+                        sync.generation, sync.disk_snapshot, m.region, m.migration_id
+                    )),
+                    _ => output::emit(&format!(
+                        "{src}: sync {} made {} ({} blocks written{}); it runs on. Catch up: `{}`; finish: `{}`",
+                        sync.generation,
+                        sync.disk_snapshot,
+                        sync.blocks_written,
+                        sync.changed_blocks
+                            .map(|n| format!(", {n} of the root's blocks changed since the sync before"))
+                            .unwrap_or_default(),
+                        sync.sync,
+                        sync.cut_over
+                    )),
+                }
+                return;
+            }
             match f {
                 Format::Text => output::emit(&format!(
                     "migrated\t{}\t{}\t{}\t{}",
@@ -135,6 +160,30 @@ fn migration(format: Format, m: &Migration) {
                             .map(|ip| format!(", Elastic IP {ip} moved"))
                             .unwrap_or_default(),
                         m.migration_id
+                    )),
+                }
+            }
+            if let Some(o) = &m.outage {
+                let at = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
+                match f {
+                    Format::Text => output::emit(&format!(
+                        "outage\t{:.1}\t{}\t{}\t{}\t{}\t{}",
+                        o.seconds,
+                        at(&m.source_stopped_at),
+                        at(&m.replacement_running_at),
+                        o.blocks_read,
+                        o.blocks_written,
+                        o.bytes_written
+                    )),
+                    _ => output::emit(&format!(
+                        "outage {:.1} s: the source stopped at {}, its replacement ran at {}; {} of the root's blocks changed since the last sync, {} blocks read, {} written ({} bytes)",
+                        o.seconds,
+                        at(&m.source_stopped_at),
+                        at(&m.replacement_running_at),
+                        o.changed_blocks,
+                        o.blocks_read,
+                        o.blocks_written,
+                        o.bytes_written
                     )),
                 }
             }
@@ -284,4 +333,21 @@ fn provider_plan(plan: &ProviderPlan) {
             "inspection: an instance's root volume is read after its snapshot is made; not in a dry run",
         ),
     }
+}
+
+/// `--sync`/`--cut-over --dry-run` as text.
+fn warm_plan(p: &crate::migrate::dryrun::WarmPlan) {
+    let steps: Vec<&str> = p.steps.iter().map(|s| s.as_str()).collect();
+    output::emit(&format!(
+        "{} of {} ({}, {}) would: {}\nestimate: {} blocks ({} bytes) read and written, ${:.4}; {}",
+        p.action,
+        p.migration_id,
+        p.source_instance_id,
+        p.region,
+        steps.join(", "),
+        p.estimated_blocks,
+        p.estimated_bytes,
+        p.estimated_usd,
+        p.note
+    ));
 }

@@ -101,6 +101,11 @@ impl HvmView {
         Ok(())
     }
 
+    /// How many blocks the head (the MBR and core.img) fills.
+    pub fn head_blocks(&self) -> u64 {
+        (self.head.len() as u64).div_ceil(BLOCK)
+    }
+
     /// The blocks amitool changed, in order.
     pub fn edited(&self) -> Vec<u64> {
         self.overlay
@@ -115,7 +120,7 @@ impl HvmView {
     /// source's data lands in, and the overlay's. (A block that composes to
     /// all zeros need not be written.)
     pub fn blocks(&self) -> std::io::Result<Vec<u64>> {
-        let mut out: Vec<u64> = (0..(self.head.len() as u64).div_ceil(BLOCK)).collect();
+        let mut out: Vec<u64> = (0..self.head_blocks()).collect();
         let data = self
             .source
             .data_ranges()

@@ -26,6 +26,11 @@ pub trait CutOver: Send + Sync {
         image_id: &str,
         rec: &mut Recorder,
     ) -> Result<Replacement>;
+    /// `--warm`: snapshot every data volume of the running source for this
+    /// sync (crash-consistent, tagged, found again after a kill), so the
+    /// cut-over's final snapshots hold only what changed since; the sync
+    /// before's go. Recorded in the journal's `warm.data`.
+    async fn sync_data_volumes(&self, journal: &mut Journal, rec: &mut Recorder) -> Result<()>;
     /// Undo a cut-over; a second run changes nothing.
     async fn roll_back(&self, journal: &mut Journal) -> Result<Rollback>;
     /// What the cut-over of `instance_id` to `instance_type` would launch
@@ -50,6 +55,10 @@ pub struct ReplaceOptions {
     /// `--keep-source-running`: the source is not stopped (its data volumes
     /// are then copied crash-consistent).
     pub keep_source_running: bool,
+    /// `--move-data-volumes`: detach the data volumes from the stopped
+    /// source and attach them to the replacement (no copy; same zone).
+    #[serde(default)]
+    pub move_data_volumes: bool,
 }
 
 /// A non-root EBS volume of the source, and its copy for the replacement.
@@ -64,6 +73,9 @@ pub struct DataVolume {
     pub delete_on_termination: bool,
     /// The snapshot it was copied through, once taken.
     pub snapshot_id: Option<String>,
+    /// `--move-data-volumes`: it is attached to the replacement now.
+    #[serde(default)]
+    pub moved: bool,
 }
 
 /// The cut-over's state, in the journal.

@@ -72,6 +72,79 @@ pub trait ProviderDryRun: Send + Sync {
 pub enum DryRun {
     Preview(Box<Preview>),
     Provider(Box<ProviderPlan>),
+    Warm(Box<WarmPlan>),
+}
+
+/// `--sync` or `--cut-over` with `--dry-run`: the steps, and what the last
+/// sync moved as the estimate of what this one would. The blocks changed
+/// since are known only from a new snapshot, which a dry run does not take.
+#[derive(Debug, Clone, Serialize)]
+pub struct WarmPlan {
+    pub migration_id: String,
+    pub region: String,
+    pub source_instance_id: String,
+    /// `sync` or `cut-over`.
+    pub action: &'static str,
+    pub steps: Vec<StepName>,
+    /// The last finished sync, what it read and what it wrote.
+    pub last_sync: Option<u32>,
+    pub last_changed_blocks: Option<u64>,
+    pub last_blocks_written: Option<u64>,
+    /// The blocks this run would move, estimated by the last sync's
+    /// changed blocks, plus the head and the blocks the boot edits touch.
+    pub estimated_blocks: u64,
+    pub estimated_bytes: u64,
+    /// At the EBS direct API prices (`preview::USD_PER_1000_*`), in US dollars.
+    pub estimated_usd: f64,
+    pub note: String,
+    /// `--cut-over`: the replacement it would launch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<ReplacePreview>,
+}
+
+impl WarmPlan {
+    pub fn new(
+        journal: &crate::migrate::Journal,
+        w: &crate::migrate::warm::Warm,
+        steps: &StepPlan,
+        cutting_over: bool,
+    ) -> Self {
+        use crate::migrate::preview::{USD_PER_1000_GET, USD_PER_1000_LIST, USD_PER_1000_PUT};
+        let last = w.synced.as_ref();
+        let changed = last.and_then(|s| s.changed_blocks);
+        let edited = last.map_or(0, |s| s.built.edited.len() as u64);
+        // Read and write each changed block once, the head's two, and the
+        // edited blocks of both builds.
+        let blocks = changed.unwrap_or(0) + 2 + 2 * edited;
+        let list_calls = 2 + changed.unwrap_or(0).div_ceil(10_000);
+        let usd = blocks as f64 / 1000.0 * (USD_PER_1000_GET + USD_PER_1000_PUT)
+            + list_calls as f64 / 1000.0 * USD_PER_1000_LIST;
+        WarmPlan {
+            migration_id: journal.migration_id.clone(),
+            region: journal.region.clone(),
+            source_instance_id: journal.source_id.clone(),
+            action: if cutting_over { "cut-over" } else { "sync" },
+            steps: crate::migrate::planned_steps(steps),
+            last_sync: last.map(|s| s.generation),
+            last_changed_blocks: changed,
+            last_blocks_written: last.map(|s| s.blocks_written),
+            estimated_blocks: blocks,
+            estimated_bytes: blocks * crate::image::BLOCK,
+            estimated_usd: usd,
+            note: match (last, changed) {
+                (None, _) => "no sync finished yet: --resume the first one".into(),
+                (Some(s), None) => format!(
+                    "estimated from sync {} (the first: it copied the whole disk, so the blocks changed since are not known yet); the real count comes from ListChangedBlocks against the snapshot this run takes",
+                    s.generation
+                ),
+                (Some(s), Some(_)) => format!(
+                    "estimated from the blocks changed before sync {}; the real count comes from ListChangedBlocks against the snapshot this run takes",
+                    s.generation
+                ),
+            },
+            replacement: None,
+        }
+    }
 }
 
 impl DryRun {
@@ -83,6 +156,7 @@ impl DryRun {
                 .inspection
                 .as_ref()
                 .is_some_and(|p| p.refused.is_some()),
+            DryRun::Warm(_) => false,
         }
     }
 }

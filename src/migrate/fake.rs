@@ -17,6 +17,8 @@ use crate::model::{Image, Virtualization};
 pub const REGION: &str = "us-east-1";
 pub const SOURCE_IMAGE: &str = "ami-0000000000000000a";
 pub const SOURCE_INSTANCE: &str = "i-0000000000000000b";
+/// The fake's record of what volume a snapshot was taken of.
+const LINEAGE: &str = "fake:lineage";
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -213,6 +215,8 @@ impl MigrationHost for FakeHost {
                     let snap = s.id("snap");
                     let mut tags = BTreeMap::new();
                     tags.insert(MIGRATION_TAG.to_string(), journal.migration_id.clone());
+                    // A snapshot of the volume: its lineage is the instance.
+                    tags.insert(LINEAGE.to_string(), id.clone());
                     s.snapshots.insert(
                         snap.clone(),
                         Snapshot {
@@ -232,7 +236,7 @@ impl MigrationHost for FakeHost {
             description: None,
             tags: BTreeMap::new(),
             disk: disk_of(&bytes, "the fake source"),
-            snapshot_id: None,
+            snapshot_id: journal.temporary_snapshot.clone(),
             flavor: Some(crate::kernels::Flavor::Hd0),
             volume_type: None,
         })
@@ -310,6 +314,88 @@ impl MigrationHost for FakeHost {
             },
         );
         Ok(id)
+    }
+
+    async fn changed_blocks(&self, _region: &str, first: &str, second: &str) -> Result<Vec<u64>> {
+        self.call("changed_blocks")?;
+        let s = self.state.lock().expect("state");
+        let get = |id: &str| {
+            s.snapshots
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::not_found("snapshot", id, REGION))
+        };
+        let (a, b) = (get(first)?, get(second)?);
+        if a.tags.get(LINEAGE) != b.tags.get(LINEAGE) || !a.tags.contains_key(LINEAGE) {
+            return Err(Error::Transfer {
+                action: "changed_blocks",
+                region: REGION.into(),
+                message: format!("{first} and {second} are not of one volume"),
+            });
+        }
+        let block = crate::image::BLOCK as usize;
+        let len = a.bytes.len().max(b.bytes.len());
+        let at = |v: &[u8], i: usize| -> Vec<u8> {
+            let mut out = vec![0u8; block];
+            let (start, end) = ((i * block).min(v.len()), ((i + 1) * block).min(v.len()));
+            out[..end - start].copy_from_slice(&v[start..end]);
+            out
+        };
+        Ok((0..len.div_ceil(block))
+            .filter(|&i| at(&a.bytes, i) != at(&b.bytes, i))
+            .map(|i| i as u64)
+            .collect())
+    }
+
+    async fn store_view_over(
+        &self,
+        _region: &str,
+        view: Arc<crate::image::overlay::HvmView>,
+        parent: &str,
+        blocks: Vec<u64>,
+        tags: &BTreeMap<String, String>,
+        journal: &mut Journal,
+    ) -> Result<(String, crate::image::overlay::TransferStats)> {
+        self.call("store_view_over")?;
+        let mut bytes = self
+            .state
+            .lock()
+            .expect("state")
+            .snapshots
+            .get(parent)
+            .ok_or_else(|| Error::not_found("snapshot", parent, REGION))?
+            .bytes
+            .as_ref()
+            .clone();
+        use crate::image::source::BlockSource;
+        bytes.resize(view.len() as usize, 0);
+        let block = crate::image::BLOCK;
+        let mut stats = crate::image::overlay::TransferStats::default();
+        for b in blocks {
+            let data = view
+                .block(b)
+                .map_err(|e| Error::io("read", view.name(), e))?;
+            let start = (b * block) as usize;
+            let end = (start + block as usize).min(bytes.len());
+            bytes[start..end].copy_from_slice(&data[..end - start]);
+            stats.blocks_read += 1;
+            stats.blocks_written += 1;
+            stats.bytes_read += block;
+            stats.bytes_written += block;
+        }
+        let mut s = self.state.lock().expect("state");
+        let id = s.id("snap");
+        s.snapshots.insert(
+            id.clone(),
+            Snapshot {
+                bytes: Arc::new(bytes),
+                tags: tags.clone(),
+            },
+        );
+        drop(s);
+        journal.transfer = Some(stats);
+        journal.save()?;
+        Ok((id, stats))
     }
 
     async fn registered_by(&self, _region: &str, migration_id: &str) -> Result<Option<String>> {

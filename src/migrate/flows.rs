@@ -17,8 +17,8 @@ use crate::migrate::cutover::{ReplacePreview, Rollback};
 use crate::migrate::dryrun::DryRun;
 use crate::migrate::vocab::ReplaceSteps;
 use crate::migrate::{
-    self, ItemOutcome, Journal, Method, Migration, MigrationHost, Options, Recorder, Source,
-    SourceKind, Step, StepName, StepPlan,
+    self, ItemOutcome, Journal, JournalState, Method, Migration, MigrationHost, Options, Recorder,
+    Source, SourceKind, Step, StepName, StepPlan,
 };
 
 /// How many migrations of a fleet run at once.
@@ -40,8 +40,12 @@ pub enum Action {
     Resume(String),
     /// Remove what a migration made (but a registered image).
     Cleanup(String),
-    /// Undo a migration's cut-over (`--replace`).
+    /// Undo a migration's cut-over (`--replace`), or a warm migration's syncs.
     Rollback(String),
+    /// `--sync`: catch a warm migration up with its running source.
+    Sync(String),
+    /// `--cut-over`: stop a warm migration's source, sync the last time, replace it.
+    CutOver(String),
 }
 
 /// One `migrate` command, as the CLI understood it.
@@ -142,8 +146,16 @@ impl<'a> Runner<'a> {
         if req.options.method != Method::Direct {
             host.method(req.options.method, &req.options.helper)?;
         }
-        if req.options.replace.is_some() {
+        if req.options.replace.is_some()
+            || matches!(req.action, Action::Sync(_) | Action::CutOver(_))
+        {
             self.cut_over()?;
+        }
+        if req.options.warm && req.options.method != Method::Direct {
+            return Err(Error::Unsupported(format!(
+                "--warm runs with --method direct: the {} method cannot write a disk over an earlier one",
+                req.options.method
+            )));
         }
         if req.verify.is_some() && self.backend.boot_check().is_none() {
             return Err(Error::Unsupported(format!(
@@ -175,9 +187,16 @@ impl<'a> Runner<'a> {
             }
             Action::Resume(id) => {
                 let mut m = migrate::resume(host, id, &req.options).await?;
-                self.finish(req, &mut m).await?;
+                self.after(req, &mut m).await?;
                 Ok(Outcome::Migrated(Box::new(m)))
             }
+            Action::Sync(id) | Action::CutOver(id) if req.dry_run => {
+                Ok(Outcome::Planned(vec![self.warm_plan(req, id).await?]))
+            }
+            Action::Sync(id) => Ok(Outcome::Migrated(Box::new(
+                self.sync(req, id, false).await?,
+            ))),
+            Action::CutOver(id) => Ok(Outcome::Migrated(Box::new(self.sync(req, id, true).await?))),
             Action::Migrate(sources) if req.dry_run => {
                 let mut plans = vec![];
                 for s in sources {
@@ -202,6 +221,13 @@ impl<'a> Runner<'a> {
             Ok(h) => h,
             Err(e) => return (None, Err(e)),
         };
+        // The same --warm command again catches its migration up.
+        if let (true, Source::Instance(id)) = (req.options.warm, source) {
+            if let Some(mid) = self.warm_journal_of(id) {
+                let result = self.sync(req, &mid, false).await;
+                return (Some(mid), result);
+            }
+        }
         let journal = match migrate::begin(host, &req.region, source, &req.options) {
             Ok(j) => j,
             Err(e) => return (None, Err(e)),
@@ -209,11 +235,151 @@ impl<'a> Runner<'a> {
         let mid = journal.migration_id.clone();
         let result = async {
             let mut m = migrate::go_on(host, journal, &req.options).await?;
-            self.finish(req, &mut m).await?;
+            self.after(req, &mut m).await?;
             Ok(m)
         }
         .await;
         (Some(mid), result)
+    }
+
+    /// After a run: a warm sync snapshots the data volumes; a registered
+    /// image is verified and cut over, and a warm cut-over's outage told.
+    async fn after(&self, req: &Request, m: &mut Migration) -> Result<()> {
+        if m.sync.is_some() {
+            return self.sync_data(m).await;
+        }
+        self.finish(req, m).await?;
+        self.outage(m).await
+    }
+
+    /// The unfinished warm migration of `instance`, if one is.
+    fn warm_journal_of(&self, instance: &str) -> Option<String> {
+        let dir = self.host().ok()?.journal_dir();
+        migrate::journal::list(&dir)
+            .into_iter()
+            .filter(|s| s.source == instance)
+            .filter(|s| !matches!(s.state, JournalState::Done | JournalState::Cleaned))
+            .find(|s| {
+                Journal::load(&dir, &s.migration_id)
+                    .is_ok_and(|j| j.warm.as_ref().is_some_and(|w| !w.cutting_over))
+            })
+            .map(|s| s.migration_id)
+    }
+
+    /// `--sync` (or `--warm` again) and `--cut-over`: the next sync of a
+    /// warm migration, the last one when `cutting_over`; an unfinished one
+    /// goes on where it stopped.
+    async fn sync(&self, req: &Request, id: &str, cutting_over: bool) -> Result<Migration> {
+        migrate::journal::check_migration_id(id)?;
+        let host = self.host()?;
+        let mut journal = Journal::load(&host.journal_dir(), id)?;
+        let Some(w) = journal.warm.clone() else {
+            return Err(Error::refused(
+                id,
+                format!("{id} is not a warm migration: --sync and --cut-over follow migrate --instance I --replace --warm"),
+            ));
+        };
+        if journal.backend != host.host_name() {
+            return Err(Error::refused(
+                id,
+                format!("{id} ran on the {} backend; go on there", journal.backend),
+            ));
+        }
+        match journal.state {
+            JournalState::Done => {
+                return Err(Error::refused(
+                    id,
+                    format!(
+                        "{id} is cut over already: {}",
+                        journal.image_id.as_deref().unwrap_or("its image")
+                    ),
+                ))
+            }
+            JournalState::Cleaned => {
+                return Err(Error::refused(
+                    id,
+                    format!("{id} was cleaned up or rolled back; start a new migration"),
+                ))
+            }
+            JournalState::Synced => migrate::warm::next_generation(&mut journal, cutting_over)?,
+            // A cut-over that stopped goes on; so does a sync, unless the
+            // cut-over is asked (its sync is taken again, after the stop).
+            _ if w.cutting_over || !cutting_over => {}
+            _ if w.synced.is_none() => {
+                return Err(Error::refused(
+                    id,
+                    format!("{id}'s first sync did not finish: --resume {id} first"),
+                ))
+            }
+            _ => {
+                journal.state = JournalState::Synced;
+                migrate::warm::next_generation(&mut journal, true)?
+            }
+        }
+        let opts = Options {
+            warm: true,
+            method: journal.method,
+            ..req.options.clone()
+        };
+        let mut m = migrate::go_on(host, journal, &opts).await?;
+        self.after(req, &mut m).await?;
+        Ok(m)
+    }
+
+    /// A warm sync's data volumes, snapshotted while the source runs.
+    async fn sync_data(&self, m: &mut Migration) -> Result<()> {
+        let co = self.cut_over()?;
+        let host = self.host()?;
+        let mut journal = Journal::load(&host.journal_dir(), &m.migration_id)?;
+        let mut rec = Recorder::new();
+        co.sync_data_volumes(&mut journal, &mut rec).await?;
+        m.steps.extend(std::mem::take(&mut rec.steps));
+        journal.steps = m.steps.iter().map(|s| s.name).collect();
+        journal.save()?;
+        m.sync = migrate::warm::report(&journal);
+        Ok(())
+    }
+
+    /// A warm cut-over that ended: when the source stopped and the
+    /// replacement ran, what the final sync moved; the syncs' snapshots go.
+    async fn outage(&self, m: &mut Migration) -> Result<()> {
+        let host = self.host()?;
+        let mut journal = Journal::load(&host.journal_dir(), &m.migration_id)?;
+        let Some(mut w) = journal.warm.clone().filter(|w| w.cutting_over) else {
+            return Ok(());
+        };
+        if w.outage.is_none() {
+            let t = journal.transfer.unwrap_or_default();
+            let ran = migrate::warm::now();
+            w.running_at = Some(ran);
+            w.outage = Some(migrate::warm::Outage {
+                seconds: w.stopped_at.map_or(0.0, |s| (ran - s).max(0.0)),
+                blocks_read: t.blocks_read,
+                blocks_written: t.blocks_written,
+                bytes_written: t.bytes_written,
+                changed_blocks: w.changed_now.unwrap_or(0),
+                edited_blocks: w.edited_blocks(),
+            });
+            journal.warm = Some(w.clone());
+            journal.save()?;
+        }
+        // The syncs' snapshots served their purpose once the replacement runs.
+        let synced = w.synced.take();
+        let mut removed = migrate::warm::forget(host, &journal, synced, None).await;
+        for (_, s) in std::mem::take(&mut w.data) {
+            if host.delete_snapshot(&journal.region, &s).await.is_ok() {
+                removed.push(format!("the data volume's sync snapshot {s}"));
+            }
+        }
+        journal.warm = Some(w.clone());
+        journal.save()?;
+        if !removed.is_empty() {
+            m.findings.push(format!("removed {}", removed.join(", ")));
+        }
+        m.source_stopped_at = w.stopped_at.map(migrate::warm::rfc3339);
+        m.replacement_running_at = w.running_at.map(migrate::warm::rfc3339);
+        m.outage = w.outage;
+        Ok(())
     }
 
     /// After the image is registered, for every flow: `--verify` boots it,
@@ -302,7 +468,107 @@ impl<'a> Runner<'a> {
         let co = self.cut_over()?;
         let host = self.host()?;
         let mut journal = Journal::load(&host.journal_dir(), id)?;
-        co.roll_back(&mut journal).await
+        let launched = journal
+            .replace
+            .as_ref()
+            .is_some_and(|r| r.replacement.is_some());
+        if journal.warm.is_none() || launched {
+            return co.roll_back(&mut journal).await;
+        }
+        // A warm migration before its replacement: what its syncs made goes
+        // (a registered image stays), and a source its cut-over stopped runs again.
+        let mut steps = vec![];
+        let stopped = journal.replace.as_ref().is_some_and(|r| r.stopped_source)
+            || journal
+                .warm
+                .as_ref()
+                .is_some_and(|w| w.stopped_at.is_some());
+        if stopped
+            && host
+                .instance_state(&journal.region, &journal.source_id)
+                .await?
+                != "running"
+        {
+            host.start_instance(&journal.region, &journal.source_id)
+                .await?;
+            steps.push(format!("started the source {}", journal.source_id));
+        }
+        let mut removed = migrate::cleanup(host, id).await?;
+        let mut journal = Journal::load(&host.journal_dir(), id)?;
+        let w = journal.warm.get_or_insert_with(Default::default);
+        w.synced = None;
+        w.data.clear();
+        if let Some(r) = journal.replace.as_mut() {
+            r.stopped_source = false;
+            r.rolled_back = true;
+        }
+        journal.save()?;
+        steps.append(&mut removed);
+        Ok(Rollback {
+            migration_id: id.to_string(),
+            source_state: host
+                .instance_state(&journal.region, &journal.source_id)
+                .await?,
+            source_instance_id: journal.source_id.clone(),
+            replacement_instance_id: String::new(),
+            replacement_state: String::new(),
+            elastic_ip: None,
+            elastic_ip_on: None,
+            steps,
+        })
+    }
+
+    /// `--sync` / `--cut-over` with `--dry-run`: the steps it would take and
+    /// what the last sync moved (what changed since is known only from a
+    /// snapshot, which a dry run does not take).
+    async fn warm_plan(&self, req: &Request, id: &str) -> Result<DryRun> {
+        migrate::journal::check_migration_id(id)?;
+        let host = self.host()?;
+        let journal = Journal::load(&host.journal_dir(), id)?;
+        let w = journal
+            .warm
+            .clone()
+            .ok_or_else(|| Error::refused(id, format!("{id} is not a warm migration (--warm)")))?;
+        let cutting_over = matches!(req.action, Action::CutOver(_));
+        let running = host
+            .instance_state(&journal.region, &journal.source_id)
+            .await
+            .is_ok_and(|s| s == "running");
+        let replace = journal.replace.clone().unwrap_or_default();
+        // The replacement it would launch, and EC2's DryRun answers.
+        let replacement = if cutting_over {
+            let here = Request {
+                region: journal.region.clone(),
+                ..req.clone()
+            };
+            Some(
+                self.replace_preview(&here, &journal.source_id, &replace.options)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let steps = StepPlan {
+            method: journal.method,
+            fix_guest: journal.fix_guest,
+            restarts_source: false,
+            verify_boot: req.verify.is_some(),
+            replace: cutting_over.then_some(ReplaceSteps {
+                stops_source: running,
+                elastic_ip: replacement.as_ref().is_some_and(|p| p.elastic_ip.is_some()),
+                moves_data: replace.options.move_data_volumes,
+            }),
+            warm: Some(if cutting_over {
+                migrate::WarmStage::CutOver {
+                    stops_source: running,
+                }
+            } else {
+                migrate::WarmStage::Sync
+            }),
+        };
+        let mut plan = migrate::dryrun::WarmPlan::new(&journal, &w, &steps, cutting_over);
+        plan.replacement = replacement;
+        Ok(DryRun::Warm(Box::new(plan)))
     }
 
     /// What shapes `source`'s steps, as far as a plan can know it.
@@ -319,15 +585,22 @@ impl<'a> Runner<'a> {
                 .is_ok_and(|s| s == "running"),
             _ => false,
         };
+        let warm = req.options.warm;
         StepPlan {
             method: req.options.method,
             fix_guest: req.options.fix_guest,
-            restarts_source,
-            verify_boot: req.verify.is_some(),
-            replace: replacement.map(|r| ReplaceSteps {
+            restarts_source: restarts_source && !warm,
+            verify_boot: req.verify.is_some() && !warm,
+            replace: replacement.filter(|_| !warm).map(|r| ReplaceSteps {
                 stops_source: r.stops_source,
                 elastic_ip: r.elastic_ip.is_some(),
+                moves_data: req
+                    .options
+                    .replace
+                    .as_ref()
+                    .is_some_and(|o| o.move_data_volumes),
             }),
+            warm: warm.then_some(migrate::WarmStage::Sync),
         }
     }
 
@@ -442,7 +715,7 @@ impl<'a> Runner<'a> {
                 source,
                 outcome: ItemOutcome::Migrated,
                 migration_id: Some(m.migration_id),
-                image_id: Some(m.image_id),
+                image_id: Some(m.image_id).filter(|i| !i.is_empty()),
                 verified: m.steps.iter().any(|s| s.name == StepName::VerifyBoot),
                 findings: m.findings,
                 replacement: m.replacement.as_ref().map(|r| r.instance_id.clone()),

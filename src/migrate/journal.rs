@@ -96,6 +96,9 @@ pub struct Journal {
     /// `--replace`: the cut-over to a replacement instance, step by step.
     #[serde(default)]
     pub replace: Option<crate::migrate::cutover::Replace>,
+    /// `--warm`: its syncs and cut-over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<crate::migrate::warm::Warm>,
     pub image_id: Option<String>,
     pub state: JournalState,
     /// The steps the last run recorded, in order.
@@ -325,6 +328,20 @@ impl Journal {
             std::fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| Error::io("write", &self.path, e))
+    }
+
+    /// The client token of this migration's upload: a warm migration's
+    /// syncs each start their own snapshot.
+    pub fn upload_token(&self) -> String {
+        match &self.warm {
+            Some(w) if w.generation > 0 => format!("{}-upload-{}", self.migration_id, w.generation),
+            _ => format!("{}-upload", self.migration_id),
+        }
+    }
+
+    /// The warm sync being made: its snapshots carry it as a tag.
+    pub fn sync_generation(&self) -> Option<u32> {
+        self.warm.as_ref().map(|w| w.generation)
     }
 
     pub fn path(&self) -> &Path {

@@ -22,7 +22,7 @@ use crate::image::inspect::Inspection;
 use crate::image::overlay::HvmView;
 use crate::image::source::Disk;
 use crate::migrate::journal::Journal;
-use crate::migrate::{plan_config, MigrationHost, Recorder, SourceDisk};
+use crate::migrate::{plan_config, warm, MigrationHost, Recorder, SourceDisk};
 
 /// `--method helper`'s choices (the AWS backend's helper instance).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -209,6 +209,71 @@ pub trait Method: Send + Sync {
 /// (a snapshot streamed through the EBS direct APIs; the local host's file).
 pub struct Direct<'a>(pub &'a dyn MigrationHost);
 
+impl Direct<'_> {
+    /// Store the view: whole, or (a warm sync over an earlier one of the
+    /// same layout) only the blocks that can differ from that earlier disk,
+    /// as its child. The snapshot, what moved, and what it was stored over.
+    async fn store(
+        &self,
+        job: &Job<'_>,
+        view: Arc<HvmView>,
+        journal: &mut Journal,
+    ) -> Result<(String, crate::image::overlay::TransferStats, String)> {
+        let region = journal.region.clone();
+        let built = warm::Built {
+            edited: view.edited(),
+            layout: warm::layout_key(&job.plan.layout),
+        };
+        let base = match journal.warm.as_mut() {
+            None => None,
+            Some(w) => {
+                w.building = Some(built.clone());
+                w.synced.clone().filter(|s| s.built.layout == built.layout)
+            }
+        };
+        journal.save()?;
+        let (Some(base), Some(now)) = (base, job.source.snapshot_id.as_deref()) else {
+            let (id, stats) = self.0.store_view(&region, view, job.tags, journal).await?;
+            return Ok((id, stats, String::new()));
+        };
+        let changed = self
+            .0
+            .changed_blocks(&region, &base.source_snapshot, now)
+            .await?;
+        let blocks = warm::blocks_to_write(
+            &job.plan.layout,
+            view.head_blocks(),
+            &changed,
+            &built.edited,
+            &base.built.edited,
+        );
+        if let Some(w) = journal.warm.as_mut() {
+            w.changed_now = Some(changed.len() as u64);
+        }
+        let (id, stats) = self
+            .0
+            .store_view_over(
+                &region,
+                view,
+                &base.disk_snapshot,
+                blocks,
+                job.tags,
+                journal,
+            )
+            .await?;
+        Ok((
+            id,
+            stats,
+            format!(
+                " over {} ({} of the root's blocks changed since sync {})",
+                base.disk_snapshot,
+                changed.len(),
+                base.generation
+            ),
+        ))
+    }
+}
+
 #[async_trait]
 impl Method for Direct<'_> {
     async fn make_disk(
@@ -217,7 +282,6 @@ impl Method for Direct<'_> {
         journal: &mut Journal,
         rec: &mut Recorder,
     ) -> Result<String> {
-        let region = journal.region.clone();
         let now = journal.edit_time()?;
         let source_id = job.source.image.image_id.clone();
         let (plan, disk, work) = (
@@ -248,11 +312,11 @@ impl Method for Direct<'_> {
                 view.edited().len(),
             ),
         );
-        let (snapshot_id, stats) = self.0.store_view(&region, view, job.tags, journal).await?;
+        let (snapshot_id, stats, over) = self.store(job, view, journal).await?;
         rec.done(
             crate::migrate::StepName::Upload,
             format!(
-                "snapshot {snapshot_id}: {} blocks streamed{}; in all {} blocks read, {} written ({} bytes)",
+                "snapshot {snapshot_id}{over}: {} blocks streamed{}; in all {} blocks read, {} written ({} bytes)",
                 stats.streamed_now,
                 if stats.done_before > 0 {
                     format!(", {} done before (resumed)", stats.done_before)

@@ -23,6 +23,7 @@ pub mod script;
 mod steps;
 pub mod verify;
 pub mod vocab;
+pub mod warm;
 
 pub use steps::Recorder;
 pub use steps::Step;
@@ -32,7 +33,9 @@ pub use journal::Journal;
 pub use method::{HelperOptions, Plan};
 pub use preview::{preview, Preview, TransferEstimate};
 use serde::Serialize;
-pub use vocab::{planned_steps, ItemOutcome, JournalState, Method, SourceKind, StepName, StepPlan};
+pub use vocab::{
+    planned_steps, ItemOutcome, JournalState, Method, SourceKind, StepName, StepPlan, WarmStage,
+};
 
 use crate::error::{Error, Result};
 use crate::image::bootcfg;
@@ -151,6 +154,31 @@ pub trait MigrationHost: Send + Sync {
         journal.save()?;
         Ok((id, stats))
     }
+    /// `--warm`: the source disk's blocks (512 KiB) that differ between two
+    /// snapshots of one volume, `first` taken before `second`.
+    async fn changed_blocks(&self, _region: &str, _first: &str, _second: &str) -> Result<Vec<u64>> {
+        Err(Error::Unsupported(format!(
+            "--warm: the {} backend cannot list the blocks changed between two snapshots",
+            self.host_name()
+        )))
+    }
+    /// `--warm`: store `blocks` of the view as a new snapshot that is a
+    /// child of `parent` (every other block is the parent's): each listed
+    /// block is written, all-zero ones too.
+    async fn store_view_over(
+        &self,
+        _region: &str,
+        _view: std::sync::Arc<crate::image::overlay::HvmView>,
+        _parent: &str,
+        _blocks: Vec<u64>,
+        _tags: &BTreeMap<String, String>,
+        _journal: &mut Journal,
+    ) -> Result<(String, crate::image::overlay::TransferStats)> {
+        Err(Error::Unsupported(format!(
+            "--warm: the {} backend cannot store a disk over an earlier one",
+            self.host_name()
+        )))
+    }
     /// The image this migration registered, found by its tag (a run killed
     /// after RegisterImage, before its journal said so).
     async fn registered_by(&self, region: &str, migration_id: &str) -> Result<Option<String>>;
@@ -194,6 +222,8 @@ pub struct Migration {
     pub source_image_id: String,
     /// The instance migrated, when the source was one (`--instance`).
     pub source_instance_id: Option<String>,
+    /// The registered image (a warm sync registers none).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub image_id: String,
     pub steps: Vec<Step>,
     pub findings: Vec<String>,
@@ -205,6 +235,17 @@ pub struct Migration {
     /// `--replace`: the instance that replaced the source.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replacement: Option<cutover::Replacement>,
+    /// `--warm`: the sync this run made (phase 1, `--sync`), and the command that goes on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<warm::SyncReport>,
+    /// `--cut-over`: when the source stopped, when its replacement ran, and
+    /// what the outage between moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_stopped_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement_running_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outage: Option<warm::Outage>,
     #[serde(skip)]
     pub inspection: Option<Inspection>,
 }
@@ -227,6 +268,8 @@ pub struct Options {
     pub helper: HelperOptions,
     /// `--replace`: cut over to a replacement instance after the image is registered.
     pub replace: Option<cutover::ReplaceOptions>,
+    /// `--warm`: copy while the source runs; `--cut-over` finishes.
+    pub warm: bool,
 }
 
 /// A new migration id: `mig-` and 12 hex digits from the clock and pid.
@@ -368,6 +411,7 @@ pub fn new_journal(
     journal.stop_source = opts.stop_source;
     journal.volume_type = opts.volume_type.clone();
     journal.replace = opts.replace.clone().map(cutover::Replace::new);
+    journal.warm = opts.warm.then(warm::Warm::default);
     journal.save()?;
     Ok(journal)
 }
@@ -434,6 +478,18 @@ pub async fn resume(
             format!("{migration_id} was cleaned up; start a new migration"),
         ));
     }
+    if journal.state == JournalState::Synced {
+        return Err(Error::refused(
+            migration_id,
+            format!(
+                "{migration_id}'s last sync finished: catch up with --sync {migration_id}, or finish with --cut-over {migration_id}"
+            ),
+        ));
+    }
+    let opts = &Options {
+        warm: journal.warm.is_some(),
+        ..opts.clone()
+    };
     run::execute(host, journal, opts).await
 }
 
@@ -460,6 +516,10 @@ pub fn finished(journal: &Journal) -> Option<Migration> {
         changes: vec![],
         transfer: Default::default(),
         replacement: None,
+        sync: None,
+        source_stopped_at: None,
+        replacement_running_at: None,
+        outage: journal.warm.as_ref().and_then(|w| w.outage),
         inspection: None,
     })
 }

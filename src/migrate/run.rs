@@ -67,7 +67,9 @@ pub(crate) async fn execute(
         // A transfer on a blocking thread stops too before its files go.
         crate::interrupt::settled().await;
     }
+    let synced = matches!(&result, Ok((None, ..)));
     journal.state = match (&result, interrupted) {
+        (Ok((None, ..)), _) => JournalState::Synced,
         (Ok(_), _) => JournalState::Done,
         (Err(_), true) => JournalState::Interrupted,
         (Err(_), false) => JournalState::Failed,
@@ -84,9 +86,15 @@ pub(crate) async fn execute(
         journal.stopped_source = false;
         removed.push(format!("the stop of {} (started again)", journal.source_id));
     }
+    // A warm sync keeps the root snapshot it read and the disk it made:
+    // the next sync lists its changed blocks against the one and writes
+    // over the other. The sync before goes.
+    if synced {
+        removed.extend(super::warm::synced(host, &mut journal).await?);
+    }
     // The source's temporary snapshot goes with a finished migration, and
     // with one that stored nothing to resume from.
-    if finished || (journal.upload.is_none() && journal.disk_snapshot.is_none()) {
+    if !synced && (finished || (journal.upload.is_none() && journal.disk_snapshot.is_none())) {
         if let Some(snap) = journal
             .temporary_snapshot
             .clone()
@@ -137,12 +145,16 @@ pub(crate) async fn execute(
         source_image_id: disk.image.image_id.clone(),
         source_instance_id: (journal.source_kind == SourceKind::Instance)
             .then(|| journal.source_id.clone()),
-        image_id,
+        image_id: image_id.unwrap_or_default(),
         steps: std::mem::take(&mut rec.steps),
         findings,
         changes: insp.boot_changes.clone(),
         transfer: journal.transfer.unwrap_or_default(),
         replacement: None,
+        sync: super::warm::report(&journal),
+        source_stopped_at: None,
+        replacement_running_at: None,
+        outage: None,
         inspection: Some(insp),
     })
 }
@@ -164,7 +176,8 @@ async fn sweep(host: &dyn MigrationHost, journal: &Journal, keep_temp: bool) -> 
                 .upload
                 .as_ref()
                 .is_some_and(|u| u.snapshot_id == snap)
-            || (keep_temp && journal.temporary_snapshot.as_ref() == Some(&snap));
+            || (keep_temp && journal.temporary_snapshot.as_ref() == Some(&snap))
+            || super::warm::needed(journal).contains(&snap);
         if !needed && host.delete_snapshot(&journal.region, &snap).await.is_ok() {
             removed.push(format!("the unrecorded snapshot {snap} of an earlier run"));
         }
@@ -218,12 +231,17 @@ fn stopped(
     }
 }
 
-type Done = (String, SourceDisk, Inspection, Vec<String>);
+/// The registered image (none for a warm sync), the source, its inspection, the fixes.
+type Done = (Option<String>, SourceDisk, Inspection, Vec<String>);
 
 /// A running source instance, before its root is snapshotted: stopped with
 /// --stop-source (journaled, so a resume starts it again), else a warning:
 /// the snapshot of a running disk is crash-consistent. Whether it ran.
-async fn running_source(host: &dyn MigrationHost, journal: &mut Journal) -> Result<bool> {
+async fn running_source(
+    host: &dyn MigrationHost,
+    journal: &mut Journal,
+    rec: &mut Recorder,
+) -> Result<bool> {
     if journal.source_kind != SourceKind::Instance || journal.temporary_snapshot.is_some() {
         return Ok(false);
     }
@@ -231,8 +249,32 @@ async fn running_source(host: &dyn MigrationHost, journal: &mut Journal) -> Resu
     if journal.stopped_source {
         return Ok(true);
     }
-    if host.instance_state(&region, &id).await? != "running" {
+    let state = host.instance_state(&region, &id).await?;
+    // The cut-over of a warm migration stops the source for good (its
+    // final snapshot then holds everything it wrote); the outage starts.
+    if let Some(w) = journal.warm.as_ref().filter(|w| w.cutting_over) {
+        if w.stopped_at.is_none() {
+            let r = journal.replace.get_or_insert_with(Default::default);
+            r.stopped_source = state == "running" || state == "pending";
+            journal.warm.as_mut().expect("checked").stopped_at = Some(super::warm::now());
+            journal.save()?;
+        }
+        if state != "stopped" {
+            host.stop_instance(&region, &id).await?;
+            rec.done(
+                crate::migrate::StepName::StopSource,
+                format!("{id} stopped for the cut-over (it is never terminated)"),
+            );
+        }
         return Ok(false);
+    }
+    if state != "running" {
+        return Ok(false);
+    }
+    if journal.warm.is_some() {
+        // A sync copies the running source by design: the cut-over's
+        // final sync, after the stop, brings what it writes meanwhile.
+        return Ok(true);
     }
     if journal.stop_source {
         journal.stopped_source = true;
@@ -255,7 +297,7 @@ async fn pipeline(
 ) -> Result<Done> {
     let region = journal.region.clone();
     method.check(journal).await?;
-    let running = running_source(host, journal).await?;
+    let running = running_source(host, journal, rec).await?;
     let src = host
         .source_disk(&region, &source_of(journal), journal)
         .await;
@@ -398,6 +440,16 @@ async fn pipeline(
         }
     };
 
+    // A warm sync stops here: the disk is stored, the source runs on.
+    if journal.warm.as_ref().is_some_and(|w| !w.cutting_over) {
+        if running {
+            insp.findings.push(format!(
+                "{} runs on: this sync is crash-consistent; --cut-over stops it and moves what it writes meanwhile",
+                journal.source_id
+            ));
+        }
+        return Ok((None, src, insp, plan.fixed));
+    }
     let reg = HvmRegistration {
         name: journal
             .name
@@ -450,11 +502,11 @@ async fn pipeline(
         crate::migrate::StepName::Verify,
         "the image's attributes (hvm, architecture, root device and snapshot, no kernel, EnaSupport) as asked",
     );
-    if running && !journal.stop_source {
+    if running && !journal.stop_source && journal.warm.is_none() {
         insp.findings.push(format!(
             "{} was running: its root snapshot is crash-consistent (--stop-source stops it first)",
             journal.source_id
         ));
     }
-    Ok((image.image_id, src, insp, plan.fixed))
+    Ok((Some(image.image_id), src, insp, plan.fixed))
 }

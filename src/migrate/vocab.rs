@@ -80,6 +80,8 @@ pub enum JournalState {
     Interrupted,
     /// `--cleanup` removed what it made.
     Cleaned,
+    /// `--warm`: a sync finished; `--sync` or `--cut-over` goes on.
+    Synced,
 }
 
 impl JournalState {
@@ -90,6 +92,7 @@ impl JournalState {
             JournalState::Failed => "failed",
             JournalState::Interrupted => "interrupted",
             JournalState::Cleaned => "cleaned",
+            JournalState::Synced => "synced",
         }
     }
 }
@@ -146,6 +149,9 @@ pub enum StepName {
     StopSource,
     #[serde(rename = "data volumes")]
     DataVolumes,
+    /// `--warm`: the data volumes snapshotted while the source runs.
+    #[serde(rename = "data sync")]
+    DataSync,
     #[serde(rename = "launch replacement")]
     LaunchReplacement,
     #[serde(rename = "elastic ip")]
@@ -175,6 +181,7 @@ impl StepName {
             StepName::VerifyBoot => "verify-boot",
             StepName::StopSource => "stop source",
             StepName::DataVolumes => "data volumes",
+            StepName::DataSync => "data sync",
             StepName::LaunchReplacement => "launch replacement",
             StepName::ElasticIp => "elastic ip",
         }
@@ -200,12 +207,25 @@ pub struct StepPlan {
     /// `--replace`: whether the source is stopped first, and whether it has
     /// an Elastic IP to move.
     pub replace: Option<ReplaceSteps>,
+    /// `--warm`: a sync (phase 1, `--sync`) or the cut-over.
+    pub warm: Option<WarmStage>,
+}
+
+/// What a run of a warm migration does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmStage {
+    /// Copy the running source; register nothing.
+    Sync,
+    /// Stop the source (when `stops_source`: it runs), sync the last time, register, replace.
+    CutOver { stops_source: bool },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplaceSteps {
     pub stops_source: bool,
     pub elastic_ip: bool,
+    /// `--move-data-volumes`: they move once the replacement runs.
+    pub moves_data: bool,
 }
 
 /// The steps a migration records, in order: the one list the run follows
@@ -216,20 +236,31 @@ pub fn planned_steps(p: &StepPlan) -> Vec<StepName> {
     if p.restarts_source {
         out.push(RestartSource);
     }
+    if let Some(WarmStage::CutOver { stops_source: true }) = p.warm {
+        out.push(StopSource);
+    }
     out.extend([Snapshot, Inspect, Plan, BootConfig]);
     if p.fix_guest {
         out.push(FixGuest);
     }
     out.extend(p.method.steps());
+    if p.warm == Some(WarmStage::Sync) {
+        out.extend([Cleanup, DataSync]);
+        return out;
+    }
     out.extend([Register, Verify, Cleanup]);
     if p.verify_boot {
         out.push(VerifyBoot);
     }
     if let Some(r) = p.replace {
-        if r.stops_source {
+        if r.stops_source && p.warm.is_none() {
             out.push(StopSource);
         }
-        out.extend([DataVolumes, LaunchReplacement]);
+        if r.moves_data {
+            out.extend([LaunchReplacement, DataVolumes]);
+        } else {
+            out.extend([DataVolumes, LaunchReplacement]);
+        }
         if r.elastic_ip {
             out.push(ElasticIp);
         }
@@ -291,7 +322,9 @@ mod tests {
             replace: Some(ReplaceSteps {
                 stops_source: true,
                 elastic_ip: false,
+                moves_data: false,
             }),
+            warm: None,
         };
         let names: Vec<&str> = planned_steps(&p).iter().map(|s| s.as_str()).collect();
         assert_eq!(

@@ -13,24 +13,24 @@ use serde_json::Value;
 use crate::common;
 use common::Migrations as Env;
 
-async fn sdk() -> aws_config::SdkConfig {
+pub(crate) async fn sdk() -> aws_config::SdkConfig {
     common::sdk_config("us-east-1").await
 }
 
-async fn ec2() -> aws_sdk_ec2::Client {
+pub(crate) async fn ec2() -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&sdk().await)
 }
 
-async fn ebs() -> aws_sdk_ebs::Client {
+pub(crate) async fn ebs() -> aws_sdk_ebs::Client {
     aws_sdk_ebs::Client::new(&sdk().await)
 }
 
-fn filter(name: &str, value: &str) -> Filter {
+pub(crate) fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
 /// A 16 MiB ext4 filesystem holding a file, the data volume's bytes.
-fn data_filesystem(dir: &std::path::Path) -> Vec<u8> {
+pub(crate) fn data_filesystem(dir: &std::path::Path) -> Vec<u8> {
     let root = dir.join("data-root");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(
@@ -53,12 +53,12 @@ fn data_filesystem(dir: &std::path::Path) -> Vec<u8> {
 }
 
 /// `bytes` as a new 1 GiB snapshot, through the EBS direct APIs.
-async fn snapshot_of(bytes: &[u8]) -> String {
+pub(crate) async fn snapshot_of(bytes: &[u8]) -> String {
     common::snapshot_of(bytes, "amitool test data volume").await
 }
 
 /// A snapshot's non-zero blocks, by index.
-async fn blocks_of(snapshot: &str) -> std::collections::BTreeMap<i32, Vec<u8>> {
+pub(crate) async fn blocks_of(snapshot: &str) -> std::collections::BTreeMap<i32, Vec<u8>> {
     let ebs = ebs().await;
     let list = ebs
         .list_snapshot_blocks()
@@ -91,7 +91,7 @@ async fn blocks_of(snapshot: &str) -> std::collections::BTreeMap<i32, Vec<u8>> {
 }
 
 /// The bytes of a volume, as a snapshot of it gives them.
-async fn volume_blocks(volume: &str) -> std::collections::BTreeMap<i32, Vec<u8>> {
+pub(crate) async fn volume_blocks(volume: &str) -> std::collections::BTreeMap<i32, Vec<u8>> {
     let ec2 = ec2().await;
     let snap = ec2
         .create_snapshot()
@@ -105,20 +105,20 @@ async fn volume_blocks(volume: &str) -> std::collections::BTreeMap<i32, Vec<u8>>
     blocks_of(&snap).await
 }
 
-struct Fleet {
-    instance: String,
-    subnet: String,
-    group: String,
-    key: String,
-    allocation: String,
-    address: String,
-    data_snapshot: String,
+pub(crate) struct Fleet {
+    pub instance: String,
+    pub subnet: String,
+    pub group: String,
+    pub key: String,
+    pub allocation: String,
+    pub address: String,
+    pub data_snapshot: String,
 }
 
 /// The PV instance an operator has: m1.small from a fixture PV AMI, in the
 /// default VPC's first subnet with its own security group, key pair, tags,
 /// user data, a data volume (/dev/sdf) and an Elastic IP.
-async fn pv_instance(env: &Env, ami: &str, data: &[u8]) -> Fleet {
+pub(crate) async fn pv_instance(env: &Env, ami: &str, data: &[u8]) -> Fleet {
     let ec2 = ec2().await;
     let vpcs = ec2
         .describe_vpcs()
@@ -231,7 +231,7 @@ async fn pv_instance(env: &Env, ami: &str, data: &[u8]) -> Fleet {
     }
 }
 
-async fn describe(id: &str) -> aws_sdk_ec2::types::Instance {
+pub(crate) async fn describe(id: &str) -> aws_sdk_ec2::types::Instance {
     ec2()
         .await
         .describe_instances()
@@ -244,7 +244,7 @@ async fn describe(id: &str) -> aws_sdk_ec2::types::Instance {
         .clone()
 }
 
-async fn state(id: &str) -> String {
+pub(crate) async fn state(id: &str) -> String {
     describe(id)
         .await
         .state()
@@ -253,7 +253,7 @@ async fn state(id: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn address_on(allocation: &str) -> Option<String> {
+pub(crate) async fn address_on(allocation: &str) -> Option<String> {
     ec2()
         .await
         .describe_addresses()
@@ -267,7 +267,7 @@ async fn address_on(allocation: &str) -> Option<String> {
 }
 
 /// Live replacements of a migration (tagged, not terminated).
-async fn replacements(mid: &str) -> Vec<String> {
+pub(crate) async fn replacements(mid: &str) -> Vec<String> {
     let out = ec2()
         .await
         .describe_instances()

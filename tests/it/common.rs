@@ -3,7 +3,6 @@
 //! asks LocalStack directly, so the binary's answers can be compared with
 //! EC2's own.
 
-
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::OnceLock;
@@ -362,6 +361,17 @@ pub fn local_migration(state: &std::path::Path, name: &str) -> Vec<u8> {
 /// Boot a raw HVM disk under QEMU through the local backend (state in
 /// `state`) until `marker` and the initramfs marker are on its console.
 pub fn boots_under_qemu(state: &std::path::Path, disk: &std::path::Path, marker: &str) {
+    boots_under_qemu_on(state, disk, marker, "t2.micro");
+}
+
+/// [`boots_under_qemu`] on `instance_type` (m5.large: the root disk on
+/// NVMe, as Nitro attaches it); its console log.
+pub fn boots_under_qemu_on(
+    state: &std::path::Path,
+    disk: &std::path::Path,
+    marker: &str,
+    instance_type: &str,
+) -> String {
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_amitool"))
             .args([
@@ -378,7 +388,12 @@ pub fn boots_under_qemu(state: &std::path::Path, disk: &std::path::Path, marker:
             .output()
             .unwrap()
     };
-    let imp = run(&["import", disk.to_str().unwrap(), "--virtualization", "hvm"]);
+    // A Nitro type runs an image marked EnaSupport (the migrated image is).
+    let mut import = vec!["import", disk.to_str().unwrap(), "--virtualization", "hvm"];
+    if instance_type != "t2.micro" {
+        import.push("--ena-support");
+    }
+    let imp = run(&import);
     assert!(
         imp.status.success(),
         "{}",
@@ -392,7 +407,7 @@ pub fn boots_under_qemu(state: &std::path::Path, disk: &std::path::Path, marker:
         "launch",
         &id,
         "--instance-type",
-        "t2.micro",
+        instance_type,
         "--qemu",
         "--expect",
         marker,
@@ -408,6 +423,27 @@ pub fn boots_under_qemu(state: &std::path::Path, disk: &std::path::Path, marker:
     .unwrap_or_default();
     assert_eq!(report["boots"], true, "{report}\n{log}");
     assert!(log.contains("AMITOOL-INITRAMFS-OK"), "{log}");
+    log
+}
+
+/// The file that holds a LocalStack volume's bytes (localstack/hooks/
+/// 25_amitool_volumes.py), under `AMITOOL_LOCALSTACK_ROOT` as
+/// localstack/start.sh uses it: what the guest of a running instance
+/// writes, a test writes there.
+pub fn volume_file(volume_id: &str) -> std::path::PathBuf {
+    let root = std::env::var("AMITOOL_LOCALSTACK_ROOT")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "/tmp/amitool-localstack".into());
+    let path = std::path::Path::new(&root)
+        .join("amitool-volumes")
+        .join(volume_id);
+    assert!(
+        path.exists(),
+        "{} does not exist: is LocalStack running from {root} (AMITOOL_LOCALSTACK_ROOT)?",
+        path.display()
+    );
+    path
 }
 
 /// examples/amitool_hooked, which `cargo test` builds beside the binary.

@@ -12,6 +12,7 @@ mod aws_cutover;
 mod aws_direct;
 mod aws_helper;
 mod aws_localstack;
+mod aws_warm;
 mod cli_offline;
 mod local_backend;
 mod prepare_script;

@@ -24,6 +24,9 @@ use crate::migrate::{
 };
 use crate::model::{Image, ImageFilter};
 
+/// The warm sync a snapshot was taken for (`--warm`).
+pub const SYNC_TAG: &str = "amitool:sync";
+
 fn tag_filter(migration_id: &str) -> Filter {
     Filter::builder()
         .name(format!("tag:{MIGRATION_TAG}"))
@@ -38,15 +41,21 @@ impl AwsBackend {
         region: &str,
         volume: &str,
         migration_id: &str,
+        generation: Option<u32>,
     ) -> Result<String> {
-        // A migration snapshots a volume once: a run killed between
-        // CreateSnapshot and its journal finds the snapshot it made by tag.
-        let earlier = self
+        // A migration snapshots a volume once (a warm one once per sync): a
+        // run killed between CreateSnapshot and its journal finds the
+        // snapshot it made by tag.
+        let mut find = self
             .ec2(region)
             .describe_snapshots()
             .owner_ids("self")
             .filters(filter("volume-id", volume))
-            .filters(filter(&format!("tag:{MIGRATION_TAG}"), migration_id))
+            .filters(filter(&format!("tag:{MIGRATION_TAG}"), migration_id));
+        if let Some(g) = generation {
+            find = find.filters(filter(&format!("tag:{SYNC_TAG}"), g.to_string()));
+        }
+        let earlier = find
             .send()
             .await
             .map_err(|e| self.err("DescribeSnapshots", region, e))?;
@@ -60,6 +69,9 @@ impl AwsBackend {
         }
         let mut tags = BTreeMap::new();
         tags.insert(MIGRATION_TAG.to_string(), migration_id.to_string());
+        if let Some(g) = generation {
+            tags.insert(SYNC_TAG.to_string(), g.to_string());
+        }
         let out = self
             .ec2(region)
             .create_snapshot()
@@ -167,7 +179,12 @@ impl MigrationHost for AwsBackend {
             (Some(_), Some(snap)) => snap,
             (Some(vol), None) => {
                 let snap = self
-                    .create_snapshot_of(region, &vol, &journal.migration_id)
+                    .create_snapshot_of(
+                        region,
+                        &vol,
+                        &journal.migration_id,
+                        journal.sync_generation(),
+                    )
                     .await?;
                 journal.temporary_snapshot = Some(snap.clone());
                 journal.save()?;
@@ -268,6 +285,51 @@ impl MigrationHost for AwsBackend {
             .await?
             .map_err(|e| Error::io("read", crate::image::source::BlockSource::name(&*view), e))?;
         self.upload(region, view, blocks, None, tags, journal).await
+    }
+
+    /// ListChangedBlocks, every page.
+    async fn changed_blocks(&self, region: &str, first: &str, second: &str) -> Result<Vec<u64>> {
+        let ebs = self.ebs(region);
+        let mut out = vec![];
+        let mut token: Option<String> = None;
+        loop {
+            let page = ebs
+                .list_changed_blocks()
+                .first_snapshot_id(first)
+                .second_snapshot_id(second)
+                .max_results(10_000)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| super::error::convert("ListChangedBlocks", region, None, e))?;
+            out.extend(
+                page.changed_blocks()
+                    .iter()
+                    .filter_map(|b| b.block_index())
+                    .map(|i| i as u64),
+            );
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The child snapshot: only `blocks` are read and written.
+    async fn store_view_over(
+        &self,
+        region: &str,
+        view: std::sync::Arc<crate::image::overlay::HvmView>,
+        parent: &str,
+        blocks: Vec<u64>,
+        tags: &BTreeMap<String, String>,
+        journal: &mut Journal,
+    ) -> Result<(String, crate::image::overlay::TransferStats)> {
+        self.upload(region, view, blocks, Some(parent), tags, journal)
+            .await
     }
 
     async fn registered_by(&self, region: &str, migration_id: &str) -> Result<Option<String>> {

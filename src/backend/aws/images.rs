@@ -198,7 +198,9 @@ impl AwsBackend {
             if let Some(k) = &req.kernel_id {
                 r = r.kernel_id(k);
             } else {
-                r = r.ena_support(false).boot_mode(BootModeValues::LegacyBios);
+                r = r
+                    .ena_support(req.ena_support)
+                    .boot_mode(BootModeValues::LegacyBios);
             }
             let out = r
                 .send()

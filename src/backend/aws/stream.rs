@@ -67,7 +67,7 @@ pub async fn upload_journaled(
             .start_snapshot()
             .volume_size(len.div_ceil(GIB) as i64)
             .description(description)
-            .client_token(format!("{}-upload", journal.migration_id))
+            .client_token(journal.upload_token())
             .timeout(24 * 60);
         for (k, v) in tags {
             req = req.tags(EbsTag::builder().key(k).value(v).build());

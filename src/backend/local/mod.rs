@@ -280,7 +280,7 @@ impl LocalBackend {
                 architecture: Some(req.architecture.clone()),
                 kernel_id: req.kernel_id.clone(),
                 root_device_name: Some(if pv { "/dev/sda1" } else { "/dev/xvda" }.into()),
-                ena_support: (!pv).then_some(false),
+                ena_support: (!pv).then_some(req.ena_support),
                 boot_mode: (!pv).then(|| "legacy-bios".into()),
                 ..Default::default()
             },

@@ -30,6 +30,10 @@ impl crate::migrate::cutover::CutOver for AwsBackend {
         self.run_cut_over(journal, image_id, rec).await
     }
 
+    async fn sync_data_volumes(&self, journal: &mut Journal, rec: &mut Recorder) -> Result<()> {
+        self.run_sync_data(journal, rec).await
+    }
+
     async fn roll_back(&self, journal: &mut Journal) -> Result<Rollback> {
         self.run_roll_back(journal).await
     }

@@ -103,6 +103,7 @@ impl AwsBackend {
                 throughput: v.throughput(),
                 delete_on_termination: ebs.delete_on_termination().unwrap_or(false),
                 snapshot_id: None,
+                moved: false,
             });
         }
         let addresses = ec2
@@ -215,12 +216,16 @@ impl AwsBackend {
         if !r.options.keep_source_running && r.replacement.is_none() {
             self.stop_for_copy(journal, &mut r, &facts, rec).await?;
         }
-        if !r.volumes_copied {
+        if !r.volumes_copied && !r.options.move_data_volumes {
             self.copy_data_volumes(journal, &mut r, rec).await?;
         }
         let replacement = self
             .launch(journal, &mut r, &facts, image_id, &instance_type, rec)
             .await?;
+        if r.options.move_data_volumes && !r.volumes_copied {
+            self.move_data_volumes(journal, &mut r, &replacement, rec)
+                .await?;
+        }
         self.hand_over(journal, &mut r, &replacement, rec).await?;
         self.report(&region, &source, &replacement, instance_type, &r)
             .await
@@ -332,6 +337,187 @@ impl AwsBackend {
         Ok(())
     }
 
+    /// `--warm`: this sync's snapshot of each data volume of the running
+    /// source (found again by its tags after a kill), waited for; then the
+    /// sync before's deleted.
+    async fn run_sync_data(&self, journal: &mut Journal, rec: &mut Recorder) -> Result<()> {
+        let (region, source, mid) = (
+            journal.region.clone(),
+            journal.source_id.clone(),
+            journal.migration_id.clone(),
+        );
+        let generation = journal.sync_generation().unwrap_or(0).to_string();
+        let facts = self.source_facts(&region, &source).await?;
+        let mut made = vec![];
+        for v in &facts.volumes {
+            let earlier = self
+                .ec2(&region)
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(filter(&format!("tag:{MIGRATION_TAG}"), &mid))
+                .filters(filter("volume-id", &v.volume_id))
+                .filters(filter(&format!("tag:{ROLE_TAG}"), "data-sync"))
+                .filters(filter(
+                    &format!("tag:{}", crate::backend::aws::host::SYNC_TAG),
+                    &generation,
+                ))
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeSnapshots", &region, e))?;
+            let snap = match earlier.snapshots().first().and_then(|s| s.snapshot_id()) {
+                Some(s) => s.to_string(),
+                None => self
+                    .ec2(&region)
+                    .create_snapshot()
+                    .volume_id(&v.volume_id)
+                    .description(format!(
+                        "amitool {mid}: {} of {source}, sync {generation}",
+                        v.device
+                    ))
+                    .tag_specifications(
+                        TagSpecification::builder()
+                            .resource_type(ResourceType::Snapshot)
+                            .tags(tag(MIGRATION_TAG, &mid))
+                            .tags(tag(ROLE_TAG, "data-sync"))
+                            .tags(tag(crate::backend::aws::host::SYNC_TAG, &generation))
+                            .tags(tag("amitool:device", &v.device))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| self.err("CreateSnapshot", &region, e))?
+                    .snapshot_id()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            made.push((v.volume_id.clone(), snap));
+        }
+        for (_, s) in &made {
+            self.wait_snapshot(&region, s).await?;
+        }
+        let w = journal.warm.get_or_insert_with(Default::default);
+        let old = std::mem::replace(&mut w.data, made.clone());
+        journal.save()?;
+        for (_, s) in old.iter().filter(|o| !made.contains(o)) {
+            let _ = self
+                .ec2(&region)
+                .delete_snapshot()
+                .snapshot_id(s)
+                .send()
+                .await;
+        }
+        rec.done(
+            crate::migrate::StepName::DataSync,
+            if made.is_empty() {
+                "no data volume besides the root".to_string()
+            } else {
+                made.iter()
+                    .map(|(v, s)| format!("{v} → {s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        );
+        Ok(())
+    }
+
+    /// `--move-data-volumes`: each data volume detached from the stopped
+    /// source and attached to the replacement at its device; journaled
+    /// volume by volume (a resume skips the moved ones).
+    async fn move_data_volumes(
+        &self,
+        journal: &mut Journal,
+        r: &mut Replace,
+        replacement: &str,
+        rec: &mut Recorder,
+    ) -> Result<()> {
+        let (region, source) = (journal.region.clone(), journal.source_id.clone());
+        for n in 0..r.volumes.len() {
+            if r.volumes[n].moved {
+                continue;
+            }
+            let v = r.volumes[n].clone();
+            self.move_volume(&region, &v, &source, replacement).await?;
+            r.volumes[n].moved = true;
+            save(journal, r)?;
+        }
+        r.volumes_copied = true;
+        save(journal, r)?;
+        rec.done(
+            crate::migrate::StepName::DataVolumes,
+            if r.volumes.is_empty() {
+                "none besides the root".to_string()
+            } else {
+                r.volumes
+                    .iter()
+                    .map(|v| format!("{} {} moved to {replacement}", v.device, v.volume_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        );
+        Ok(())
+    }
+
+    /// Detach `v` from `from` (when it is attached there) and attach it to
+    /// `to` at its device, waiting for each; nothing when it is on `to`.
+    pub(super) async fn move_volume(
+        &self,
+        region: &str,
+        v: &DataVolume,
+        from: &str,
+        to: &str,
+    ) -> Result<()> {
+        let ec2 = self.ec2(region);
+        let described = ec2
+            .describe_volumes()
+            .volume_ids(&v.volume_id)
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeVolumes", region, e))?;
+        let on: Option<String> = described
+            .volumes()
+            .first()
+            .and_then(|vol| vol.attachments().first())
+            .and_then(|a| a.instance_id())
+            .map(String::from);
+        if on.as_deref() == Some(to) {
+            return Ok(());
+        }
+        if on.as_deref() == Some(from) {
+            ec2.detach_volume()
+                .volume_id(&v.volume_id)
+                .instance_id(from)
+                .send()
+                .await
+                .map_err(|e| self.err("DetachVolume", region, e))?;
+            ec2.wait_until_volume_available()
+                .volume_ids(&v.volume_id)
+                .wait(WAIT)
+                .await
+                .map_err(|e| transfer_err("wait for the volume to detach", region, e))?;
+        } else if let Some(other) = on {
+            return Err(Error::refused(
+                &v.volume_id,
+                format!(
+                    "{} is attached to {other}, neither {from} nor {to}: amitool leaves it there",
+                    v.volume_id
+                ),
+            ));
+        }
+        ec2.attach_volume()
+            .volume_id(&v.volume_id)
+            .instance_id(to)
+            .device(&v.device)
+            .send()
+            .await
+            .map_err(|e| self.err("AttachVolume", region, e))?;
+        ec2.wait_until_volume_in_use()
+            .volume_ids(&v.volume_id)
+            .wait(WAIT)
+            .await
+            .map_err(|e| transfer_err("wait for the volume to attach", region, e))?;
+        Ok(())
+    }
+
     /// The replacement, exactly one: the journal's, else one found by its
     /// tags, else RunInstances (with a client token); waited until running.
     async fn launch(
@@ -355,7 +541,12 @@ impl AwsBackend {
                             facts,
                             image_id,
                             instance_type,
-                            &r.volumes,
+                            // Moved volumes are attached once it runs.
+                            if r.options.move_data_volumes {
+                                &[]
+                            } else {
+                                &r.volumes
+                            },
                             Some(&mid),
                         )
                         .client_token(format!("{mid}-replace"))

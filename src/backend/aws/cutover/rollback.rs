@@ -35,6 +35,21 @@ impl AwsBackend {
             self.stop_and_wait(&region, &replacement).await?;
             steps.push(format!("stopped the replacement {replacement}"));
         }
+        // Moved data volumes go back to the source, at their devices.
+        for n in 0..r.volumes.len() {
+            if !r.volumes[n].moved {
+                continue;
+            }
+            let v = r.volumes[n].clone();
+            self.move_volume(&region, &v, &replacement, &source).await?;
+            r.volumes[n].moved = false;
+            journal.replace = Some(r.clone());
+            journal.save()?;
+            steps.push(format!(
+                "moved {} back to {source} at {}",
+                v.volume_id, v.device
+            ));
+        }
         if let (Some(a), true) = (r.allocation_id.clone(), r.eip_moved) {
             self.move_address(&region, &a, &source).await?;
             r.eip_moved = false;

@@ -270,7 +270,7 @@ impl Helper<'_> {
         }
         // create_snapshot_of finds the one an earlier run made of this volume.
         let snap = aws
-            .create_snapshot_of(&region, &dst_vol, &journal.migration_id)
+            .create_snapshot_of(&region, &dst_vol, &journal.migration_id, None)
             .await?;
         journal.copy_snapshot = Some(snap.clone());
         journal.save()?;

@@ -1,0 +1,383 @@
+//! Warm migration on LocalStack with real bytes: phase 1 copies a running
+//! PV instance's root and data volume; its guest then writes, changes and
+//! deletes files (and installs a kernel it makes default) in the volumes'
+//! files, as it would on EBS; a second sync and the cut-over move only
+//! what changed. The result is the cold migration of the final state, byte
+//! for byte, and boots on NVMe with the final files.
+
+use serde_json::Value;
+
+use crate::aws_cutover::{
+    address_on, blocks_of, data_filesystem, describe, ec2, pv_instance, replacements, state,
+    volume_blocks,
+};
+use crate::common::{self, Migrations as Env};
+use crate::day2;
+
+const FIXTURE: &str = "menulst-root-hd0";
+
+/// The instance's volume at `device` (its root when `None`).
+async fn volume_of(instance: &str, device: Option<&str>) -> String {
+    let i = describe(instance).await;
+    let dev = device
+        .map(String::from)
+        .or_else(|| i.root_device_name().map(String::from))
+        .unwrap();
+    i.block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(dev.as_str()))
+        .and_then(|m| m.ebs()?.volume_id())
+        .unwrap()
+        .to_string()
+}
+
+/// What a guest writes into its data volume: `text` at `offset`.
+fn write_bytes(file: &std::path::Path, offset: u64, text: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(text, offset).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// The root snapshot of an image.
+async fn image_snapshot(image: &str) -> String {
+    let out = ec2()
+        .await
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await
+        .unwrap();
+    let img = &out.images()[0];
+    img.block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == img.root_device_name())
+        .and_then(|m| m.ebs()?.snapshot_id())
+        .unwrap()
+        .to_string()
+}
+
+/// The cold migration of the stopped source as it is now (its root
+/// snapshotted and migrated directly, nothing replaced).
+fn cold_migration(env: &Env, instance: &str) -> String {
+    let m = env.json(&[
+        "migrate",
+        "--instance",
+        instance,
+        "--name",
+        &format!("cold-{}-hvm", env.unique()),
+    ]);
+    m["image_id"].as_str().unwrap().to_string()
+}
+
+/// The root volume size of an image, in bytes.
+async fn image_size(image: &str) -> u64 {
+    let out = ec2()
+        .await
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await
+        .unwrap();
+    let img = &out.images()[0];
+    let gib = img
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == img.root_device_name())
+        .and_then(|m| m.ebs()?.volume_size())
+        .unwrap();
+    (gib as u64) << 30
+}
+
+fn steps(v: &Value) -> Vec<String> {
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn journal(env: &Env, mid: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(env.path("journal").join(format!("{mid}.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn warm_syncs_and_a_cut_over_of_the_changed_blocks_give_the_cold_migration_of_the_final_state(
+) {
+    let env = Env::new();
+    let ami = env.import(FIXTURE);
+    let data = data_filesystem(env.dir.path());
+    let fleet = pv_instance(&env, &ami, &data).await;
+    let root = volume_of(&fleet.instance, None).await;
+    let data_volume = volume_of(&fleet.instance, Some("/dev/sdf")).await;
+    let root_file = common::volume_file(&root);
+    let data_file = common::volume_file(&data_volume);
+    // The root filesystem is the whole volume (hd0): debugfs edits it as the guest would.
+    let fs = root_file.display().to_string();
+    day2::write(&fs, "/etc/app.conf", "version=1\n");
+    day2::write(&fs, "/etc/old.conf", "removed before the cut-over\n");
+
+    // Phase 1, while the source runs.
+    let warm = [
+        "migrate",
+        "--instance",
+        fleet.instance.as_str(),
+        "--replace",
+        "--warm",
+    ];
+    let p1 = env.json(&warm);
+    let mid = p1["migration_id"].as_str().unwrap().to_string();
+    assert!(p1.get("image_id").is_none(), "{p1}");
+    assert_eq!(p1["sync"]["generation"], 0, "{p1}");
+    assert_eq!(
+        p1["sync"]["cut_over"],
+        format!("amitool migrate --cut-over {mid}")
+    );
+    assert_eq!(
+        steps(&p1),
+        [
+            "snapshot",
+            "inspect",
+            "plan",
+            "boot-config",
+            "build",
+            "upload",
+            "cleanup",
+            "data sync"
+        ]
+    );
+    assert_eq!(
+        p1["sync"]["data_snapshots"].as_array().unwrap().len(),
+        1,
+        "{p1}"
+    );
+    assert_eq!(state(&fleet.instance).await, "running");
+    assert_eq!(journal(&env, &mid)["state"], "synced");
+
+    // The guest writes, changes and deletes files, and writes its data volume.
+    day2::write(&fs, "/etc/app.conf", "version=2\n");
+    day2::remove(&fs, "/etc/old.conf");
+    day2::write(&fs, "/etc/new.conf", "made after phase 1\n");
+    write_bytes(&data_file, 8 << 20, &b"sync one ".repeat(1000));
+
+    // The same command again catches up: only what changed moves.
+    let s1 = env.json(&warm);
+    assert_eq!(s1["migration_id"], mid.as_str(), "{s1}");
+    assert_eq!(s1["sync"]["generation"], 1, "{s1}");
+    let changed1 = s1["sync"]["changed_blocks"].as_u64().unwrap();
+    assert!(changed1 > 0 && changed1 < 16, "{s1}");
+    assert!(
+        s1["sync"]["blocks_written"].as_u64().unwrap()
+            < p1["sync"]["blocks_written"].as_u64().unwrap(),
+        "a sync writes less than phase 1: {s1} {p1}"
+    );
+    // Phase 1's snapshots gave way to sync 1's.
+    let first = p1["sync"]["disk_snapshot"].as_str().unwrap();
+    assert!(
+        ec2()
+            .await
+            .describe_snapshots()
+            .snapshot_ids(first)
+            .send()
+            .await
+            .is_err(),
+        "{first} is gone"
+    );
+
+    // More writes, and a kernel installed and made default by the guest's own tool (grubby).
+    let fx: Value = {
+        let m: Value = serde_json::from_str(
+            &std::fs::read_to_string(common::fixtures_dir().join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        m["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == FIXTURE)
+            .unwrap()
+            .clone()
+    };
+    let new_kernel = day2::kernel_upgrade_in(
+        &fs,
+        fx["style"].as_str().unwrap(),
+        fx["uuid"].as_str().unwrap(),
+        fx["kernel"].as_str().unwrap(),
+        fx["initrd"].as_str().unwrap(),
+        None,
+    );
+    day2::write(&fs, "/etc/app.conf", "version=3\n");
+    write_bytes(&data_file, 9 << 20, &b"final words ".repeat(1000));
+
+    // The cut-over's dry run acts on nothing.
+    let plan = env.json(&["migrate", "--cut-over", &mid, "--dry-run"]);
+    assert_eq!(plan["action"], "cut-over", "{plan}");
+    assert_eq!(plan["last_sync"], 1, "{plan}");
+    assert_eq!(plan["last_changed_blocks"], changed1, "{plan}");
+    assert!(plan["estimated_usd"].as_f64().unwrap() > 0.0, "{plan}");
+    assert_eq!(plan["steps"][0], "stop source", "{plan}");
+    assert_eq!(state(&fleet.instance).await, "running");
+
+    // Phase 2: stop, the changed blocks, register, replace.
+    let co = env.json(&["migrate", "--cut-over", &mid]);
+    let image = co["image_id"].as_str().unwrap().to_string();
+    let replacement = co["replacement"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        steps(&co),
+        [
+            "stop source",
+            "snapshot",
+            "inspect",
+            "plan",
+            "boot-config",
+            "build",
+            "upload",
+            "register",
+            "verify",
+            "cleanup",
+            "data volumes",
+            "launch replacement",
+            "elastic ip"
+        ],
+        "{co}"
+    );
+    assert_eq!(state(&fleet.instance).await, "stopped");
+    assert_eq!(state(&replacement).await, "running");
+    assert_eq!(replacements(&mid).await, std::slice::from_ref(&replacement));
+    assert_eq!(
+        address_on(&fleet.allocation).await.as_deref(),
+        Some(replacement.as_str())
+    );
+    // The outage moved the changed blocks, both builds' edits and blocks 0-1, no more.
+    let o = &co["outage"];
+    let (changed, edited, written, read) = (
+        o["changed_blocks"].as_u64().unwrap(),
+        o["edited_blocks"].as_u64().unwrap(),
+        o["blocks_written"].as_u64().unwrap(),
+        o["blocks_read"].as_u64().unwrap(),
+    );
+    assert!(changed > 0, "{co}");
+    assert!(
+        written >= changed && written <= changed + edited + 2,
+        "{co}"
+    );
+    assert_eq!(
+        o["bytes_written"].as_u64().unwrap(),
+        written * 524288,
+        "{co}"
+    );
+    // Reads: the blocks written that come from the source, and the inspection's metadata.
+    let inspected: u64 = co["steps"][2]["detail"]
+        .as_str()
+        .unwrap()
+        .rsplit_once("read in place: ")
+        .map(|(_, n)| n.trim_end_matches(" blocks").parse().unwrap())
+        .unwrap();
+    assert!(read <= written + inspected, "{co}");
+    assert!(o["seconds"].as_f64().unwrap() > 0.0, "{co}");
+    assert!(
+        co["source_stopped_at"].as_str().unwrap() < co["replacement_running_at"].as_str().unwrap(),
+        "{co}"
+    );
+
+    // Byte for byte the cold migration of the final root.
+    let cold = cold_migration(&env, &fleet.instance);
+    let warm_blocks = blocks_of(&image_snapshot(&image).await).await;
+    let cold_blocks = blocks_of(&image_snapshot(&cold).await).await;
+    assert_eq!(
+        warm_blocks.keys().collect::<Vec<_>>(),
+        cold_blocks.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        warm_blocks == cold_blocks,
+        "the warm disk differs from the cold one"
+    );
+
+    // The replacement's data volume holds the final bytes.
+    let new_data = volume_of(&replacement, Some("/dev/sdf")).await;
+    assert_eq!(
+        volume_blocks(&new_data).await,
+        volume_blocks(&data_volume).await
+    );
+    let finals = std::fs::read(&data_file).unwrap();
+    assert!(finals[(9 << 20)..].starts_with(b"final words "));
+
+    // It boots on NVMe, the guest's new kernel with its final files.
+    let disk = env.path("warm-hvm.raw");
+    {
+        let f = std::fs::File::create(&disk).unwrap();
+        f.set_len(image_size(&image).await).unwrap();
+        use std::os::unix::fs::FileExt;
+        for (i, b) in &warm_blocks {
+            f.write_all_at(b, *i as u64 * 524288).unwrap();
+        }
+    }
+    let hvm = day2::target(&disk);
+    assert_eq!(
+        day2::cat_at(&hvm, "/etc/app.conf").as_deref(),
+        Some("version=3\n")
+    );
+    assert_eq!(
+        day2::cat_at(&hvm, "/etc/new.conf").as_deref(),
+        Some("made after phase 1\n")
+    );
+    assert_eq!(day2::cat_at(&hvm, "/etc/old.conf"), None);
+    let log = common::boots_under_qemu_on(
+        &env.path("local-state"),
+        &disk,
+        &format!("AMITOOL-ROOT-OK {FIXTURE}"),
+        "m5.large",
+    );
+    assert!(log.contains(&format!("BOOT_IMAGE={new_kernel}")), "{log}");
+
+    // And it rolls back: the source runs again with its address.
+    let rb = env.json(&["migrate", "--rollback", &mid]);
+    assert_eq!(rb["source_state"], "running", "{rb}");
+    assert_eq!(
+        address_on(&fleet.allocation).await.as_deref(),
+        Some(fleet.instance.as_str())
+    );
+}
+
+#[tokio::test]
+async fn rollback_after_phase_one_leaves_the_running_source_and_nothing_else() {
+    let env = Env::new();
+    let ami = env.import(FIXTURE);
+    let data = data_filesystem(env.dir.path());
+    let fleet = pv_instance(&env, &ami, &data).await;
+    let p1 = env.json(&[
+        "migrate",
+        "--instance",
+        &fleet.instance,
+        "--replace",
+        "--warm",
+    ]);
+    let mid = p1["migration_id"].as_str().unwrap().to_string();
+    let rb = env.json(&["migrate", "--rollback", &mid]);
+    assert_eq!(rb["source_state"], "running", "{rb}");
+    assert_eq!(state(&fleet.instance).await, "running");
+    let tagged = ec2()
+        .await
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(crate::aws_cutover::filter("tag:amitool:migration", &mid))
+        .send()
+        .await
+        .unwrap();
+    assert!(tagged.snapshots().is_empty(), "{:?}", tagged.snapshots());
+    // A rolled-back warm migration cannot be cut over.
+    let out = env.run(&["migrate", "--cut-over", &mid]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
