@@ -5,6 +5,7 @@
 //! what changed. The result is the cold migration of the final state, byte
 //! for byte, and boots on NVMe with the final files.
 
+use aws_sdk_ec2::client::Waiters;
 use serde_json::Value;
 
 use crate::aws_cutover::{
@@ -380,4 +381,279 @@ async fn rollback_after_phase_one_leaves_the_running_source_and_nothing_else() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Run `migrate ARGS` (the hooked binary) until it pauses after `step`, then kill -9 it.
+fn kill_after(env: &Env, args: &[&str], step: &str) {
+    let (mut child, _) = env.paused(args, step);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+/// The snapshots tagged with the migration, and its images.
+async fn made_by(mid: &str) -> (Vec<String>, Vec<String>) {
+    let ec2 = ec2().await;
+    let f = crate::aws_cutover::filter("tag:amitool:migration", mid);
+    let snaps = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap();
+    let images = ec2
+        .describe_images()
+        .owners("self")
+        .filters(f)
+        .send()
+        .await
+        .unwrap();
+    (
+        snaps
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(String::from))
+            .collect(),
+        images
+            .images()
+            .iter()
+            .filter_map(|i| i.image_id().map(String::from))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_sync_and_a_cut_over_killed_at_their_steps_resume_to_one_image_and_one_replacement() {
+    let env = Env::new();
+    let ami = env.import(FIXTURE);
+    let data = data_filesystem(env.dir.path());
+    let fleet = pv_instance(&env, &ami, &data).await;
+    let root_file = common::volume_file(&volume_of(&fleet.instance, None).await);
+    let fs = root_file.display().to_string();
+    let warm = [
+        "migrate",
+        "--instance",
+        fleet.instance.as_str(),
+        "--replace",
+        "--warm",
+    ];
+    // Phase 1, killed after its snapshot, then after its upload.
+    kill_after(&env, &warm, "snapshot");
+    let journals = env.journals("source_id", &fleet.instance);
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let mid = journals[0]["migration_id"].as_str().unwrap().to_string();
+    let resume = ["migrate", "--resume", mid.as_str()];
+    kill_after(&env, &resume, "upload");
+    let p1 = env.json(&resume);
+    assert_eq!(p1["sync"]["generation"], 0, "{p1}");
+    // A sync, killed after its upload, resumed.
+    day2::write(&fs, "/etc/app.conf", "after phase 1\n");
+    kill_after(&env, &["migrate", "--sync", &mid], "upload");
+    let s1 = env.json(&resume);
+    assert_eq!(s1["sync"]["generation"], 1, "{s1}");
+    assert!(s1["sync"]["changed_blocks"].as_u64().unwrap() > 0, "{s1}");
+    // The cut-over, killed after each of its steps in turn, each resume
+    // going on where the last stopped.
+    day2::write(&fs, "/etc/app.conf", "at the cut-over\n");
+    kill_after(&env, &["migrate", "--cut-over", &mid], "stop source");
+    assert_eq!(state(&fleet.instance).await, "stopped");
+    for step in [
+        "upload",
+        "register",
+        "cleanup",
+        "data volumes",
+        "launch replacement",
+    ] {
+        kill_after(&env, &resume, step);
+    }
+    let co = env.json(&resume);
+    let image = co["image_id"].as_str().unwrap().to_string();
+    let replacement = co["replacement"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(replacements(&mid).await, std::slice::from_ref(&replacement));
+    assert_eq!(state(&fleet.instance).await, "stopped");
+    assert!(co["outage"]["blocks_written"].as_u64().unwrap() > 0, "{co}");
+    // One image; its snapshot and the data volume's final one, nothing else.
+    let (snaps, images) = made_by(&mid).await;
+    assert_eq!(images, [image.clone()]);
+    let image_snap = image_snapshot(&image).await;
+    assert!(snaps.contains(&image_snap), "{snaps:?}");
+    assert_eq!(
+        snaps.len(),
+        2,
+        "the image's and the data volume's: {snaps:?}"
+    );
+    let hvm = env.path("killed-hvm.raw");
+    {
+        let f = std::fs::File::create(&hvm).unwrap();
+        f.set_len(image_size(&image).await).unwrap();
+        use std::os::unix::fs::FileExt;
+        for (i, b) in blocks_of(&image_snap).await {
+            f.write_all_at(&b, i as u64 * 524288).unwrap();
+        }
+    }
+    assert_eq!(
+        day2::cat_at(&day2::target(&hvm), "/etc/app.conf").as_deref(),
+        Some("at the cut-over\n")
+    );
+}
+
+#[tokio::test]
+async fn the_stand_in_ebs_lists_changed_blocks_as_ebs_does() {
+    common::localstack();
+    let ebs = crate::aws_cutover::ebs().await;
+    // 150 blocks; a child that changes 120 of them, writes one as it was and adds one.
+    let mut bytes = vec![0u8; 150 * 524288];
+    for (i, b) in bytes.chunks_mut(524288).enumerate() {
+        b[0] = 1 + (i % 200) as u8;
+    }
+    let first = common::snapshot_of(&bytes, "changed blocks: first").await;
+    let child = ebs
+        .start_snapshot()
+        .volume_size(1)
+        .parent_snapshot_id(&first)
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    use base64::Engine;
+    use sha2::Digest;
+    let put = |index: i32, block: Vec<u8>| {
+        let ebs = ebs.clone();
+        let child = child.clone();
+        async move {
+            let sum =
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&block));
+            ebs.put_snapshot_block()
+                .snapshot_id(&child)
+                .block_index(index)
+                .data_length(524288)
+                .checksum(sum)
+                .checksum_algorithm(aws_sdk_ebs::types::ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                .block_data(aws_sdk_ebs::primitives::ByteStream::from(block))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let mut changed: Vec<i32> = (10..130).collect();
+    for &i in &changed {
+        put(i, vec![0xee; 524288]).await;
+    }
+    // The same bytes again: not a change.
+    let mut same = vec![0u8; 524288];
+    same[0] = 1 + (140 % 200) as u8;
+    put(140, same).await;
+    // A block only in the child.
+    put(1000, vec![0xdd; 524288]).await;
+    changed.push(1000);
+    ebs.complete_snapshot()
+        .snapshot_id(&child)
+        .changed_blocks_count(122)
+        .send()
+        .await
+        .unwrap();
+    ec2()
+        .await
+        .wait_until_snapshot_completed()
+        .snapshot_ids(&child)
+        .wait(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut got = vec![];
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = ebs
+            .list_changed_blocks()
+            .first_snapshot_id(&first)
+            .second_snapshot_id(&child)
+            .max_results(100)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .unwrap();
+        pages += 1;
+        for b in page.changed_blocks() {
+            let i = b.block_index().unwrap();
+            assert_eq!(b.first_block_token().is_some(), i < 150, "block {i}");
+            assert!(b.second_block_token().is_some(), "block {i}");
+            got.push(i);
+        }
+        match page.next_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(got, changed);
+    // Snapshots of two lineages are not compared.
+    let other = common::snapshot_of(&bytes, "changed blocks: another lineage").await;
+    let refused = ebs
+        .list_changed_blocks()
+        .first_snapshot_id(&first)
+        .second_snapshot_id(&other)
+        .send()
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn moved_data_volumes_go_to_the_replacement_and_back_with_the_rollback() {
+    let env = Env::new();
+    let ami = env.import(FIXTURE);
+    let data = data_filesystem(env.dir.path());
+    let fleet = pv_instance(&env, &ami, &data).await;
+    let volume = volume_of(&fleet.instance, Some("/dev/sdf")).await;
+    let args = [
+        "migrate",
+        "--instance",
+        fleet.instance.as_str(),
+        "--replace",
+        "--move-data-volumes",
+    ];
+    let m = env.json(&args);
+    let mid = m["migration_id"].as_str().unwrap().to_string();
+    let replacement = m["replacement"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let names: Vec<String> = steps(&m);
+    let (launch, moved) = (
+        names
+            .iter()
+            .position(|s| s == "launch replacement")
+            .unwrap(),
+        names.iter().position(|s| s == "data volumes").unwrap(),
+    );
+    assert!(launch < moved, "moved once the replacement runs: {names:?}");
+    // The same volume, no copy: on the replacement at its device, gone from the source.
+    assert_eq!(volume_of(&replacement, Some("/dev/sdf")).await, volume);
+    assert!(describe(&fleet.instance)
+        .await
+        .block_device_mappings()
+        .iter()
+        .all(|b| b.device_name() != Some("/dev/sdf")));
+    let (snaps, _) = made_by(&mid).await;
+    assert_eq!(
+        snaps.len(),
+        1,
+        "the image's snapshot only, no data copy: {snaps:?}"
+    );
+    // The rollback moves it back.
+    let rb = env.json(&["migrate", "--rollback", &mid]);
+    assert_eq!(rb["source_state"], "running", "{rb}");
+    assert_eq!(volume_of(&fleet.instance, Some("/dev/sdf")).await, volume);
+    assert!(describe(&replacement)
+        .await
+        .block_device_mappings()
+        .iter()
+        .all(|b| b.device_name() != Some("/dev/sdf")));
+    // With the source left running, nothing can move.
+    let out = env.run(&[&args[..], &["--keep-source-running"]].concat());
+    assert_eq!(out.status.code(), Some(2));
 }
