@@ -10,7 +10,9 @@
 #   `outage.seconds` (stop -> replacement running).
 # Prints both outages, the blocks each moved, and the targets: the warm
 # transfer within the changed blocks + the edited blocks + 2, and its
-# outage at most a fifth of the cold one. Needs LocalStack up
+# outage at most a fifth of the cold one. The bench image holds no kernel
+# modules (no drivers to find), so both replacements are t3.small by
+# --instance-type. Needs LocalStack up
 # (localstack/start.sh) from AMITOOL_LOCALSTACK_ROOT (default
 # /tmp/amitool-localstack): the guest's writes go into its volume files.
 set -euo pipefail
@@ -72,13 +74,13 @@ read -r warm warm_data <<<"$(instance)"
 # Cold: stopped first, so the replacement has everything; the outage is the whole command.
 start=$(date +%s.%N)
 $aws ec2 stop-instances --instance-ids "$cold" > /dev/null
-"$bin" --no-progress migrate --instance "$cold" --replace --name "bench-cold-$tag" --output json > "$work/cold.json"
+"$bin" --no-progress migrate --instance "$cold" --replace --instance-type t3.small --name "bench-cold-$tag" --output json > "$work/cold.json"
 end=$(date +%s.%N)
 echo "$start $end" > "$work/cold.time"
 
 # Warm: phase 1 while it runs, the guest writes, the cut-over.
 p1_start=$(date +%s.%N)
-"$bin" --no-progress migrate --instance "$warm" --replace --warm --output json > "$work/phase1.json"
+"$bin" --no-progress migrate --instance "$warm" --replace --warm --instance-type t3.small --output json > "$work/phase1.json"
 p1_end=$(date +%s.%N)
 echo "$p1_start $p1_end" > "$work/phase1.time"
 mid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["migration_id"])' "$work/phase1.json")
