@@ -73,8 +73,19 @@ cleanup() {
       umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}"
     fi
   done
+  # A directory of the host's /dev goes only when empty: another run of this
+  # script (the other guest, at the same time) may still have its
+  # /dev/disk/by-uuid link there, and without it that guest's 10_linux
+  # writes root=<its alias> instead of root=UUID=.
   for ((i = ${#MADE[@]} - 1; i >= 0; i--)); do
-    if [ -d "${MADE[i]}" ] && [ ! -L "${MADE[i]}" ]; then rmdir "${MADE[i]}" 2>/dev/null || rm -rf "${MADE[i]}"; else rm -f "${MADE[i]}"; fi
+    if [ -d "${MADE[i]}" ] && [ ! -L "${MADE[i]}" ]; then
+      case "${MADE[i]}" in
+        /dev/*) rmdir "${MADE[i]}" 2>/dev/null ;;
+        *) rm -rf "${MADE[i]}" ;;
+      esac
+    else
+      rm -f "${MADE[i]}"
+    fi
   done
   if [ -n "$RESOLV_SAVED" ] && [ -n "$MNT" ] && mountpoint -q "$MNT"; then
     rm -f "$MNT/etc/resolv.conf"
@@ -340,7 +351,7 @@ CHANGED=no
 cmp -s "$WORK/before.cfg" "$MNT$CFG" || CHANGED=yes
 ROOTS=$(grep -o 'root=[^ ]*' "$MNT$CFG" | sort -u | tr '\n' ' ')
 if grep -qE "loopback|/dev/loop|$ALIAS" "$MNT$CFG"; then
-  fail "the chroot's devices leaked into $CFG"
+  fail "the chroot's devices leaked into $CFG: $(grep -nE "loopback|/dev/loop|$ALIAS" "$MNT$CFG" | head -n 3 | tr '\n' ' ')"
 fi
 STEP="done"
 echo "$ME: OK $GUEST: installed $(echo $NEW_PKGS) ($NEW_KVER: /boot/vmlinuz-$NEW_KVER, /boot/initrd.img-$NEW_KVER), purged $(echo $PURGE); $CFG rewritten by the guest: $CHANGED, its root= values: ${ROOTS% }; root UUID $UUID; $(( $(date +%s) - START_TS ))s"
