@@ -158,6 +158,20 @@ impl FakeHost {
         Ok(())
     }
 
+    /// A new snapshot of `bytes`; its id.
+    fn keep(&self, bytes: Vec<u8>, tags: &BTreeMap<String, String>) -> String {
+        let mut s = self.state.lock().expect("state");
+        let id = s.id("snap");
+        s.snapshots.insert(
+            id.clone(),
+            Snapshot {
+                bytes: Arc::new(bytes),
+                tags: tags.clone(),
+            },
+        );
+        id
+    }
+
     fn tagged(&self, mid: &str) -> (Vec<String>, Vec<String>) {
         let s = self.state.lock().expect("state");
         let tag =
@@ -304,16 +318,7 @@ impl MigrationHost for FakeHost {
     ) -> Result<String> {
         self.call("store_disk")?;
         let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-        let mut s = self.state.lock().expect("state");
-        let id = s.id("snap");
-        s.snapshots.insert(
-            id.clone(),
-            Snapshot {
-                bytes: Arc::new(bytes),
-                tags: tags.clone(),
-            },
-        );
-        Ok(id)
+        Ok(self.keep(bytes, tags))
     }
 
     async fn changed_blocks(&self, _region: &str, first: &str, second: &str) -> Result<Vec<u64>> {
@@ -383,16 +388,7 @@ impl MigrationHost for FakeHost {
             stats.bytes_read += block;
             stats.bytes_written += block;
         }
-        let mut s = self.state.lock().expect("state");
-        let id = s.id("snap");
-        s.snapshots.insert(
-            id.clone(),
-            Snapshot {
-                bytes: Arc::new(bytes),
-                tags: tags.clone(),
-            },
-        );
-        drop(s);
+        let id = self.keep(bytes, tags);
         journal.transfer = Some(stats);
         journal.save()?;
         Ok((id, stats))

@@ -40,8 +40,8 @@ fn write_bytes(file: &std::path::Path, offset: u64, text: &[u8]) {
     f.sync_all().unwrap();
 }
 
-/// The root snapshot of an image.
-async fn image_snapshot(image: &str) -> String {
+/// An image's root device mapping.
+async fn root_ebs(image: &str) -> aws_sdk_ec2::types::EbsBlockDevice {
     let out = ec2()
         .await
         .describe_images()
@@ -53,9 +53,18 @@ async fn image_snapshot(image: &str) -> String {
     img.block_device_mappings()
         .iter()
         .find(|m| m.device_name() == img.root_device_name())
-        .and_then(|m| m.ebs()?.snapshot_id())
+        .and_then(|m| m.ebs().cloned())
         .unwrap()
-        .to_string()
+}
+
+/// The root snapshot of an image.
+async fn image_snapshot(image: &str) -> String {
+    root_ebs(image).await.snapshot_id().unwrap().to_string()
+}
+
+/// The root volume size of an image, in bytes.
+async fn image_size(image: &str) -> u64 {
+    (root_ebs(image).await.volume_size().unwrap() as u64) << 30
 }
 
 /// The cold migration of the stopped source as it is now (its root
@@ -69,25 +78,6 @@ fn cold_migration(env: &Env, instance: &str) -> String {
         &format!("cold-{}-hvm", env.unique()),
     ]);
     m["image_id"].as_str().unwrap().to_string()
-}
-
-/// The root volume size of an image, in bytes.
-async fn image_size(image: &str) -> u64 {
-    let out = ec2()
-        .await
-        .describe_images()
-        .image_ids(image)
-        .send()
-        .await
-        .unwrap();
-    let img = &out.images()[0];
-    let gib = img
-        .block_device_mappings()
-        .iter()
-        .find(|m| m.device_name() == img.root_device_name())
-        .and_then(|m| m.ebs()?.volume_size())
-        .unwrap();
-    (gib as u64) << 30
 }
 
 fn steps(v: &Value) -> Vec<String> {
@@ -520,26 +510,7 @@ async fn the_stand_in_ebs_lists_changed_blocks_as_ebs_does() {
         .snapshot_id()
         .unwrap()
         .to_string();
-    use base64::Engine;
-    use sha2::Digest;
-    let put = |index: i32, block: Vec<u8>| {
-        let ebs = ebs.clone();
-        let child = child.clone();
-        async move {
-            let sum =
-                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&block));
-            ebs.put_snapshot_block()
-                .snapshot_id(&child)
-                .block_index(index)
-                .data_length(524288)
-                .checksum(sum)
-                .checksum_algorithm(aws_sdk_ebs::types::ChecksumAlgorithm::ChecksumAlgorithmSha256)
-                .block_data(aws_sdk_ebs::primitives::ByteStream::from(block))
-                .send()
-                .await
-                .unwrap();
-        }
-    };
+    let put = |index: i32, block: Vec<u8>| common::put_block(&ebs, &child, index, block);
     let mut changed: Vec<i32> = (10..130).collect();
     for &i in &changed {
         put(i, vec![0xee; 524288]).await;

@@ -606,12 +606,27 @@ impl Migrations {
     }
 }
 
+/// Write one 512 KiB block into a pending snapshot, with its checksum.
+pub async fn put_block(ebs: &aws_sdk_ebs::Client, snapshot: &str, index: i32, block: Vec<u8>) {
+    use base64::Engine;
+    use sha2::Digest;
+    let sum = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&block));
+    ebs.put_snapshot_block()
+        .snapshot_id(snapshot)
+        .block_index(index)
+        .data_length(512 * 1024)
+        .checksum(sum)
+        .checksum_algorithm(aws_sdk_ebs::types::ChecksumAlgorithm::ChecksumAlgorithmSha256)
+        .block_data(aws_sdk_ebs::primitives::ByteStream::from(block))
+        .send()
+        .await
+        .unwrap();
+}
+
 /// `bytes` as a new snapshot through the EBS direct APIs (all-zero blocks
 /// left out), of the whole GiBs they need: bytes that did not come through
 /// amitool's import (a data volume, a filesystem amitool refuses).
 pub async fn snapshot_of(bytes: &[u8], description: &str) -> String {
-    use base64::Engine;
-    use sha2::Digest;
     let ebs = aws_sdk_ebs::Client::new(&sdk_config("us-east-1").await);
     let gib = (bytes.len() as u64).div_ceil(1 << 30).max(1) as i64;
     let snap = ebs
@@ -631,17 +646,7 @@ pub async fn snapshot_of(bytes: &[u8], description: &str) -> String {
         }
         let mut block = chunk.to_vec();
         block.resize(512 * 1024, 0);
-        let sum = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&block));
-        ebs.put_snapshot_block()
-            .snapshot_id(&snap)
-            .block_index(i as i32)
-            .data_length(512 * 1024)
-            .checksum(sum)
-            .checksum_algorithm(aws_sdk_ebs::types::ChecksumAlgorithm::ChecksumAlgorithmSha256)
-            .block_data(aws_sdk_ebs::primitives::ByteStream::from(block))
-            .send()
-            .await
-            .unwrap();
+        put_block(&ebs, &snap, i as i32, block).await;
         n += 1;
     }
     ebs.complete_snapshot()

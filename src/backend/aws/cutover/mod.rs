@@ -38,6 +38,26 @@ fn save(journal: &mut Journal, r: &Replace) -> Result<()> {
     journal.save()
 }
 
+/// Every data volume is copied (or moved): journaled, and the step says how each went.
+fn volumes_done(
+    journal: &mut Journal,
+    r: &mut Replace,
+    rec: &mut Recorder,
+    each: impl Fn(&DataVolume) -> String,
+) -> Result<()> {
+    r.volumes_copied = true;
+    save(journal, r)?;
+    rec.done(
+        crate::migrate::StepName::DataVolumes,
+        if r.volumes.is_empty() {
+            "none besides the root".to_string()
+        } else {
+            r.volumes.iter().map(each).collect::<Vec<_>>().join(", ")
+        },
+    );
+    Ok(())
+}
+
 /// What of the source the replacement keeps.
 pub struct SourceFacts {
     pub instance_id: String,
@@ -147,28 +167,57 @@ impl AwsBackend {
             .map(String::from))
     }
 
-    /// A snapshot of a data volume this migration took earlier.
-    async fn existing_data_snapshot(
+    /// The snapshot of data volume `v` this migration takes for `role`
+    /// (`data`: the replacement's copy; `data-sync`: a warm sync's, with its
+    /// generation): the one an earlier run took (found by its tags after a
+    /// kill), else a new one, tagged (not waited for).
+    async fn data_snapshot(
         &self,
         region: &str,
         mid: &str,
-        volume: &str,
-    ) -> Result<Option<String>> {
-        let out = self
+        v: &DataVolume,
+        role: &str,
+        sync: Option<&str>,
+        description: String,
+    ) -> Result<String> {
+        let sync_tag = crate::backend::aws::host::SYNC_TAG;
+        let mut find = self
             .ec2(region)
             .describe_snapshots()
             .owner_ids("self")
             .filters(filter(&format!("tag:{MIGRATION_TAG}"), mid))
-            .filters(filter("volume-id", volume))
-            .filters(filter(&format!("tag:{ROLE_TAG}"), "data"))
+            .filters(filter("volume-id", &v.volume_id))
+            .filters(filter(&format!("tag:{ROLE_TAG}"), role));
+        if let Some(g) = sync {
+            find = find.filters(filter(&format!("tag:{sync_tag}"), g));
+        }
+        let earlier = find
             .send()
             .await
             .map_err(|e| self.err("DescribeSnapshots", region, e))?;
-        Ok(out
-            .snapshots()
-            .first()
-            .and_then(|s| s.snapshot_id())
-            .map(String::from))
+        if let Some(s) = earlier.snapshots().first().and_then(|s| s.snapshot_id()) {
+            return Ok(s.to_string());
+        }
+        let mut tags = TagSpecification::builder()
+            .resource_type(ResourceType::Snapshot)
+            .tags(tag(MIGRATION_TAG, mid))
+            .tags(tag(ROLE_TAG, role))
+            .tags(tag("amitool:device", &v.device));
+        if let Some(g) = sync {
+            tags = tags.tags(tag(sync_tag, g));
+        }
+        Ok(self
+            .ec2(region)
+            .create_snapshot()
+            .volume_id(&v.volume_id)
+            .description(description)
+            .tag_specifications(tags.build())
+            .send()
+            .await
+            .map_err(|e| self.err("CreateSnapshot", region, e))?
+            .snapshot_id()
+            .unwrap_or_default()
+            .to_string())
     }
 
     async fn instance_state(&self, region: &str, id: &str) -> Result<String> {
@@ -277,34 +326,19 @@ impl AwsBackend {
                 continue;
             }
             let v = r.volumes[n].clone();
-            let snap = match self
-                .existing_data_snapshot(&region, &mid, &v.volume_id)
-                .await?
-            {
-                Some(s) => s,
-                None => self
-                    .ec2(&region)
-                    .create_snapshot()
-                    .volume_id(&v.volume_id)
-                    .description(format!(
+            let snap = self
+                .data_snapshot(
+                    &region,
+                    &mid,
+                    &v,
+                    "data",
+                    None,
+                    format!(
                         "amitool {mid}: {} of {source} for its replacement",
                         v.device
-                    ))
-                    .tag_specifications(
-                        TagSpecification::builder()
-                            .resource_type(ResourceType::Snapshot)
-                            .tags(tag(MIGRATION_TAG, &mid))
-                            .tags(tag(ROLE_TAG, "data"))
-                            .tags(tag("amitool:device", &v.device))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| self.err("CreateSnapshot", &region, e))?
-                    .snapshot_id()
-                    .unwrap_or_default()
-                    .to_string(),
-            };
+                    ),
+                )
+                .await?;
             r.volumes[n].snapshot_id = Some(snap);
             save(journal, r)?;
         }
@@ -313,27 +347,14 @@ impl AwsBackend {
                 self.wait_snapshot(&region, s).await?;
             }
         }
-        r.volumes_copied = true;
-        save(journal, r)?;
-        rec.done(
-            crate::migrate::StepName::DataVolumes,
-            if r.volumes.is_empty() {
-                "none besides the root".to_string()
-            } else {
-                r.volumes
-                    .iter()
-                    .map(|v| {
-                        format!(
-                            "{} {} → {}",
-                            v.device,
-                            v.volume_id,
-                            v.snapshot_id.as_deref().unwrap_or("-")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        );
+        volumes_done(journal, r, rec, |v| {
+            format!(
+                "{} {} → {}",
+                v.device,
+                v.volume_id,
+                v.snapshot_id.as_deref().unwrap_or("-")
+            )
+        })?;
         Ok(())
     }
 
@@ -350,46 +371,16 @@ impl AwsBackend {
         let facts = self.source_facts(&region, &source).await?;
         let mut made = vec![];
         for v in &facts.volumes {
-            let earlier = self
-                .ec2(&region)
-                .describe_snapshots()
-                .owner_ids("self")
-                .filters(filter(&format!("tag:{MIGRATION_TAG}"), &mid))
-                .filters(filter("volume-id", &v.volume_id))
-                .filters(filter(&format!("tag:{ROLE_TAG}"), "data-sync"))
-                .filters(filter(
-                    &format!("tag:{}", crate::backend::aws::host::SYNC_TAG),
-                    &generation,
-                ))
-                .send()
-                .await
-                .map_err(|e| self.err("DescribeSnapshots", &region, e))?;
-            let snap = match earlier.snapshots().first().and_then(|s| s.snapshot_id()) {
-                Some(s) => s.to_string(),
-                None => self
-                    .ec2(&region)
-                    .create_snapshot()
-                    .volume_id(&v.volume_id)
-                    .description(format!(
-                        "amitool {mid}: {} of {source}, sync {generation}",
-                        v.device
-                    ))
-                    .tag_specifications(
-                        TagSpecification::builder()
-                            .resource_type(ResourceType::Snapshot)
-                            .tags(tag(MIGRATION_TAG, &mid))
-                            .tags(tag(ROLE_TAG, "data-sync"))
-                            .tags(tag(crate::backend::aws::host::SYNC_TAG, &generation))
-                            .tags(tag("amitool:device", &v.device))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| self.err("CreateSnapshot", &region, e))?
-                    .snapshot_id()
-                    .unwrap_or_default()
-                    .to_string(),
-            };
+            let snap = self
+                .data_snapshot(
+                    &region,
+                    &mid,
+                    v,
+                    "data-sync",
+                    Some(&generation),
+                    format!("amitool {mid}: {} of {source}, sync {generation}", v.device),
+                )
+                .await?;
             made.push((v.volume_id.clone(), snap));
         }
         for (_, s) in &made {
@@ -440,20 +431,9 @@ impl AwsBackend {
             r.volumes[n].moved = true;
             save(journal, r)?;
         }
-        r.volumes_copied = true;
-        save(journal, r)?;
-        rec.done(
-            crate::migrate::StepName::DataVolumes,
-            if r.volumes.is_empty() {
-                "none besides the root".to_string()
-            } else {
-                r.volumes
-                    .iter()
-                    .map(|v| format!("{} {} moved to {replacement}", v.device, v.volume_id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        );
+        volumes_done(journal, r, rec, |v| {
+            format!("{} {} moved to {replacement}", v.device, v.volume_id)
+        })?;
         Ok(())
     }
 
