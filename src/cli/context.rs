@@ -47,6 +47,12 @@ pub struct GlobalArgs {
     /// The local host's state directory (--backend local).
     #[arg(long, global = true, value_name = "DIR", env = "AMITOOL_STATE_DIR")]
     pub state_dir: Option<std::path::PathBuf>,
+    /// AWS: at most this many GetSnapshotBlock, and as many PutSnapshotBlock,
+    /// requests a second in a region, shared by every migration of the run
+    /// (halved while EBS throttles, then climbing back). Default 900, under
+    /// EBS's default quota of about 1,000 per snapshot and per account.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_requests_per_second: Option<u32>,
     /// More detail on stderr (-vv for the SDK's own).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -87,6 +87,9 @@ async fn build_backend(global: &GlobalArgs) -> Result<Box<dyn Backend>> {
                 profile: global.profile.clone(),
                 endpoint_url: global.endpoint_url.clone(),
             };
+            if let Some(n) = global.max_requests_per_second {
+                crate::backend::aws::budget::set_max(f64::from(n));
+            }
             Ok(Box::new(AwsBackend::new(&opts).await))
         }
         BackendKind::Local => {

@@ -698,6 +698,15 @@ impl<'a> Runner<'a> {
             .collect()
             .await;
         items.sort_by(|x, y| x.source.cmp(&y.source));
+        // The budget every item shared, and how EBS answered it.
+        if crate::progress::notes_shown() {
+            for b in self.host().map(|h| h.request_budgets()).unwrap_or_default() {
+                eprintln!(
+                    "amitool: {} budget in {}: {} requests, at most {:.0} a second (now {:.0}), throttled {} time(s)",
+                    b.api, b.region, b.requests, b.max_per_second, b.per_second, b.throttled
+                );
+            }
+        }
         Outcome::Fleet {
             items,
             interrupted: crate::interrupt::is_interrupted(),

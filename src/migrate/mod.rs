@@ -206,12 +206,31 @@ pub trait MigrationHost: Send + Sync {
     async fn cleanup(&self, journal: &Journal) -> Result<Vec<String>>;
     /// A directory for temporary files of this migration.
     fn work_dir(&self, migration_id: &str) -> PathBuf;
+    /// The request budgets this process drew from (AWS: EBS direct's
+    /// block requests, shared by every migration of the run).
+    fn request_budgets(&self) -> Vec<RequestBudget> {
+        vec![]
+    }
     /// `aws` or `local`, recorded in the journal.
     fn host_name(&self) -> &'static str;
     /// Where this host's migration journals live.
     fn journal_dir(&self) -> PathBuf {
         journal::journal_dir()
     }
+}
+
+/// One rate budget of the process: what it allowed and how EBS answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestBudget {
+    pub region: String,
+    pub api: String,
+    /// `--max-requests-per-second`.
+    pub max_per_second: f64,
+    /// The rate it allowed at the end (lower after throttling).
+    pub per_second: f64,
+    pub requests: u64,
+    /// Attempts EBS throttled (each halves the rate, once a second at most).
+    pub throttled: u64,
 }
 
 /// The result, as `migrate --output json` prints it.
@@ -246,6 +265,10 @@ pub struct Migration {
     pub replacement_running_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outage: Option<warm::Outage>,
+    /// The process's request budgets (AWS), shared with the other
+    /// migrations of a fleet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub request_budgets: Vec<RequestBudget>,
     #[serde(skip)]
     pub inspection: Option<Inspection>,
 }
@@ -520,6 +543,7 @@ pub fn finished(journal: &Journal) -> Option<Migration> {
         source_stopped_at: None,
         replacement_running_at: None,
         outage: journal.warm.as_ref().and_then(|w| w.outage),
+        request_budgets: vec![],
         inspection: None,
     })
 }

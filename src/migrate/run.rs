@@ -155,6 +155,7 @@ pub(crate) async fn execute(
         source_stopped_at: None,
         replacement_running_at: None,
         outage: None,
+        request_budgets: host.request_budgets(),
         inspection: Some(insp),
     })
 }

@@ -925,3 +925,36 @@ async fn dry_run_inspects_the_snapshot_in_place_and_prices_the_transfer() {
         "a dry run wrote a journal"
     );
 }
+
+/// `--max-requests-per-second`: the stream starts its block requests no
+/// faster, and the migration says what its budgets allowed and counted.
+#[test]
+fn the_request_budget_paces_the_stream_and_is_reported() {
+    let env = Env::new();
+    let ami = env.import("menulst-root-hd0");
+    let started = std::time::Instant::now();
+    let m = env.json(&["migrate", "--ami", &ami, "--max-requests-per-second", "20"]);
+    let took = started.elapsed().as_secs_f64();
+    let budgets = m["request_budgets"].as_array().unwrap();
+    let of = |api: &str| {
+        budgets
+            .iter()
+            .find(|b| b["api"] == api && b["region"] == "us-east-1")
+            .unwrap_or_else(|| panic!("{api}: {m}"))
+            .clone()
+    };
+    let (get, put) = (of("GetSnapshotBlock"), of("PutSnapshotBlock"));
+    let written = m["transfer"]["blocks_written"].as_u64().unwrap();
+    assert_eq!(put["max_per_second"], 20.0, "{m}");
+    assert_eq!(put["requests"], written, "{m}");
+    assert_eq!(put["throttled"], 0, "{m}");
+    assert!(
+        get["requests"].as_u64().unwrap() >= m["transfer"]["blocks_read"].as_u64().unwrap() - 2,
+        "{m}"
+    );
+    // 20 a second: the writes alone take (n - 1) / 20 s.
+    assert!(
+        took >= (written - 1) as f64 / 20.0,
+        "{took} s for {written} blocks"
+    );
+}

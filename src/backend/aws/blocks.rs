@@ -143,6 +143,8 @@ impl SnapshotSource {
     async fn fetch(&self, index: i32) -> std::io::Result<Vec<u8>> {
         let io = |m: String| std::io::Error::other(m);
         let token = &self.tokens[&index];
+        let budget = super::budget::of(&self.region, super::budget::Api::GetSnapshotBlock);
+        budget.acquire().await;
         let out = self
             .ebs
             .get_snapshot_block()
@@ -159,6 +161,7 @@ impl SnapshotSource {
                     crate::error::chain(&e)
                 ))
             })?;
+        budget.succeeded();
         let want = out.checksum().map(String::from);
         let data = out
             .block_data

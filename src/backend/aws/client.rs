@@ -78,8 +78,71 @@ pub fn ebs_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ebs::Client {
     let conf = aws_sdk_ebs::config::Builder::from(sdk)
         .region(Region::new(region.to_string()))
         .interceptor(CallLog::new(region))
+        .interceptor(Throttles::new(region))
         .build();
     aws_sdk_ebs::Client::from_conf(conf)
+}
+
+/// Every attempt of a block request EBS throttled (retries included, which
+/// the SDK otherwise hides) halves the region's budget for that API.
+#[derive(Debug)]
+pub struct Throttles {
+    region: String,
+}
+
+impl Throttles {
+    pub fn new(region: &str) -> Self {
+        Throttles {
+            region: region.to_string(),
+        }
+    }
+}
+
+/// Whether an EBS block request's error is EBS pushing back.
+fn throttle_of(
+    e: &aws_smithy_runtime_api::client::interceptors::context::Error,
+) -> Option<super::budget::Api> {
+    use super::budget::Api;
+    use aws_sdk_ebs::error::ProvideErrorMetadata;
+    use aws_sdk_ebs::operation::get_snapshot_block::GetSnapshotBlockError;
+    use aws_sdk_ebs::operation::put_snapshot_block::PutSnapshotBlockError;
+    let throttling = |code: Option<&str>| {
+        matches!(
+            code,
+            Some("RequestThrottledException" | "ThrottlingException" | "TooManyRequestsException")
+        )
+    };
+    if let Some(p) = e.downcast_ref::<PutSnapshotBlockError>() {
+        return (p.is_request_throttled_exception() || throttling(p.code()))
+            .then_some(Api::PutSnapshotBlock);
+    }
+    if let Some(g) = e.downcast_ref::<GetSnapshotBlockError>() {
+        return (g.is_request_throttled_exception() || throttling(g.code()))
+            .then_some(Api::GetSnapshotBlock);
+    }
+    None
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for Throttles {
+    fn name(&self) -> &'static str {
+        "amitool-throttles"
+    }
+
+    fn read_after_attempt(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<
+            '_,
+        >,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(Err(e)) = ctx.output_or_error() {
+            if let Some(api) = e.as_operation_error().and_then(throttle_of) {
+                super::budget::of(&self.region, api).throttled();
+            }
+        }
+        Ok(())
+    }
 }
 
 pub fn ssm_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {

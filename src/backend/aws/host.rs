@@ -526,6 +526,20 @@ impl MigrationHost for AwsBackend {
             .join(migration_id)
     }
 
+    fn request_budgets(&self) -> Vec<crate::migrate::RequestBudget> {
+        super::budget::reports()
+            .into_iter()
+            .map(|(region, api, r)| crate::migrate::RequestBudget {
+                region,
+                api: format!("{api:?}"),
+                max_per_second: r.max_per_second,
+                per_second: r.per_second,
+                requests: r.requests,
+                throttled: r.throttled,
+            })
+            .collect()
+    }
+
     fn host_name(&self) -> &'static str {
         "aws"
     }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::{Image, ImageFilter, InstanceType, Virtualization};
 
 pub mod blocks;
+pub mod budget;
 pub mod client;
 pub(crate) mod convert;
 pub mod cutover;

@@ -1,9 +1,8 @@
 //! The journaled block stream into a new EBS snapshot (a migration's HVM
 //! view where the source lies, an import's file): each block read once and
-//! written once, at most UPLOAD_CONCURRENCY in flight and BLOCKS_PER_SECOND
-//! started a second, the completed blocks journaled so `--resume` goes on.
-
-use std::time::Duration;
+//! written once, at most UPLOAD_CONCURRENCY in flight, each request started
+//! within the region's shared request budget (`budget.rs`), the completed
+//! blocks journaled so `--resume` goes on.
 
 use aws_sdk_ebs::types::Tag as EbsTag;
 use futures::stream::{self, StreamExt};
@@ -17,16 +16,10 @@ use crate::migrate::journal::{Journal, Upload};
 const GIB: u64 = 1 << 30;
 
 /// Blocks in flight at once for one snapshot (EBS throttles per snapshot).
+/// How many start a second is the process's budget's (`budget.rs`): each
+/// block is one GetSnapshotBlock and one PutSnapshotBlock, drawn from the
+/// budgets every stream of the region shares.
 pub const UPLOAD_CONCURRENCY: usize = 16;
-/// Blocks started per second at most. EBS direct allows about 1,000
-/// GetSnapshotBlock and 1,000 PutSnapshotBlock requests a second per
-/// snapshot (not adjustable); each block is one of each, on two snapshots.
-const BLOCKS_PER_SECOND: f64 = 900.0;
-
-/// When the `k`th block of a stream may start, from the stream's start.
-fn pace(k: usize) -> Duration {
-    Duration::from_secs_f64(k as f64 / BLOCKS_PER_SECOND)
-}
 
 fn read_block(disk: &dyn BlockSource, index: i32) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; BLOCK as usize];
@@ -42,9 +35,9 @@ fn read_block(disk: &dyn BlockSource, index: i32) -> std::io::Result<Vec<u8>> {
 /// it and return its id. `disk` is the HVM view where the source lies (a
 /// stream: no local copy) or a local file. Reads block their thread, so
 /// each runs on a blocking thread; at most UPLOAD_CONCURRENCY blocks are in
-/// flight and BLOCKS_PER_SECOND start a second, under EBS's per-snapshot
-/// limit of about 1,000 requests a second; the SDK's standard retries back
-/// off on throttling.
+/// flight, each request started within the region's shared budget (under
+/// EBS's limit of about 1,000 requests a second per snapshot and account,
+/// halved when EBS throttles); the SDK's standard retries back off too.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_journaled(
     ebs: &aws_sdk_ebs::Client,
@@ -134,15 +127,13 @@ pub async fn upload_journaled(
     crate::migrate::hooks::blocks_journaled(done.len());
     // One pipeline: a block starts as soon as one of the UPLOAD_CONCURRENCY
     // in flight ends (no batch waits for its slowest block), no sooner than
-    // its slot at BLOCKS_PER_SECOND, and the journal is saved every
+    // its slot in the region's request budget, and the journal is saved every
     // UPLOAD_CONCURRENCY blocks done (a resume repeats at most those).
-    let start = tokio::time::Instant::now();
-    let mut pipeline = stream::iter(todo.into_iter().enumerate())
-        .map(|(k, index)| {
+    let mut pipeline = stream::iter(todo)
+        .map(|index| {
             let disk = disk.clone();
             let snapshot_id = &snapshot_id;
             async move {
-                tokio::time::sleep_until(start + pace(k)).await;
                 let name = disk.name();
                 let data = crate::interrupt::blocking(move || read_block(&*disk, index))
                     .await?
@@ -254,12 +245,17 @@ mod throttling {
         p
     }
 
-    /// The one-block file streamed into a new snapshot, journaled in `dir`.
-    async fn stream_one_block(ebs: &Client, dir: &Path) -> Result<(String, TransferStats)> {
+    /// The one-block file streamed into a new snapshot in `region` (a test's
+    /// own, for a budget of its own), journaled in `dir`.
+    async fn stream_one_block(
+        ebs: &Client,
+        region: &str,
+        dir: &Path,
+    ) -> Result<(String, TransferStats)> {
         let mut j = journal(dir);
         let file = crate::image::source::open_file(&one_block_file(dir)).unwrap();
         let blocks = file_blocks(&file);
-        upload_journaled(ebs, "us-east-1", file, blocks, "d", &[], None, None, &mut j).await
+        upload_journaled(ebs, region, file, blocks, "d", &[], None, None, &mut j).await
     }
 
     fn journal(dir: &Path) -> Journal {
@@ -271,10 +267,17 @@ mod throttling {
         j
     }
 
-    fn client(rules: &[&aws_smithy_mocks::Rule]) -> Client {
-        mock_client!(aws_sdk_ebs, RuleMode::MatchAny, rules, |c| c.retry_config(
-            aws_sdk_ebs::config::retry::RetryConfig::standard().with_max_attempts(4)
-        ))
+    /// A mock EBS client whose throttled attempts reach `region`'s budget, as amitool's do.
+    fn client(rules: &[&aws_smithy_mocks::Rule], region: &str) -> Client {
+        let region = region.to_string();
+        mock_client!(aws_sdk_ebs, RuleMode::MatchAny, rules, |c| c
+            .retry_config(aws_sdk_ebs::config::retry::RetryConfig::standard().with_max_attempts(4))
+            .interceptor(crate::backend::aws::client::Throttles::new(&region)))
+    }
+
+    fn budget(region: &str) -> crate::backend::aws::budget::BudgetReport {
+        crate::backend::aws::budget::of(region, crate::backend::aws::budget::Api::PutSnapshotBlock)
+            .report()
     }
 
     #[tokio::test]
@@ -288,8 +291,10 @@ mod throttling {
             .build();
         let complete = mock!(Client::complete_snapshot)
             .then_output(|| CompleteSnapshotOutput::builder().build());
-        let ebs = client(&[&put, &complete]);
-        let (snap, stats) = stream_one_block(&ebs, dir.path()).await.unwrap();
+        let ebs = client(&[&put, &complete], "throttle-test-1");
+        let (snap, stats) = stream_one_block(&ebs, "throttle-test-1", dir.path())
+            .await
+            .unwrap();
         assert_eq!(snap, "snap-0123456789abcdef0");
         assert_eq!(stats.blocks_written, 1);
         assert_eq!(
@@ -300,6 +305,11 @@ mod throttling {
         assert_eq!(complete.num_calls(), 1);
         let saved = Journal::load(dir.path(), "mig-00000000beef").unwrap();
         assert!(saved.upload.unwrap().completed);
+        // The throttled attempt halved the region's budget; the block's success gave a little back.
+        let b = budget("throttle-test-1");
+        assert_eq!(b.throttled, 1, "{b:?}");
+        assert!(b.per_second < b.max_per_second / 2.0 + 1.0, "{b:?}");
+        assert_eq!(b.requests, 1, "{b:?}");
     }
 
     #[tokio::test]
@@ -312,11 +322,13 @@ mod throttling {
             .build();
         let complete = mock!(Client::complete_snapshot)
             .then_output(|| CompleteSnapshotOutput::builder().build());
-        let ebs = client(&[&put, &complete]);
-        let err = stream_one_block(&ebs, dir.path()).await.unwrap_err();
+        let ebs = client(&[&put, &complete], "throttle-test-2");
+        let err = stream_one_block(&ebs, "throttle-test-2", dir.path())
+            .await
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "PutSnapshotBlock in us-east-1: RequestThrottledException: Rate exceeded"
+            "PutSnapshotBlock in throttle-test-2: RequestThrottledException: Rate exceeded"
         );
         assert_eq!(
             put.num_calls(),
@@ -328,6 +340,9 @@ mod throttling {
             0,
             "an unfinished upload is never completed"
         );
+        let b = budget("throttle-test-2");
+        assert_eq!(b.throttled, 4, "every attempt counted: {b:?}");
+        assert!(b.per_second <= b.max_per_second / 2.0, "{b:?}");
         let saved = Journal::load(dir.path(), "mig-00000000beef").unwrap();
         assert!(
             !saved.upload.unwrap().completed,

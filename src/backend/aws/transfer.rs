@@ -126,6 +126,8 @@ pub(super) async fn put_block(
     data: Vec<u8>,
 ) -> Result<()> {
     let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
+    let budget = super::budget::of(region, super::budget::Api::PutSnapshotBlock);
+    budget.acquire().await;
     ebs.put_snapshot_block()
         .snapshot_id(snapshot_id)
         .block_index(index)
@@ -136,6 +138,7 @@ pub(super) async fn put_block(
         .send()
         .await
         .map_err(|e| super::error::convert("PutSnapshotBlock", region, None, e))?;
+    budget.succeeded();
     Ok(())
 }
 
