@@ -101,6 +101,7 @@ print(f"cold --replace      outage {cold_outage:7.1f} s  root blocks written {co
 print(f"warm phase 1        (source running) {span('phase1'):7.1f} s  root blocks written {p1['sync']['blocks_written']}")
 print(f"warm --cut-over     outage {o['seconds']:7.1f} s  (command {span('cutover'):.1f} s)  "
       f"root blocks changed {o['changed_blocks']}, edited {o['edited_blocks']}, read {o['blocks_read']}, written {o['blocks_written']} ({o['bytes_written']} bytes)")
+print("cut-over steps: " + ", ".join(f"{s['name']} {s['seconds']:.1f} s" for s in co["steps"]))
 print(f"guest wrote {changed_mib} MiB = {changed_mib * 2} blocks into the root filesystem (and as much into the data volume)")
 bound = o["changed_blocks"] + o["edited_blocks"] + 2
 ratio = o["seconds"] / cold_outage if cold_outage else float("inf")
