@@ -36,9 +36,9 @@ pub struct Warm {
     /// The root's blocks this generation found changed since the last sync.
     #[serde(default)]
     pub changed_now: Option<u64>,
-    /// The data volumes' snapshots of the last sync: (volume, snapshot).
+    /// The data volumes' snapshots of the last sync.
     #[serde(default)]
-    pub data: Vec<(String, String)>,
+    pub data: Vec<DataSnapshot>,
     /// When the cut-over stopped the source, and when the replacement ran
     /// (seconds since the epoch).
     #[serde(default)]
@@ -225,7 +225,7 @@ pub fn needed(journal: &Journal) -> Vec<String> {
     let Some(w) = &journal.warm else {
         return vec![];
     };
-    let mut out: Vec<String> = w.data.iter().map(|(_, s)| s.clone()).collect();
+    let mut out: Vec<String> = w.data.iter().map(|d| d.snapshot_id.clone()).collect();
     if let Some(s) = &w.synced {
         out.push(s.source_snapshot.clone());
         out.push(s.disk_snapshot.clone());
@@ -250,7 +250,7 @@ pub struct SyncReport {
     pub sync: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataSnapshot {
     pub volume_id: String,
     pub snapshot_id: String,
@@ -270,14 +270,7 @@ pub fn report(journal: &Journal) -> Option<SyncReport> {
         disk_snapshot: s.disk_snapshot.clone(),
         changed_blocks: s.changed_blocks,
         blocks_written: s.blocks_written,
-        data_snapshots: w
-            .data
-            .iter()
-            .map(|(v, s)| DataSnapshot {
-                volume_id: v.clone(),
-                snapshot_id: s.clone(),
-            })
-            .collect(),
+        data_snapshots: w.data.clone(),
         cut_over: format!("amitool migrate --cut-over {mid}"),
         sync: format!("amitool migrate --sync {mid}"),
     })

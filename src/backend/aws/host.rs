@@ -289,29 +289,24 @@ impl MigrationHost for AwsBackend {
 
     /// ListChangedBlocks, every page.
     async fn changed_blocks(&self, region: &str, first: &str, second: &str) -> Result<Vec<u64>> {
-        let ebs = self.ebs(region);
+        let mut pages = self
+            .ebs(region)
+            .list_changed_blocks()
+            .first_snapshot_id(first)
+            .second_snapshot_id(second)
+            .max_results(10_000)
+            .into_paginator()
+            .send();
         let mut out = vec![];
-        let mut token: Option<String> = None;
-        loop {
-            let page = ebs
-                .list_changed_blocks()
-                .first_snapshot_id(first)
-                .second_snapshot_id(second)
-                .max_results(10_000)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| super::error::convert("ListChangedBlocks", region, None, e))?;
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| super::error::convert("ListChangedBlocks", region, None, e))?;
             out.extend(
                 page.changed_blocks()
                     .iter()
                     .filter_map(|b| b.block_index())
                     .map(|i| i as u64),
             );
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
-            }
         }
         out.sort_unstable();
         out.dedup();
