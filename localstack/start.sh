@@ -187,7 +187,7 @@ main() {
     (
         cd "$root"
         export GATEWAY_LISTEN="$host:$port" \
-            SERVICES=ec2,ssm,sts,ebs \
+            SERVICES=ec2,ssm,sts,ebs,stepfunctions,s3 \
             DNS_ADDRESS=0 \
             OVERRIDE_IN_DOCKER=0 \
             FILESYSTEM_ROOT="$root" \
