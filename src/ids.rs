@@ -132,6 +132,26 @@ pub fn check_instance_type(t: &str) -> Result<()> {
     }
 }
 
+/// An S3 bucket name S3 would take: 3 to 63 lowercase letters, digits, dots
+/// and dashes, starting and ending with a letter or digit, no `..`.
+pub fn check_bucket_name(name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let ok = (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{} is not an S3 bucket name (3-63 lowercase letters, digits, dots and dashes)",
+            shown(name)
+        )))
+    }
+}
+
 /// `eu-central-1`, `us-gov-west-1`, `cn-north-1`: letters and dashes ending in a number.
 pub fn region_is_well_formed(region: &str) -> bool {
     let mut parts = region.split('-').collect::<Vec<_>>();

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod compat;
 pub mod error;
+pub mod fleet;
 pub mod ids;
 pub mod image;
 pub mod interrupt;

@@ -147,4 +147,10 @@ pub trait Backend: Send + Sync {
     fn migration_host(&self) -> Option<&dyn crate::migrate::MigrationHost> {
         None
     }
+
+    /// The engine that runs fleets beyond this process (`fleet start`,
+    /// `worker`): Step Functions on AWS.
+    fn fleet_engine(&self) -> Option<&dyn crate::fleet::FleetEngine> {
+        None
+    }
 }

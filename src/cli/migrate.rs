@@ -200,6 +200,7 @@ fn request(a: &MigrateArgs, region: String) -> Result<Request> {
             timeout: std::time::Duration::from_secs(a.verify_timeout),
         }),
         dry_run: a.dry_run,
+        migration_id: None,
     })
 }
 

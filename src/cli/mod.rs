@@ -10,6 +10,7 @@ use crate::progress::ProgressPolicy;
 
 pub mod compat;
 mod context;
+pub mod fleet;
 pub mod images;
 pub mod instances;
 pub mod kernels;
@@ -55,6 +56,10 @@ pub enum Command {
     Instances(instances::InstancesArgs),
     /// A PV image or instance to a registered HVM image.
     Migrate(Box<migrate::MigrateArgs>),
+    /// Fleets beyond this machine, on Step Functions: `fleet start`, `fleet status`.
+    Fleet(fleet::FleetArgs),
+    /// Take a fleet's items from its activity and migrate them (run on EC2 in its region).
+    Worker(fleet::WorkerArgs),
     /// End instances (the local host removes their root volumes).
     Terminate(images::TerminateArgs),
     /// The migrations' journals (id, state, source, image, age); `rm ID` removes a finished one.
@@ -131,6 +136,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Instances(a) => instances::run(&ctx, a).await,
         Command::Migrate(a) => migrate::run(&ctx, *a).await,
         Command::Terminate(a) => images::terminate(&ctx, a).await,
+        Command::Fleet(a) => fleet::run(&ctx, a).await,
+        Command::Worker(a) => fleet::worker(&ctx, a).await,
         Command::Migrations(a) => state::migrations(&ctx, a).await,
         Command::Completions { .. } | Command::Man => unreachable!("answered above"),
     }

@@ -415,13 +415,14 @@ pub fn plan_config(insp: &Inspection) -> Result<String> {
 /// A new journal for a migration of `source` in `region`, saved.
 pub fn new_journal(
     dir: &Path,
+    migration_id: &str,
     backend: &str,
     method: Method,
     region: &str,
     source: &Source,
     opts: &Options,
 ) -> Result<Journal> {
-    let mut journal = Journal::new(dir, &new_migration_id());
+    let mut journal = Journal::new(dir, migration_id);
     journal.backend = backend.into();
     journal.method = method;
     journal.region = region.to_string();
@@ -446,8 +447,21 @@ pub fn begin(
     source: &Source,
     opts: &Options,
 ) -> Result<Journal> {
+    begin_as(host, &new_migration_id(), region, source, opts)
+}
+
+/// [`begin`] under a given id (a fleet item's, the same on every try).
+pub fn begin_as(
+    host: &dyn MigrationHost,
+    migration_id: &str,
+    region: &str,
+    source: &Source,
+    opts: &Options,
+) -> Result<Journal> {
+    journal::check_migration_id(migration_id)?;
     new_journal(
         &host.journal_dir(),
+        migration_id,
         host.host_name(),
         opts.method,
         region,

@@ -10,6 +10,7 @@ mod day2;
 
 mod aws_cutover;
 mod aws_direct;
+mod aws_fleet;
 mod aws_helper;
 mod aws_localstack;
 mod aws_warm;

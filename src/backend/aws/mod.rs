@@ -22,6 +22,7 @@ pub mod helper;
 mod host;
 pub mod images;
 mod instances;
+mod states;
 pub mod stream;
 pub mod transfer;
 pub mod verify;
@@ -290,6 +291,10 @@ impl Backend for AwsBackend {
     }
 
     fn cut_over(&self) -> Option<&dyn crate::migrate::cutover::CutOver> {
+        Some(self)
+    }
+
+    fn fleet_engine(&self) -> Option<&dyn crate::fleet::FleetEngine> {
         Some(self)
     }
 

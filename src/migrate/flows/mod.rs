@@ -61,6 +61,10 @@ pub struct Request {
     pub verify: Option<Verify>,
     /// Plan only: nothing is created, deleted or written.
     pub dry_run: bool,
+    /// The id a new migration takes instead of a fresh one (a fleet
+    /// worker's item): a second try, on this machine or another, resumes
+    /// its journal or finds what the first made by this id's tags.
+    pub migration_id: Option<String>,
 }
 
 /// One item of a fleet's summary.
@@ -230,7 +234,23 @@ impl<'a> Runner<'a> {
                 return (Some(mid), result);
             }
         }
-        let journal = match migrate::begin(host, &req.region, source, &req.options) {
+        let journal = match &req.migration_id {
+            Some(id) => match Journal::load(&host.journal_dir(), id) {
+                // This machine tried before: go on from its journal.
+                Ok(_) => {
+                    let result = async {
+                        let mut m = migrate::resume(host, id, &req.options).await?;
+                        self.after(req, &mut m).await?;
+                        Ok(m)
+                    }
+                    .await;
+                    return (Some(id.clone()), result);
+                }
+                Err(_) => migrate::begin_as(host, id, &req.region, source, &req.options),
+            },
+            None => migrate::begin(host, &req.region, source, &req.options),
+        };
+        let journal = match journal {
             Ok(j) => j,
             Err(e) => return (None, Err(e)),
         };
