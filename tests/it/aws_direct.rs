@@ -183,13 +183,9 @@ async fn kill_mid_upload_then_resume_finishes_and_cleans() {
     let journal_dir = env.path("journal");
     let start = Instant::now();
     let journal = loop {
-        let found = std::fs::read_dir(&journal_dir).ok().and_then(|mut d| {
-            d.find_map(|e| {
-                let p = e.ok()?.path();
-                let j: Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
-                (journaled_blocks(&j) >= 10).then_some(j)
-            })
-        });
+        let found = common::saved_journals(&journal_dir)
+            .into_iter()
+            .find(|j| journaled_blocks(j) >= 10);
         if let Some(j) = found {
             break j;
         }
@@ -270,17 +266,10 @@ async fn cleanup_removes_an_abandoned_upload() {
         .unwrap();
     let start = Instant::now();
     let mid = loop {
-        let found = std::fs::read_dir(env.path("journal"))
-            .ok()
-            .and_then(|mut d| {
-                d.find_map(|e| {
-                    let j: Value =
-                        serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?)
-                            .ok()?;
-                    (journaled_blocks(&j) >= 4)
-                        .then(|| j["migration_id"].as_str().unwrap().to_string())
-                })
-            });
+        let found = common::saved_journals(&env.path("journal"))
+            .into_iter()
+            .find(|j| journaled_blocks(j) >= 4)
+            .map(|j| j["migration_id"].as_str().unwrap().to_string());
         if let Some(m) = found {
             break m;
         }

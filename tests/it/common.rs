@@ -446,6 +446,24 @@ pub fn volume_file(volume_id: &str) -> std::path::PathBuf {
     path
 }
 
+/// The journals saved in `dir`: `mig-….json` only. A save writes
+/// `mig-….json.tmp` and renames it; a test that read the temporary file and
+/// killed the run before the rename would resume from an older journal.
+pub fn saved_journals(dir: &std::path::Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            if p.extension()? != "json" {
+                return None;
+            }
+            serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+        })
+        .collect()
+}
+
 /// examples/amitool_hooked, which `cargo test` builds beside the binary.
 pub fn hooked_bin() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_BIN_EXE_amitool"))
@@ -541,12 +559,9 @@ impl Migrations {
 
     /// The journals whose `key` is `value`.
     pub fn journals(&self, key: &str, value: &str) -> Vec<Value> {
-        std::fs::read_dir(self.path("journal"))
-            .unwrap()
-            .filter_map(|e| {
-                serde_json::from_str(&std::fs::read_to_string(e.ok()?.path()).ok()?).ok()
-            })
-            .filter(|j: &Value| j[key] == value)
+        saved_journals(&self.path("journal"))
+            .into_iter()
+            .filter(|j| j[key] == value)
             .collect()
     }
 
