@@ -51,14 +51,29 @@ pub fn notes_shown() -> bool {
 static IN_FLEET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A fleet runs: its items say when they start and end, one line each, and
-/// their steps say nothing (several items' steps would interleave unnamed).
+/// each finished step of an item is a line named by the item ([`for_item`]).
 pub fn set_fleet() {
     IN_FLEET.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether a finished step gets its own plain line (not in a fleet).
+tokio::task_local! {
+    static ITEM: String;
+}
+
+/// Run one fleet item's work with its name on the steps it finishes.
+pub async fn for_item<F: std::future::Future>(label: String, work: F) -> F::Output {
+    ITEM.scope(label, work).await
+}
+
+/// The fleet item the current task works on.
+pub fn item() -> Option<String> {
+    ITEM.try_with(Clone::clone).ok()
+}
+
+/// Whether a finished step gets its own plain line: always but with
+/// `--no-progress`; in a fleet, when it is an item's (named by it).
 pub fn step_notes_shown() -> bool {
-    notes_shown() && !IN_FLEET.load(std::sync::atomic::Ordering::Relaxed)
+    notes_shown() && (!IN_FLEET.load(std::sync::atomic::Ordering::Relaxed) || item().is_some())
 }
 
 /// Decide once, for the whole run, whether long pipelines show their steps.
@@ -283,5 +298,21 @@ mod tests {
         let line = plain_line(&pb);
         assert!(line.contains(" MiB of 1"), "{line}");
         assert!(line.contains("(240/2048 blocks), "), "{line}");
+    }
+}
+
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fleet_items_work_knows_its_name() {
+        assert_eq!(item(), None);
+        let named = for_item("ami-1".into(), async { item() }).await;
+        assert_eq!(named.as_deref(), Some("ami-1"));
+        set_fleet();
+        show_notes(true);
+        assert!(!step_notes_shown());
+        assert!(for_item("ami-1".into(), async { step_notes_shown() }).await);
     }
 }

@@ -201,7 +201,7 @@ async fn run_task(
     };
     let runner = Runner::new(backend);
     let result = tokio::select! {
-        r = runner.run(&req) => Some(r),
+        r = crate::progress::for_item(t.source.clone(), runner.run(&req)) => Some(r),
         () = lost => None,
     };
     let mut item = WorkedItem {

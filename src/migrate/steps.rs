@@ -42,8 +42,11 @@ impl Recorder {
             // No terminal (cron, CI): one plain line per finished step, so a
             // log is not empty for minutes; none with --no-progress.
             if crate::progress::step_notes_shown() {
+                let item = crate::progress::item()
+                    .map(|i| format!("{i}: "))
+                    .unwrap_or_default();
                 eprintln!(
-                    "amitool: {} done in {:.1}s: {}",
+                    "amitool: {item}{} done in {:.1}s: {}",
                     step.name, step.seconds, step.detail
                 );
             }

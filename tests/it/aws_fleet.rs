@@ -13,6 +13,9 @@ use crate::common;
 
 type Env = common::Migrations;
 
+/// An image id nobody has: refused, never tried again.
+const MISSING: &str = "ami-00000000000000bad";
+
 /// Images whose `amitool:source-image` tag is `ami`.
 async fn images_from(ami: &str) -> Vec<String> {
     let out = common::ec2("us-east-1")
@@ -84,7 +87,7 @@ async fn a_fleet_runs_on_step_functions_and_a_killed_workers_item_is_retried_onc
     std::fs::write(
         &file,
         format!(
-            "# three PV images\n{} us-east-1\n{}\n{}  # default region\n",
+            "# three PV images and one that does not exist\n{} us-east-1\n{}\n{}  # default region\n{MISSING}\n",
             amis[0], amis[1], amis[2]
         ),
     )
@@ -116,7 +119,7 @@ async fn a_fleet_runs_on_step_functions_and_a_killed_workers_item_is_retried_onc
         .to_string();
     assert!(arn.contains(":execution:amitool-fleet:"), "{started}");
     assert!(activity.ends_with(":activity:amitool-fleet"), "{started}");
-    assert_eq!(started["items"], 3);
+    assert_eq!(started["items"], 4);
 
     // The first worker takes an item and is killed in the middle of its stream.
     let mut w1 = worker(
@@ -179,8 +182,10 @@ async fn a_fleet_runs_on_step_functions_and_a_killed_workers_item_is_retried_onc
         .output()
         .unwrap();
     let (e2, e3) = (stop(w2), stop(w3));
-    assert!(
-        waited.status.success(),
+    // Exit 1: an item failed (the missing image), the rest succeeded.
+    assert_eq!(
+        waited.status.code(),
+        Some(1),
         "status --wait: {}\nw2: {e2}\nw3: {e3}",
         String::from_utf8_lossy(&waited.stderr)
     );
@@ -190,7 +195,17 @@ async fn a_fleet_runs_on_step_functions_and_a_killed_workers_item_is_retried_onc
         "{status}\nw2: {e2}\nw3: {e3}"
     );
     let items = status["items"].as_array().unwrap();
-    assert_eq!(items.len(), 3, "{status}");
+    assert_eq!(items.len(), 4, "{status}");
+    let refused = &items[3];
+    assert_eq!(refused["source"], MISSING);
+    assert_eq!(refused["state"], "failed", "{refused}");
+    assert_eq!(
+        refused["attempts"], 1,
+        "a refusal is not tried again: {refused}"
+    );
+    assert!(refused["image_id"].is_null(), "{refused}");
+    let why = refused["error"].as_str().unwrap();
+    assert!(why.contains(MISSING) && why.lines().count() == 1, "{why}");
     for (item, ami) in items.iter().zip(&amis) {
         assert_eq!(item["source"], ami.as_str());
         assert_eq!(item["state"], "succeeded", "{item}");
@@ -217,9 +232,17 @@ async fn a_fleet_runs_on_step_functions_and_a_killed_workers_item_is_retried_onc
         e2.contains(&killed) || e3.contains(&killed),
         "w2: {e2}\nw3: {e3}"
     );
-    if let Some(run) = status["map_run"].as_object() {
-        assert_eq!(run["succeeded"], 3, "{status}");
-    }
+    // The engine's own counts agree.
+    let run = &status["map_run"];
+    assert_eq!(
+        (
+            run["total"].as_i64(),
+            run["succeeded"].as_i64(),
+            run["failed"].as_i64()
+        ),
+        (Some(4), Some(3), Some(1)),
+        "{status}"
+    );
 
     // The local backend has no engine: one line, exit 2.
     let r = env

@@ -481,7 +481,7 @@ impl<'a> Runner<'a> {
                 let (mid, result) = if crate::interrupt::is_interrupted() {
                     (None, Err(Error::Interrupted))
                 } else {
-                    self.item(req, source).await
+                    crate::progress::for_item(label.clone(), self.item(req, source)).await
                 };
                 if crate::progress::notes_shown() {
                     let n = finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;

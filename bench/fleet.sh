@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Issue "fleets at EBS's own limit", on LocalStack: one migration, then a
+# fleet of BENCH_ITEMS (20) at 4 wide in one process (`migrate
+# --from-file`), then as many more through Step Functions (`fleet start`,
+# BENCH_WORKERS (2) local `worker` processes of --concurrency 2 each,
+# `fleet status --wait`), in one run. Every source is its own PV AMI
+# imported from one BENCH_SIZE (1G) image holding BENCH_DATA_MIB (64) of
+# random data. Prints each wall time, the fleet's ratio to one migration
+# (target: at most 6x), the engine's own counts, and the request budget's
+# line. Needs LocalStack up (localstack/start.sh) with Step Functions and S3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
+. bench/lib.sh
+profile=${BENCH_PROFILE:-dev}
+items=${BENCH_ITEMS:-20}
+workers=${BENCH_WORKERS:-2}
+cargo build -q --profile "$profile" --bin amitool
+bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/amitool"
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
+pids=()
+trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+export AMITOOL_JOURNAL_DIR="$work/amitool/journal" AMITOOL_WORK_DIR="$work/amitool/work"
+mkdir -p "$AMITOOL_JOURNAL_DIR" "$AMITOOL_WORK_DIR"
+tag=$(basename "$work" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9')
+
+img="$work/pv.img"
+make_pv_image "$img" "${BENCH_SIZE:-1G}" "${BENCH_DATA_MIB:-64}"
+import() { # NAME
+  "$bin" --no-progress import "$img" --virtualization pv --kernel aki-5c21674b \
+    --name "$1" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])'
+}
+now() { date +%s.%N; }
+
+one=$(import "bench-fleet-$tag-one")
+: > "$work/fleet.txt"
+: > "$work/sfn.txt"
+for i in $(seq 1 "$items"); do
+  import "bench-fleet-$tag-$i" >> "$work/fleet.txt"
+  import "bench-sfn-$tag-$i" >> "$work/sfn.txt"
+done
+rm -f "$img"
+
+t0=$(now)
+"$bin" --no-progress migrate --ami "$one" --output json > "$work/one.json"
+t1=$(now)
+"$bin" migrate --from-file "$work/fleet.txt" --output json > "$work/fleet.json" 2> "$work/fleet.err"
+t2=$(now)
+
+# Step Functions: deploy and start, then the workers, until the execution ends.
+"$bin" --no-progress fleet start --from-file "$work/sfn.txt" --bucket "bench-fleet-$tag" \
+  --concurrency 4 --heartbeat-seconds 60 --output json > "$work/start.json"
+activity=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["activities"]["us-east-1"])' "$work/start.json")
+execution=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["execution_arn"])' "$work/start.json")
+for w in $(seq 1 "$workers"); do
+  AMITOOL_JOURNAL_DIR="$work/w$w/journal" AMITOOL_WORK_DIR="$work/w$w/work" \
+    "$bin" worker --activity-arn "$activity" --concurrency 2 --name "bench-w$w" \
+    --output json > "$work/w$w.json" 2> "$work/w$w.err" &
+  pids+=($!)
+done
+"$bin" fleet status "$execution" --wait --interval 1 --output json > "$work/status.json" 2> "$work/status.err"
+t3=$(now)
+for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" || true; done
+pids=()
+
+python3 - "$work" "$t0" "$t1" "$t2" "$t3" "$items" "$workers" <<'PY'
+import json, sys
+w = sys.argv[1]
+t0, t1, t2, t3 = map(float, sys.argv[2:6])
+n, workers = int(sys.argv[6]), int(sys.argv[7])
+one = json.load(open(f"{w}/one.json"))
+fleet = json.load(open(f"{w}/fleet.json"))
+status = json.load(open(f"{w}/status.json"))
+single, many, sfn = t1 - t0, t2 - t1, t3 - t2
+ok = sum(1 for i in fleet if i["error"] is None)
+print(f"one migration           {single:7.1f} s  ({one['transfer']['blocks_written']} blocks written)")
+print(f"fleet of {n}, 4 wide     {many:7.1f} s  ({ok}/{n} migrated), {many / single:.1f}x one")
+for line in open(f"{w}/fleet.err"):
+    if "budget" in line:
+        print("  " + line.strip())
+done = sum(1 for i in status["items"] if i["state"] == "succeeded")
+tries = sum(i["attempts"] for i in status["items"])
+print(f"Step Functions, {workers} workers x 2  {sfn:7.1f} s  (start to the execution's end: {status['status']}, "
+      f"{done}/{n} succeeded, {tries} tries), {sfn / single:.1f}x one")
+if status.get("map_run"):
+    m = status["map_run"]
+    print("  the engine's map run: " + ", ".join(f"{k} {m[k]}" for k in
+          ("total", "succeeded", "failed", "timed_out", "aborted", "pending", "running")))
+for k in range(1, workers + 1):
+    s = json.load(open(f"{w}/w{k}.json"))
+    secs = sum(i["seconds"] for i in s["items"])
+    print(f"  worker {s['worker']}: {len(s['items'])} items, {secs:.1f} s of item time")
+r = many / single
+print(f"target: fleet of {n} at 4 wide <= 6x one migration: {r:.1f}x {'met' if r <= 6 else 'MISSED'}")
+PY
