@@ -33,6 +33,13 @@ import() { # NAME
     --name "$1" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])'
 }
 now() { date +%s.%N; }
+# LocalStack's CPU seconds so far (one Python process answers every request).
+ls_pid=$(cat "${AMITOOL_LOCALSTACK_ROOT:-/tmp/amitool-localstack}/localstack.pid" 2>/dev/null || echo)
+ls_cpu() {
+  if [ -n "$ls_pid" ] && [ -r "/proc/$ls_pid/stat" ]; then
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$ls_pid/stat"
+  else echo 0; fi
+}
 
 one=$(import "bench-fleet-$tag-one")
 : > "$work/fleet.txt"
@@ -43,11 +50,11 @@ for i in $(seq 1 "$items"); do
 done
 rm -f "$img"
 
-t0=$(now)
+c0=$(ls_cpu); t0=$(now)
 "$bin" --no-progress migrate --ami "$one" --output json > "$work/one.json"
-t1=$(now)
+c1=$(ls_cpu); t1=$(now)
 "$bin" migrate --from-file "$work/fleet.txt" --output json > "$work/fleet.json" 2> "$work/fleet.err"
-t2=$(now)
+c2=$(ls_cpu); t2=$(now)
 
 # Step Functions: deploy and start, then the workers, until the execution ends.
 "$bin" --no-progress fleet start --from-file "$work/sfn.txt" --bucket "bench-fleet-$tag" \
@@ -61,29 +68,30 @@ for w in $(seq 1 "$workers"); do
   pids+=($!)
 done
 "$bin" fleet status "$execution" --wait --interval 1 --output json > "$work/status.json" 2> "$work/status.err"
-t3=$(now)
+c3=$(ls_cpu); t3=$(now)
 for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" || true; done
 pids=()
 
-python3 - "$work" "$t0" "$t1" "$t2" "$t3" "$items" "$workers" <<'PY'
+python3 - "$work" "$t0" "$t1" "$t2" "$t3" "$items" "$workers" "$c0" "$c1" "$c2" "$c3" <<'PY'
 import json, sys
 w = sys.argv[1]
 t0, t1, t2, t3 = map(float, sys.argv[2:6])
 n, workers = int(sys.argv[6]), int(sys.argv[7])
+c0, c1, c2, c3 = map(float, sys.argv[8:12])
 one = json.load(open(f"{w}/one.json"))
 fleet = json.load(open(f"{w}/fleet.json"))
 status = json.load(open(f"{w}/status.json"))
 single, many, sfn = t1 - t0, t2 - t1, t3 - t2
 ok = sum(1 for i in fleet if i["error"] is None)
-print(f"one migration           {single:7.1f} s  ({one['transfer']['blocks_written']} blocks written)")
-print(f"fleet of {n}, 4 wide     {many:7.1f} s  ({ok}/{n} migrated), {many / single:.1f}x one")
+print(f"one migration           {single:7.1f} s  ({one['transfer']['blocks_written']} blocks written), LocalStack CPU {c1 - c0:.1f} s")
+print(f"fleet of {n}, 4 wide     {many:7.1f} s  ({ok}/{n} migrated), {many / single:.1f}x one, LocalStack CPU {c2 - c1:.1f} s ({(c2 - c1) / many:.0%} of a core)")
 for line in open(f"{w}/fleet.err"):
     if "budget" in line:
         print("  " + line.strip())
 done = sum(1 for i in status["items"] if i["state"] == "succeeded")
 tries = sum(i["attempts"] for i in status["items"])
 print(f"Step Functions, {workers} workers x 2  {sfn:7.1f} s  (start to the execution's end: {status['status']}, "
-      f"{done}/{n} succeeded, {tries} tries), {sfn / single:.1f}x one")
+      f"{done}/{n} succeeded, {tries} tries), {sfn / single:.1f}x one, LocalStack CPU {c3 - c2:.1f} s")
 if status.get("map_run"):
     m = status["map_run"]
     print("  the engine's map run: " + ", ".join(f"{k} {m[k]}" for k in
