@@ -1,21 +1,21 @@
-"""amitool ready.d hook: let LocalStack's STS and S3 run on Python 3.11.
+"""amitool ready.d hook: let LocalStack's STS, S3 and Step Functions run on Python 3.11.
 
-localstack-core 4.14.0 declares Requires-Python >=3.10, but
-localstack/services/stores.py uses Python 3.12 generic class syntax
-(`class RegionBundle[BaseStoreType](dict):`).  On 3.11 importing it raises
-SyntaxError, so every provider built on LocalStack stores fails with
-"InternalError: invalid syntax (stores.py, line 193)": among the services
-amitool starts that is STS (GetCallerIdentity).  EC2, SSM and EBS are moto
-based and unaffected.
+localstack-core 4.14.0 declares Requires-Python >=3.10, but some of its
+modules use Python 3.12 syntax: localstack/services/stores.py
+(`class RegionBundle[BaseStoreType](dict):`, so every provider built on
+LocalStack stores fails with "InternalError: invalid syntax (stores.py, line
+193)": among the services amitool starts, STS), and on the way to S3 and
+Step Functions the modules of PY312_MODULES; localstack/packages/api.py
+evaluates `Lock | None`, and threading.Lock is a function before 3.13. EC2,
+SSM and EBS are moto based and unaffected.
+
+This hook puts an import finder first on sys.meta_path that loads exactly
+those modules from their source rewritten for 3.11 (see
+_py312_syntax_for_py311), before the first request imports them.
 
 S3 (utils/tagging.py) imports `deprecated` from `warnings`, which Python
 3.13 added; on older Pythons this hook puts typing_extensions' identical
-decorator there before the first S3 request imports it.
-
-On 3.11 this hook compiles stores.py with the two class headers written
-without the type parameter (BaseStoreType is already a module-level TypeVar,
-so nothing else changes) and registers the module before the first STS
-request imports it.  On 3.12 or later it does nothing.
+decorator there.
 
 LocalStack exec()s this file inside its own process; see localstack/README.md.
 """
@@ -27,6 +27,8 @@ import re
 import sys
 
 LOG = logging.getLogger("amitool.hooks.py311")
+
+
 def _py312_syntax_for_py311(source):
     """What Python 3.12 syntax LocalStack uses, written for 3.11: PEP 695
     type parameters dropped from class and def headers (a class so made
@@ -85,19 +87,23 @@ class _AmitoolRewritingFinder:
 # they are, among those EC2, SSM, STS, EBS, S3 and Step Functions import.
 PY312_MODULES = (
     "localstack.services.stores",
-    "localstack.packages.api",
     "localstack.services.events.models",
     "localstack.services.stepfunctions.asl.component.test_state.state.base_mock",
     "localstack.services.kms.utils",
     "localstack.services.sqs.queue",
     "localstack.state.pickle",
 )
+# `install_lock: Lock | None`: threading.Lock is a function before 3.13.
+LOCK_MODULES = ("localstack.packages.api",)
 
 
 def _amitool_py311_modules():
-    if sys.version_info >= (3, 12):
-        return
-    rewrites = {name: _py312_syntax_for_py311 for name in PY312_MODULES if name not in sys.modules}
+    import threading
+
+    names = list(PY312_MODULES) if sys.version_info < (3, 12) else []
+    if not isinstance(threading.Lock, type):
+        names += LOCK_MODULES
+    rewrites = {name: _py312_syntax_for_py311 for name in names if name not in sys.modules}
     if rewrites and not any(isinstance(f, _AmitoolRewritingFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _AmitoolRewritingFinder(rewrites))
 
