@@ -37,6 +37,8 @@ What it changes, and why:
 """
 
 import json
+import base64
+import hashlib
 import logging
 
 LOG = logging.getLogger("amitool.hooks.ebs")
@@ -106,6 +108,19 @@ def _amitool_ebs_fix_models():
                 f"{snapshot.volume_size} GiB.",
                 "INVALID_BLOCK",
             )
+        # moto takes the checksum at face value; EBS refuses a block whose
+        # SHA-256 is not the one sent (amitool sends the source's checked
+        # checksum for a block it passes through, and hashes the others).
+        data, checksum = kwargs.get("block_data"), kwargs.get("checksum")
+        if data is not None and checksum:
+            got = base64.b64encode(hashlib.sha256(_as_block_bytes(data)).digest()).decode()
+            if got != checksum:
+                raise _ebs_error(
+                    400,
+                    "ValidationException",
+                    f"The checksum {checksum} of block {index} does not match its data ({got}).",
+                    "INVALID_BLOCK",
+                )
         return original_put(self, snapshot_id, str(index), *args, **kwargs)
 
     def get_snapshot_block(self, snapshot_id, block_index):

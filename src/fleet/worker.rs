@@ -16,6 +16,10 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::migrate::{Action, Options, Outcome, Request, Runner, Source};
 
+/// Polls that may fail in a row before the worker gives up, and the pause after each.
+const POLL_RETRIES: u32 = 5;
+const POLL_PAUSE: Duration = Duration::from_secs(5);
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -58,6 +62,23 @@ impl WorkerSummary {
         } else {
             0
         }
+    }
+}
+
+/// A failure of the endpoint or the network, not of the request.
+fn passing(e: &Error) -> bool {
+    match e {
+        Error::Unreachable { .. } | Error::Sdk { .. } => true,
+        Error::Aws { code, .. } => matches!(
+            code.as_str(),
+            "ThrottlingException"
+                | "Throttling"
+                | "ServiceUnavailable"
+                | "InternalFailure"
+                | "InternalError"
+                | "RequestTimeout"
+        ),
+        _ => false,
     }
 }
 
@@ -109,6 +130,7 @@ async fn slot(
     taken: &AtomicUsize,
 ) -> Result<Vec<WorkedItem>> {
     let mut done = vec![];
+    let mut failed_polls = 0;
     loop {
         if crate::interrupt::is_interrupted()
             || o.max_items
@@ -124,8 +146,27 @@ async fn slot(
             Ok(Some(t)) => t,
             Ok(None) => continue,
             Err(Error::Interrupted) => return Ok(done),
+            // A worker outlives a blip of the network or the endpoint; a
+            // poll that keeps failing (no such activity, no permission) ends it.
+            Err(e) if failed_polls < POLL_RETRIES && passing(&e) => {
+                failed_polls += 1;
+                eprintln!(
+                    "amitool: worker {}: {e}; polling again in {} s",
+                    o.name,
+                    POLL_PAUSE.as_secs()
+                );
+                let pause = async {
+                    tokio::time::sleep(POLL_PAUSE).await;
+                    Ok(())
+                };
+                if crate::interrupt::or_interrupted(pause).await.is_err() {
+                    return Ok(done);
+                }
+                continue;
+            }
             Err(e) => return Err(e),
         };
+        failed_polls = 0;
         taken.fetch_add(1, Ordering::SeqCst);
         done.push(run_task(backend, engine, o, task).await?);
     }

@@ -170,6 +170,32 @@ impl BlockSource for HvmView {
     fn blocks_read(&self) -> Option<u64> {
         self.source.blocks_read()
     }
+
+    /// The source's checksum of a block the view passes through whole: not
+    /// changed by amitool, outside the boot area, and one aligned block of
+    /// the source (the partition starts at 1 MiB, so a filesystem's blocks
+    /// stay whole).
+    fn block_checksum(&self, index: u64) -> Option<String> {
+        let (start, end) = (index * BLOCK, (index + 1) * BLOCK);
+        if start < self.head.len() as u64
+            || self
+                .overlay
+                .lock()
+                .expect("overlay lock")
+                .contains_key(&index)
+        {
+            return None;
+        }
+        let r = self
+            .layout
+            .ranges
+            .iter()
+            .find(|r| r.dst <= start && end <= r.dst.saturating_add(r.len))?;
+        let src = r.src + (start - r.dst);
+        (src % BLOCK == 0)
+            .then(|| self.source.block_checksum(src / BLOCK))
+            .flatten()
+    }
 }
 
 impl HvmView {
@@ -279,6 +305,47 @@ mod tests {
         assert_eq!(b, [7]);
         // Bytes holds no sparseness facts: every source block is listed.
         assert_eq!(v.blocks().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    /// A source that vouches for every block it has: "sum" and its index.
+    struct Vouching(Bytes);
+
+    impl BlockSource for Vouching {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.0.read_exact_at(buf, offset)
+        }
+        fn name(&self) -> std::path::PathBuf {
+            "vouching".into()
+        }
+        fn block_checksum(&self, index: u64) -> Option<String> {
+            Some(format!("sum{index}"))
+        }
+    }
+
+    #[test]
+    fn a_block_passed_through_whole_keeps_its_sources_checksum() {
+        let layout = Layout::new(0, 4 * BLOCK, "0a1b2c3d-0000-0000-0000-000000000000");
+        let src = Vouching(Bytes(vec![1u8; 4 * BLOCK as usize], "src"));
+        let v = HvmView::new(Arc::new(src), layout, vec![0u8; PART_OFFSET as usize]);
+        // The boot area is amitool's: no source vouches for it.
+        assert_eq!(v.block_checksum(0), None);
+        assert_eq!(v.block_checksum(1), None);
+        // Source block i is target block i + 2, untouched.
+        assert_eq!(v.block_checksum(2).as_deref(), Some("sum0"));
+        assert_eq!(v.block_checksum(5).as_deref(), Some("sum3"));
+        // A block amitool changed is hashed again by the writer.
+        v.write_at(&[9], 3 * BLOCK + 1).unwrap();
+        assert_eq!(v.block_checksum(3), None);
+        assert_eq!(v.block_checksum(4).as_deref(), Some("sum2"));
+        // Past the filesystem, and a filesystem not on a block boundary of its source.
+        assert_eq!(v.block_checksum(6), None);
+        let shifted = Layout::new(4096, 3 * BLOCK, "0a1b2c3d-0000-0000-0000-000000000000");
+        let src = Vouching(Bytes(vec![1u8; 4 * BLOCK as usize], "src"));
+        let v = HvmView::new(Arc::new(src), shifted, vec![0u8; PART_OFFSET as usize]);
+        assert_eq!(v.block_checksum(2), None);
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub trait BlockSource: Send + Sync {
     fn data_ranges(&self) -> Option<Vec<(u64, u64)>> {
         None
     }
+    /// The base64 SHA-256 of whole 512 KiB block `index` as it was just read,
+    /// when the place it came from vouched for it (an EBS snapshot's
+    /// GetSnapshotBlock, checked on arrival): a writer that needs the
+    /// checksum need not hash the block again. Asked once, after the read.
+    fn block_checksum(&self, _index: u64) -> Option<String> {
+        None
+    }
 }
 
 /// Whether every byte of `buf` is zero. A byte-by-byte loop costs

@@ -24,6 +24,8 @@ const CACHE_BLOCKS: usize = 16;
 /// filesystem shrink to a few KiB, so a stream finds the blocks the
 /// inspection and the overlay read and fetches none of them again.
 const PACKED_BYTES: usize = 32 << 20;
+/// Checksums kept for a writer to take (far more than a stream has in flight).
+const MAX_CHECKSUMS: usize = 4096;
 /// Data blocks fetched together after a miss (sequential files: kernels, initramfs).
 const READ_AHEAD: usize = 4;
 
@@ -41,6 +43,9 @@ pub struct SnapshotSource {
     packed: Mutex<Packed>,
     /// Blocks being fetched now: a second reader waits for the first.
     in_flight: Mutex<HashSet<i32>>,
+    /// The checked SHA-256 of blocks a whole-block read (a stream) fetched,
+    /// until the writer takes it ([`BlockSource::block_checksum`]).
+    checksums: Mutex<HashMap<i32, String>>,
     landed: Condvar,
     fetched: AtomicU64,
 }
@@ -84,6 +89,7 @@ impl SnapshotSource {
             cache: Mutex::new(VecDeque::new()),
             packed: Mutex::new((VecDeque::new(), 0)),
             in_flight: Mutex::new(HashSet::new()),
+            checksums: Mutex::new(HashMap::new()),
             landed: Condvar::new(),
             fetched: AtomicU64::new(0),
         })
@@ -140,7 +146,7 @@ impl SnapshotSource {
         }
     }
 
-    async fn fetch(&self, index: i32) -> std::io::Result<Vec<u8>> {
+    async fn fetch(&self, index: i32) -> std::io::Result<(Vec<u8>, Option<String>)> {
         let io = |m: String| std::io::Error::other(m);
         let token = &self.tokens[&index];
         let budget = super::budget::of(&self.region, super::budget::Api::GetSnapshotBlock);
@@ -170,9 +176,9 @@ impl SnapshotSource {
             .map_err(|e| io(format!("block {index} of {}: {e}", self.snapshot_id)))?
             .into_bytes()
             .to_vec();
-        if let Some(want) = want {
+        if let Some(want) = &want {
             let got = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
-            if got != want {
+            if got != *want {
                 return Err(io(format!(
                     "block {index} of {} does not match its SHA-256",
                     self.snapshot_id
@@ -187,7 +193,7 @@ impl SnapshotSource {
             )));
         }
         self.fetched.fetch_add(1, Ordering::Relaxed);
-        Ok(data)
+        Ok((data, want))
     }
 
     /// Block `index`, from the cache or EBS. A small read fetches the next
@@ -226,7 +232,16 @@ impl SnapshotSource {
         let mut err = None;
         for (i, b) in run.iter().zip(fetched) {
             match b {
-                Ok(b) => {
+                Ok((b, sum)) => {
+                    if let (false, Some(sum)) = (read_ahead, sum) {
+                        let mut sums = self.checksums.lock().expect("checksum lock");
+                        // Only an optimisation: a reader that never takes
+                        // them does not make the map grow with the disk.
+                        if sums.len() >= MAX_CHECKSUMS {
+                            sums.clear();
+                        }
+                        sums.insert(*i, sum);
+                    }
                     let b = Arc::new(b);
                     if *i == index {
                         first = Some(b.clone());
@@ -297,5 +312,10 @@ impl BlockSource for SnapshotSource {
 
     fn blocks_read(&self) -> Option<u64> {
         Some(self.fetched.load(Ordering::Relaxed))
+    }
+
+    fn block_checksum(&self, index: u64) -> Option<String> {
+        let index = i32::try_from(index).ok()?;
+        self.checksums.lock().expect("checksum lock").remove(&index)
     }
 }

@@ -135,14 +135,18 @@ pub async fn upload_journaled(
             let snapshot_id = &snapshot_id;
             async move {
                 let name = disk.name();
-                let data = crate::interrupt::blocking(move || read_block(&*disk, index))
-                    .await?
-                    .map_err(|e| Error::io("read", name, e))?;
+                let (data, checksum) = crate::interrupt::blocking(move || {
+                    let data = read_block(&*disk, index)?;
+                    // The source's checked checksum of a block passed through whole.
+                    Ok::<_, std::io::Error>((data, disk.block_checksum(index as u64)))
+                })
+                .await?
+                .map_err(|e| Error::io("read", name, e))?;
                 // Over a parent, a zero block must still replace the parent's.
                 if parent.is_none() && crate::image::source::all_zero(&data) {
                     return Ok((index, false));
                 }
-                put_block(ebs, region, snapshot_id, index, data).await?;
+                put_block(ebs, region, snapshot_id, index, data, checksum).await?;
                 Ok((index, true))
             }
         })
