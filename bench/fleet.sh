@@ -11,19 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
 . bench/lib.sh
-profile=${BENCH_PROFILE:-dev}
+bench_on_localstack
 items=${BENCH_ITEMS:-20}
 workers=${BENCH_WORKERS:-2}
-cargo build -q --profile "$profile" --bin amitool
-bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/amitool"
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
 pids=()
 trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-export AMITOOL_JOURNAL_DIR="$work/amitool/journal" AMITOOL_WORK_DIR="$work/amitool/work"
-mkdir -p "$AMITOOL_JOURNAL_DIR" "$AMITOOL_WORK_DIR"
 tag=$(basename "$work" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9')
 
 img="$work/pv.img"

@@ -20,3 +20,17 @@ make_pv_image() { # OUT SIZE DATA_MIB
 }
 
 alloc() { echo $(( $(stat -c %b "$1") * $(stat -c %B "$1") )); }
+
+# The LocalStack benchmarks' start: the test credentials and endpoint, the
+# amitool binary of BENCH_PROFILE (dev) built as $bin, a work directory as
+# $work (removed on exit) with amitool's journal and work directories in it.
+bench_on_localstack() {
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+  export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
+  profile=${BENCH_PROFILE:-dev}
+  cargo build -q --profile "$profile" --bin amitool
+  bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/amitool"
+  work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
+  export AMITOOL_JOURNAL_DIR="$work/amitool/journal" AMITOOL_WORK_DIR="$work/amitool/work"
+  mkdir -p "$AMITOOL_JOURNAL_DIR" "$AMITOOL_WORK_DIR"
+}

@@ -14,16 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
 . bench/lib.sh
-profile=${BENCH_PROFILE:-dev}
-cargo build -q --profile "$profile" --bin amitool
-bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/amitool"
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
+bench_on_localstack
 trap 'rm -rf "$work"' EXIT
-export AMITOOL_JOURNAL_DIR="$work/amitool/journal" AMITOOL_WORK_DIR="$work/amitool/work"
-mkdir -p "$AMITOOL_JOURNAL_DIR" "$AMITOOL_WORK_DIR"
 profile_name=${BENCH_HELPER_PROFILE:-amitool-helper-ssm}
 
 # peak_disk PID OUT: the largest `du` of amitool's directories while PID runs.

@@ -18,18 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amitool-target}"
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
 . bench/lib.sh
-profile=${BENCH_PROFILE:-dev}
-cargo build -q --profile "$profile" --bin amitool
-bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/amitool"
+bench_on_localstack
 volumes="${AMITOOL_LOCALSTACK_ROOT:-/tmp/amitool-localstack}/amitool-volumes"
 aws="${AMITOOL_LOCALSTACK_VENV:-$HOME/.cache/amitool/localstack-venv}/bin/aws --region us-east-1 --endpoint-url $AWS_ENDPOINT_URL"
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/amitool-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-export AMITOOL_JOURNAL_DIR="$work/amitool/journal" AMITOOL_WORK_DIR="$work/amitool/work"
-mkdir -p "$AMITOOL_JOURNAL_DIR" "$AMITOOL_WORK_DIR"
 tag=$(basename "$work")
 
 img="$work/pv.img"

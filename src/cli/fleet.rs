@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use crate::cli::context::Context;
 use crate::error::{Error, Result};
 use crate::fleet::worker::{WorkedItem, WorkerOptions};
-use crate::fleet::{self, FleetEngine, ItemOptions, ItemStatus, Settings};
+use crate::fleet::{self, FleetEngine, ItemOptions, ItemState, ItemStatus, Settings};
 use crate::output::{self, cell, Format, Tabular};
 
 #[derive(Debug, Args)]
@@ -190,6 +190,26 @@ pub async fn worker(ctx: &Context, a: WorkerArgs) -> Result<u8> {
     Ok(summary.exit_code())
 }
 
+/// One item's row: the same columns for `fleet status` and `worker`, but
+/// the second last (tries, seconds).
+fn item_row(
+    (source, region, state): (&str, &str, ItemState),
+    migration_id: &str,
+    image_id: Option<&String>,
+    middle: String,
+    error: Option<&String>,
+) -> Vec<String> {
+    vec![
+        source.to_string(),
+        region.to_string(),
+        format!("{state:?}").to_lowercase(),
+        migration_id.to_string(),
+        cell(image_id),
+        middle,
+        cell(error),
+    ]
+}
+
 impl Tabular for ItemStatus {
     fn headers() -> Vec<&'static str> {
         vec![
@@ -203,15 +223,13 @@ impl Tabular for ItemStatus {
         ]
     }
     fn row(&self) -> Vec<String> {
-        vec![
-            self.source.clone(),
-            self.region.clone(),
-            format!("{:?}", self.state).to_lowercase(),
-            self.migration_id.clone(),
-            cell(self.image_id.as_ref()),
+        item_row(
+            (&self.source, &self.region, self.state),
+            &self.migration_id,
+            self.image_id.as_ref(),
             self.attempts.to_string(),
-            cell(self.error.as_ref()),
-        ]
+            self.error.as_ref(),
+        )
     }
 }
 
@@ -228,14 +246,12 @@ impl Tabular for WorkedItem {
         ]
     }
     fn row(&self) -> Vec<String> {
-        vec![
-            self.source.clone(),
-            self.region.clone(),
-            format!("{:?}", self.state).to_lowercase(),
-            self.migration_id.clone(),
-            cell(self.image_id.as_ref()),
+        item_row(
+            (&self.source, &self.region, self.state),
+            &self.migration_id,
+            self.image_id.as_ref(),
             format!("{:.1}", self.seconds),
-            cell(self.error.as_ref()),
-        ]
+            self.error.as_ref(),
+        )
     }
 }

@@ -25,23 +25,7 @@ async fn sdk() -> aws_config::SdkConfig {
 
 /// Snapshots tagged with the migration's id.
 async fn tagged_snapshots(migration_id: &str) -> Vec<String> {
-    let out = ec2()
-        .await
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:amitool:migration")
-                .values(migration_id)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    out.snapshots()
-        .iter()
-        .map(|s| s.snapshot_id().unwrap().to_string())
-        .collect()
+    common::snapshots_tagged("amitool:migration", migration_id).await
 }
 
 async fn root_snapshot(image_id: &str) -> String {

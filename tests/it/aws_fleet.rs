@@ -18,44 +18,12 @@ const MISSING: &str = "ami-00000000000000bad";
 
 /// Images whose `amitool:source-image` tag is `ami`.
 async fn images_from(ami: &str) -> Vec<String> {
-    let out = common::ec2("us-east-1")
-        .await
-        .describe_images()
-        .owners("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:amitool:source-image")
-                .values(ami)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    out.images()
-        .iter()
-        .map(|i| i.image_id().unwrap().to_string())
-        .collect()
+    common::images_tagged("amitool:source-image", ami).await
 }
 
 /// Snapshots tagged with the migration's id.
 async fn snapshots_of(migration_id: &str) -> Vec<String> {
-    let out = common::ec2("us-east-1")
-        .await
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:amitool:migration")
-                .values(migration_id)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    out.snapshots()
-        .iter()
-        .map(|s| s.snapshot_id().unwrap().to_string())
-        .collect()
+    common::snapshots_tagged("amitool:migration", migration_id).await
 }
 
 /// A worker with its own journal and work directories (another machine).

@@ -197,18 +197,7 @@ async fn root_snapshot(ami: &str) -> String {
 
 /// Images registered by the migration.
 async fn registered(mid: &str) -> Vec<String> {
-    let out = ec2()
-        .await
-        .describe_images()
-        .owners("self")
-        .filters(tag(mid))
-        .send()
-        .await
-        .unwrap();
-    out.images()
-        .iter()
-        .map(|i| i.image_id().unwrap().to_string())
-        .collect()
+    common::images_tagged("amitool:migration", mid).await
 }
 
 /// After a finished migration: no live helper, no volume, and only the

@@ -446,6 +446,45 @@ pub fn volume_file(volume_id: &str) -> std::path::PathBuf {
     path
 }
 
+fn tag_filter(key: &str, value: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
+}
+
+/// Our snapshots in us-east-1 whose tag `key` is `value`.
+pub async fn snapshots_tagged(key: &str, value: &str) -> Vec<String> {
+    let out = ec2(HOME_REGION)
+        .await
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(tag_filter(key, value))
+        .send()
+        .await
+        .unwrap();
+    out.snapshots()
+        .iter()
+        .map(|s| s.snapshot_id().unwrap().to_string())
+        .collect()
+}
+
+/// Our images in us-east-1 whose tag `key` is `value`.
+pub async fn images_tagged(key: &str, value: &str) -> Vec<String> {
+    let out = ec2(HOME_REGION)
+        .await
+        .describe_images()
+        .owners("self")
+        .filters(tag_filter(key, value))
+        .send()
+        .await
+        .unwrap();
+    out.images()
+        .iter()
+        .map(|i| i.image_id().unwrap().to_string())
+        .collect()
+}
+
 /// The journals saved in `dir`: `mig-….json` only. A save writes
 /// `mig-….json.tmp` and renames it; a test that read the temporary file and
 /// killed the run before the rename would resume from an older journal.
