@@ -171,11 +171,27 @@ impl BlockSource for HvmView {
         self.source.blocks_read()
     }
 
-    /// The source's checksum of a block the view passes through whole: not
-    /// changed by amitool, outside the boot area, and one aligned block of
-    /// the source (the partition starts at 1 MiB, so a filesystem's blocks
-    /// stay whole).
-    fn block_checksum(&self, index: u64) -> Option<String> {
+    /// A block the view passes through whole (not changed by amitool,
+    /// outside the boot area, one aligned block of the source: the
+    /// partition starts at 1 MiB, so a filesystem's blocks stay whole) comes
+    /// from the source as it is, with the source's checksum.
+    fn read_block_for_write(&self, index: u64) -> std::io::Result<(Vec<u8>, Option<String>)> {
+        match self.source_block(index) {
+            Some(src) => self.source.read_block_for_write(src),
+            None => {
+                let mut buf = vec![0u8; BLOCK as usize];
+                let off = index * BLOCK;
+                let n = self.len().saturating_sub(off).min(BLOCK) as usize;
+                self.read_exact_at(&mut buf[..n], off)?;
+                Ok((buf, None))
+            }
+        }
+    }
+}
+
+impl HvmView {
+    /// The source block that view block `index` is, whole and unchanged.
+    fn source_block(&self, index: u64) -> Option<u64> {
         let (start, end) = (index * BLOCK, (index + 1) * BLOCK);
         if start < self.head.len() as u64
             || self
@@ -192,9 +208,7 @@ impl BlockSource for HvmView {
             .iter()
             .find(|r| r.dst <= start && end <= r.dst.saturating_add(r.len))?;
         let src = r.src + (start - r.dst);
-        (src % BLOCK == 0)
-            .then(|| self.source.block_checksum(src / BLOCK))
-            .flatten()
+        (src % BLOCK == 0 && src + BLOCK <= self.source.len()).then_some(src / BLOCK)
     }
 }
 
@@ -320,32 +334,41 @@ mod tests {
         fn name(&self) -> std::path::PathBuf {
             "vouching".into()
         }
-        fn block_checksum(&self, index: u64) -> Option<String> {
-            Some(format!("sum{index}"))
+        fn read_block_for_write(&self, index: u64) -> std::io::Result<(Vec<u8>, Option<String>)> {
+            let mut buf = vec![0u8; BLOCK as usize];
+            self.read_exact_at(&mut buf, index * BLOCK)?;
+            Ok((buf, Some(format!("sum{index}"))))
         }
+    }
+
+    fn sum(v: &HvmView, index: u64) -> Option<String> {
+        let (block, sum) = v.read_block_for_write(index).unwrap();
+        assert_eq!(block, v.block(index).unwrap(), "block {index}");
+        sum
     }
 
     #[test]
     fn a_block_passed_through_whole_keeps_its_sources_checksum() {
         let layout = Layout::new(0, 4 * BLOCK, "0a1b2c3d-0000-0000-0000-000000000000");
-        let src = Vouching(Bytes(vec![1u8; 4 * BLOCK as usize], "src"));
+        let mut bytes = vec![1u8; 4 * BLOCK as usize];
+        bytes[BLOCK as usize] = 2;
+        let src = Vouching(Bytes(bytes.clone(), "src"));
         let v = HvmView::new(Arc::new(src), layout, vec![0u8; PART_OFFSET as usize]);
         // The boot area is amitool's: no source vouches for it.
-        assert_eq!(v.block_checksum(0), None);
-        assert_eq!(v.block_checksum(1), None);
-        // Source block i is target block i + 2, untouched.
-        assert_eq!(v.block_checksum(2).as_deref(), Some("sum0"));
-        assert_eq!(v.block_checksum(5).as_deref(), Some("sum3"));
-        // A block amitool changed is hashed again by the writer.
-        v.write_at(&[9], 3 * BLOCK + 1).unwrap();
-        assert_eq!(v.block_checksum(3), None);
-        assert_eq!(v.block_checksum(4).as_deref(), Some("sum2"));
-        // Past the filesystem, and a filesystem not on a block boundary of its source.
-        assert_eq!(v.block_checksum(6), None);
+        assert_eq!(sum(&v, 0), None);
+        assert_eq!(sum(&v, 1), None);
+        // Source block i is target block i + 2, untouched, with its checksum.
+        assert_eq!(sum(&v, 2).as_deref(), Some("sum0"));
+        assert_eq!(sum(&v, 3).as_deref(), Some("sum1"));
+        assert_eq!(sum(&v, 5).as_deref(), Some("sum3"));
+        // A block amitool changed is hashed by the writer.
+        v.write_at(&[9], 4 * BLOCK + 1).unwrap();
+        assert_eq!(sum(&v, 4), None);
+        // A filesystem not on a block boundary of its source.
         let shifted = Layout::new(4096, 3 * BLOCK, "0a1b2c3d-0000-0000-0000-000000000000");
-        let src = Vouching(Bytes(vec![1u8; 4 * BLOCK as usize], "src"));
+        let src = Vouching(Bytes(bytes, "src"));
         let v = HvmView::new(Arc::new(src), shifted, vec![0u8; PART_OFFSET as usize]);
-        assert_eq!(v.block_checksum(2), None);
+        assert_eq!(sum(&v, 2), None);
     }
 
     #[test]

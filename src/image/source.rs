@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A disk image readable at any offset.
+use crate::image::BLOCK;
+
 pub trait BlockSource: Send + Sync {
     /// Its size in bytes.
     fn len(&self) -> u64;
@@ -33,12 +35,18 @@ pub trait BlockSource: Send + Sync {
     fn data_ranges(&self) -> Option<Vec<(u64, u64)>> {
         None
     }
-    /// The base64 SHA-256 of whole 512 KiB block `index` as it was just read,
-    /// when the place it came from vouched for it (an EBS snapshot's
-    /// GetSnapshotBlock, checked on arrival): a writer that needs the
-    /// checksum need not hash the block again. Asked once, after the read.
-    fn block_checksum(&self, _index: u64) -> Option<String> {
-        None
+    /// Whole 512 KiB block `index` (zeros past the end) for a writer, and
+    /// the SHA-256 (base64) the place it lies sent with it, when it sent one
+    /// (an EBS snapshot's GetSnapshotBlock): the writer hands it on to a
+    /// store that checks it against the bytes (PutSnapshotBlock), so the
+    /// block is hashed once, where it lands, not again here. Without one the
+    /// writer hashes the block.
+    fn read_block_for_write(&self, index: u64) -> std::io::Result<(Vec<u8>, Option<String>)> {
+        let mut buf = vec![0u8; BLOCK as usize];
+        let off = index * BLOCK;
+        let n = self.len().saturating_sub(off).min(BLOCK) as usize;
+        self.read_exact_at(&mut buf[..n], off)?;
+        Ok((buf, None))
     }
 }
 

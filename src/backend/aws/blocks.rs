@@ -24,8 +24,6 @@ const CACHE_BLOCKS: usize = 16;
 /// filesystem shrink to a few KiB, so a stream finds the blocks the
 /// inspection and the overlay read and fetches none of them again.
 const PACKED_BYTES: usize = 32 << 20;
-/// Checksums kept for a writer to take (far more than a stream has in flight).
-const MAX_CHECKSUMS: usize = 4096;
 /// Data blocks fetched together after a miss (sequential files: kernels, initramfs).
 const READ_AHEAD: usize = 4;
 
@@ -43,9 +41,6 @@ pub struct SnapshotSource {
     packed: Mutex<Packed>,
     /// Blocks being fetched now: a second reader waits for the first.
     in_flight: Mutex<HashSet<i32>>,
-    /// The checked SHA-256 of blocks a whole-block read (a stream) fetched,
-    /// until the writer takes it ([`BlockSource::block_checksum`]).
-    checksums: Mutex<HashMap<i32, String>>,
     landed: Condvar,
     fetched: AtomicU64,
 }
@@ -89,7 +84,6 @@ impl SnapshotSource {
             cache: Mutex::new(VecDeque::new()),
             packed: Mutex::new((VecDeque::new(), 0)),
             in_flight: Mutex::new(HashSet::new()),
-            checksums: Mutex::new(HashMap::new()),
             landed: Condvar::new(),
             fetched: AtomicU64::new(0),
         })
@@ -146,7 +140,9 @@ impl SnapshotSource {
         }
     }
 
-    async fn fetch(&self, index: i32) -> std::io::Result<(Vec<u8>, Option<String>)> {
+    /// Block `index` from EBS and the SHA-256 EBS sent with it, checked
+    /// here when `check` (else the caller hands it on to a store that checks).
+    async fn fetch(&self, index: i32, check: bool) -> std::io::Result<(Vec<u8>, Option<String>)> {
         let io = |m: String| std::io::Error::other(m);
         let token = &self.tokens[&index];
         let budget = super::budget::of(&self.region, super::budget::Api::GetSnapshotBlock);
@@ -169,14 +165,19 @@ impl SnapshotSource {
             })?;
         budget.succeeded();
         let want = out.checksum().map(String::from);
-        let data = out
+        let body = out
             .block_data
             .collect()
             .await
-            .map_err(|e| io(format!("block {index} of {}: {e}", self.snapshot_id)))?
-            .into_bytes()
-            .to_vec();
-        if let Some(want) = &want {
+            .map_err(|e| io(format!("block {index} of {}: {e}", self.snapshot_id)))?;
+        // One copy: the body's chunks into the block, a memcpy each
+        // (AggregatedBytes::to_vec collects byte by byte: most of a
+        // stream's CPU; into_bytes copies twice).
+        let mut data = Vec::with_capacity(BLOCK as usize);
+        for chunk in body.into_segments() {
+            data.extend_from_slice(&chunk);
+        }
+        if let (true, Some(want)) = (check, &want) {
             let got = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
             if got != *want {
                 return Err(io(format!(
@@ -226,22 +227,13 @@ impl SnapshotSource {
             run
         };
         let fetched = self.handle.block_on(futures::future::join_all(
-            run.iter().map(|i| self.fetch(*i)),
+            run.iter().map(|i| self.fetch(*i, true)),
         ));
         let mut first = None;
         let mut err = None;
         for (i, b) in run.iter().zip(fetched) {
             match b {
-                Ok((b, sum)) => {
-                    if let (false, Some(sum)) = (read_ahead, sum) {
-                        let mut sums = self.checksums.lock().expect("checksum lock");
-                        // Only an optimisation: a reader that never takes
-                        // them does not make the map grow with the disk.
-                        if sums.len() >= MAX_CHECKSUMS {
-                            sums.clear();
-                        }
-                        sums.insert(*i, sum);
-                    }
+                Ok((b, _)) => {
                     let b = Arc::new(b);
                     if *i == index {
                         first = Some(b.clone());
@@ -314,8 +306,20 @@ impl BlockSource for SnapshotSource {
         Some(self.fetched.load(Ordering::Relaxed))
     }
 
-    fn block_checksum(&self, index: u64) -> Option<String> {
-        let index = i32::try_from(index).ok()?;
-        self.checksums.lock().expect("checksum lock").remove(&index)
+    /// A stream's read: fetched on its own (never cached, each block is
+    /// streamed once), its checksum handed on unchecked for PutSnapshotBlock,
+    /// where EBS checks it against the bytes. A block already in the cache
+    /// (the inspection read it) is given without one.
+    fn read_block_for_write(&self, index: u64) -> std::io::Result<(Vec<u8>, Option<String>)> {
+        let Some(i) = i32::try_from(index)
+            .ok()
+            .filter(|i| self.tokens.contains_key(i))
+        else {
+            return Ok((vec![0u8; BLOCK as usize], None));
+        };
+        if let Some(b) = self.cached(i) {
+            return Ok((b.to_vec(), None));
+        }
+        self.handle.block_on(self.fetch(i, false))
     }
 }

@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 use crate::backend::aws::transfer::{put_block, BLOCK};
 use crate::error::{Error, Result};
 use crate::image::overlay::TransferStats;
-use crate::image::source::{BlockSource, Disk};
+use crate::image::source::Disk;
 use crate::migrate::journal::{Journal, Upload};
 
 const GIB: u64 = 1 << 30;
@@ -20,14 +20,6 @@ const GIB: u64 = 1 << 30;
 /// block is one GetSnapshotBlock and one PutSnapshotBlock, drawn from the
 /// budgets every stream of the region shares.
 pub const UPLOAD_CONCURRENCY: usize = 16;
-
-fn read_block(disk: &dyn BlockSource, index: i32) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; BLOCK as usize];
-    let off = index as u64 * BLOCK;
-    let n = (disk.len() - off).min(BLOCK) as usize;
-    disk.read_exact_at(&mut buf[..n], off)?;
-    Ok(buf)
-}
 
 /// Upload `blocks` of `disk` (each read once, in order; all-zero ones
 /// skipped) into a new snapshot, or the one the journal started, journaling
@@ -135,13 +127,12 @@ pub async fn upload_journaled(
             let snapshot_id = &snapshot_id;
             async move {
                 let name = disk.name();
-                let (data, checksum) = crate::interrupt::blocking(move || {
-                    let data = read_block(&*disk, index)?;
-                    // The source's checked checksum of a block passed through whole.
-                    Ok::<_, std::io::Error>((data, disk.block_checksum(index as u64)))
-                })
-                .await?
-                .map_err(|e| Error::io("read", name, e))?;
+                // A block passed through whole comes with its source's
+                // checksum, which PutSnapshotBlock has EBS check.
+                let (data, checksum) =
+                    crate::interrupt::blocking(move || disk.read_block_for_write(index as u64))
+                        .await?
+                        .map_err(|e| Error::io("read", name, e))?;
                 // Over a parent, a zero block must still replace the parent's.
                 if parent.is_none() && crate::image::source::all_zero(&data) {
                     return Ok((index, false));
