@@ -145,10 +145,11 @@ pub fn check_bucket_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
-            "{} is not an S3 bucket name (3-63 lowercase letters, digits, dots and dashes)",
-            shown(name)
-        )))
+        Err(Error::MalformedId {
+            kind: "S3 bucket",
+            id: shown(name),
+            expected: "3 to 63 lowercase letters, digits, dots and dashes",
+        })
     }
 }
 

@@ -299,13 +299,15 @@ fn record_key(fleet: &str, index: usize) -> String {
 }
 
 /// `arn:PARTITION:SERVICE:REGION:ACCOUNT:…`, split.
+#[derive(Debug)]
 pub(crate) struct Arn<'a> {
     pub partition: &'a str,
     pub region: &'a str,
     pub account: &'a str,
 }
 
-pub(crate) fn parse_arn<'a>(arn: &'a str, service: &str) -> Result<Arn<'a>> {
+pub(crate) fn parse_arn(arn: &str) -> Result<Arn<'_>> {
+    let service = "states";
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     match parts.as_slice() {
         ["arn", partition, s, region, account, rest]
@@ -317,10 +319,11 @@ pub(crate) fn parse_arn<'a>(arn: &'a str, service: &str) -> Result<Arn<'a>> {
                 account,
             })
         }
-        _ => Err(Error::InvalidInput(format!(
-            "not a {service} ARN: {}",
-            crate::ids::shown(arn)
-        ))),
+        _ => Err(Error::MalformedId {
+            kind: "Step Functions ARN",
+            id: crate::ids::shown(arn),
+            expected: "arn:PARTITION:states:REGION:ACCOUNT:TYPE:NAME",
+        }),
     }
 }
 
@@ -398,7 +401,7 @@ pub async fn start(
     let mut machines = vec![];
     for region in by_region.keys() {
         let activity = engine.activity(region, NAME).await?;
-        let arn = parse_arn(&activity, "states")?;
+        let arn = parse_arn(&activity)?;
         let role = settings
             .role_arn
             .clone()
@@ -462,7 +465,7 @@ struct ExecutionInput {
 
 /// `fleet status ARN`: the execution, its map run, and every item.
 pub async fn status(engine: &dyn FleetEngine, execution_arn: &str) -> Result<Status> {
-    let arn = parse_arn(execution_arn, "states")?;
+    let arn = parse_arn(execution_arn)?;
     let region = arn.region.to_string();
     let ex = engine.execution(execution_arn).await?;
     let input: ExecutionInput = serde_json::from_str(&ex.input).map_err(|e| Error::Json {
@@ -681,16 +684,13 @@ mod tests {
 
     #[test]
     fn arns_are_split_or_refused() {
-        let a = parse_arn(
-            "arn:aws-cn:states:cn-north-1:123456789012:execution:amitool-fleet:x",
-            "states",
-        )
-        .unwrap();
+        let a = parse_arn("arn:aws-cn:states:cn-north-1:123456789012:execution:amitool-fleet:x")
+            .unwrap();
         assert_eq!(
             (a.partition, a.region, a.account),
             ("aws-cn", "cn-north-1", "123456789012")
         );
-        assert!(parse_arn("arn:aws:s3:::bucket", "states").is_err());
-        assert!(parse_arn("nonsense", "states").is_err());
+        assert_eq!(parse_arn("arn:aws:s3:::bucket").unwrap_err().exit_code(), 2);
+        assert!(parse_arn("nonsense").is_err());
     }
 }

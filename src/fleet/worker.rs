@@ -101,15 +101,12 @@ pub async fn work(
     engine: &dyn FleetEngine,
     o: &WorkerOptions,
 ) -> Result<WorkerSummary> {
-    parse_arn(&o.activity_arn, "states")?;
-    if o.concurrency == 0 {
-        return Err(Error::InvalidInput("--concurrency is at least 1".into()));
-    }
+    parse_arn(&o.activity_arn)?;
     crate::interrupt::install();
     crate::progress::show_steps(crate::progress::ProgressPolicy { enabled: false });
     crate::progress::set_fleet();
     let taken = AtomicUsize::new(0);
-    let slots = (0..o.concurrency).map(|_| slot(backend, engine, o, &taken));
+    let slots = (0..o.concurrency.max(1)).map(|_| slot(backend, engine, o, &taken));
     let mut items = vec![];
     for r in futures::future::join_all(slots).await {
         items.extend(r?);
@@ -186,7 +183,10 @@ async fn run_task(
             engine
                 .fail(arn, &task.token, "amitool.Refused", &cause(&why))
                 .await?;
-            return Err(Error::InvalidInput(why));
+            return Err(Error::Json {
+                what: format!("a task of {arn} is not an amitool fleet item"),
+                source: e,
+            });
         }
     };
     let started = Instant::now();

@@ -29,7 +29,7 @@ impl AwsBackend {
 
     /// The region of a Step Functions ARN (its calls go there).
     fn arn_region(arn: &str) -> Result<String> {
-        Ok(parse_arn(arn, "states")?.region.to_string())
+        Ok(parse_arn(arn)?.region.to_string())
     }
 }
 
