@@ -165,7 +165,12 @@ async fn slot(
         };
         failed_polls = 0;
         taken.fetch_add(1, Ordering::SeqCst);
-        done.push(run_task(backend, engine, o, task).await?);
+        // An item the worker could not even report on (its record, the
+        // engine's answer) ends with the engine: no heartbeat, then another try.
+        match run_task(backend, engine, o, task).await {
+            Ok(item) => done.push(item),
+            Err(e) => eprintln!("amitool: worker {}: {}", o.name, crate::error::chain(&e)),
+        }
     }
 }
 
