@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use crate::cli::context::Context;
 use crate::error::{Error, Result};
 use crate::fleet::worker::{WorkedItem, WorkerOptions};
-use crate::fleet::{self, FleetEngine, ItemOptions, ItemState, ItemStatus, Settings};
+use crate::fleet::{self, FleetEngine, ItemOptions, ItemStatus, Settings};
 use crate::output::{self, cell, Format, Tabular};
 
 #[derive(Debug, Args)]
@@ -190,26 +190,6 @@ pub async fn worker(ctx: &Context, a: WorkerArgs) -> Result<u8> {
     Ok(summary.exit_code())
 }
 
-/// One item's row: the same columns for `fleet status` and `worker`, but
-/// the second last (tries, seconds).
-fn item_row(
-    (source, region, state): (&str, &str, ItemState),
-    migration_id: &str,
-    image_id: Option<&String>,
-    middle: String,
-    error: Option<&String>,
-) -> Vec<String> {
-    vec![
-        source.to_string(),
-        region.to_string(),
-        format!("{state:?}").to_lowercase(),
-        migration_id.to_string(),
-        cell(image_id),
-        middle,
-        cell(error),
-    ]
-}
-
 impl Tabular for ItemStatus {
     fn headers() -> Vec<&'static str> {
         vec![
@@ -223,35 +203,28 @@ impl Tabular for ItemStatus {
         ]
     }
     fn row(&self) -> Vec<String> {
-        item_row(
-            (&self.source, &self.region, self.state),
-            &self.migration_id,
-            self.image_id.as_ref(),
+        vec![
+            self.source.clone(),
+            self.region.clone(),
+            format!("{:?}", self.state).to_lowercase(),
+            self.migration_id.clone(),
+            cell(self.image_id.as_ref()),
             self.attempts.to_string(),
-            self.error.as_ref(),
-        )
+            cell(self.error.as_ref()),
+        ]
     }
 }
 
+/// A worker's item: the status columns, and its seconds here.
 impl Tabular for WorkedItem {
     fn headers() -> Vec<&'static str> {
-        vec![
-            "SOURCE",
-            "REGION",
-            "STATE",
-            "MIGRATION",
-            "IMAGE",
-            "SECONDS",
-            "ERROR",
-        ]
+        let mut h = ItemStatus::headers();
+        h.push("SECONDS");
+        h
     }
     fn row(&self) -> Vec<String> {
-        item_row(
-            (&self.source, &self.region, self.state),
-            &self.migration_id,
-            self.image_id.as_ref(),
-            format!("{:.1}", self.seconds),
-            self.error.as_ref(),
-        )
+        let mut r = self.item.row();
+        r.push(format!("{:.1}", self.seconds));
+        r
     }
 }

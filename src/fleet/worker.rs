@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{
-    get_record, parse_arn, put_record, FleetEngine, ItemRecord, ItemState, Task, TaskInput,
+    get_record, parse_arn, put_record, FleetEngine, ItemRecord, ItemState, ItemStatus, Task,
+    TaskInput,
 };
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -32,15 +33,11 @@ pub struct WorkerOptions {
     pub max_items: Option<usize>,
 }
 
-/// One item a worker ran.
+/// One item a worker ran: the item as `fleet status` shows it, and how long it took here.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkedItem {
-    pub source: String,
-    pub region: String,
-    pub migration_id: String,
-    pub state: ItemState,
-    pub image_id: Option<String>,
-    pub error: Option<String>,
+    #[serde(flatten)]
+    pub item: ItemStatus,
     pub seconds: f64,
 }
 
@@ -250,15 +247,17 @@ async fn run_task(
         r = crate::progress::for_item(t.source.clone(), runner.run(&req)) => Some(r),
         () = lost => None,
     };
-    let mut item = WorkedItem {
+    let mut item = ItemStatus {
         source: t.source.clone(),
         region: t.region.clone(),
-        migration_id: t.migration_id.clone(),
         state: ItemState::Failed,
+        migration_id: t.migration_id.clone(),
         image_id: None,
         error: None,
-        seconds: started.elapsed().as_secs_f64(),
+        worker: Some(o.name.clone()),
+        attempts,
     };
+    let seconds = started.elapsed().as_secs_f64();
     record.updated = crate::migrate::warm::rfc3339(crate::migrate::warm::now());
     match result {
         None => {
@@ -308,8 +307,8 @@ async fn run_task(
         };
         eprintln!(
             "amitool: worker {}: {} ({}) {what} in {:.1} s",
-            o.name, t.source, t.migration_id, item.seconds
+            o.name, t.source, t.migration_id, seconds
         );
     }
-    Ok(item)
+    Ok(WorkedItem { item, seconds })
 }
