@@ -56,6 +56,15 @@ pub async fn or_interrupted<T>(work: impl Future<Output = Result<T>>) -> Result<
     }
 }
 
+/// Wait `d`, or [`Error::Interrupted`] as soon as Ctrl-C is pressed.
+pub async fn sleep(d: std::time::Duration) -> Result<()> {
+    or_interrupted(async {
+        tokio::time::sleep(d).await;
+        Ok(())
+    })
+    .await
+}
+
 /// Work running outside the task that Ctrl-C drops (a blocking thread's
 /// transfer): counted, so cleanup waits for it to stop before removing what it writes.
 fn busy_count() -> &'static watch::Sender<usize> {

@@ -224,13 +224,7 @@ fn sources(a: &MigrateArgs) -> Result<Vec<Source>> {
             }
             let bad =
                 |e: Error| Error::InvalidInput(format!("{} line {}: {e}", path.display(), n + 1));
-            if id.starts_with("ami-") {
-                ids::check_id(IdKind::Image, id).map_err(bad)?;
-                out.push(Source::Image(id.to_string()));
-            } else {
-                ids::check_id(IdKind::Instance, id).map_err(bad)?;
-                out.push(Source::Instance(id.to_string()));
-            }
+            out.push(Source::parse(id).map_err(bad)?);
         }
     }
     if out.is_empty() {

@@ -16,10 +16,12 @@
 //! goes on; on another, the pipeline finds what the first try made by that
 //! id's tags (the registered image, the snapshots it sweeps).
 
+mod deploy;
+mod report;
 pub mod worker;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+pub use deploy::{definition, parse_items, start, Item, Started};
+pub use report::{status, summary_line, wait, ItemStatus, Status};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -165,118 +167,6 @@ pub struct ItemRecord {
     pub updated: String,
 }
 
-/// One item of `fleet status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ItemStatus {
-    pub source: String,
-    pub region: String,
-    pub state: ItemState,
-    pub migration_id: String,
-    pub image_id: Option<String>,
-    pub error: Option<String>,
-    pub worker: Option<String>,
-    pub attempts: u32,
-}
-
-/// `fleet status ARN`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub execution_arn: String,
-    pub fleet: String,
-    pub status: String,
-    pub error: Option<String>,
-    pub map_run: Option<MapRun>,
-    pub items: Vec<ItemStatus>,
-}
-
-impl Status {
-    pub fn running(&self) -> bool {
-        self.status == "RUNNING"
-    }
-
-    /// 0 when the execution succeeded with every item, 1 when it or an item
-    /// failed; still running is 0.
-    pub fn exit_code(&self) -> u8 {
-        let failed = self.items.iter().any(|i| i.state == ItemState::Failed);
-        u8::from(failed || !(self.running() || self.status == "SUCCEEDED"))
-    }
-}
-
-/// `fleet start`'s answer.
-#[derive(Debug, Clone, Serialize)]
-pub struct Started {
-    pub fleet: String,
-    /// The execution of the first region (of the only one, mostly).
-    pub execution_arn: String,
-    /// Every region's execution.
-    pub executions: BTreeMap<String, String>,
-    /// Every region's activity, for its workers' `--activity-arn`.
-    pub activities: BTreeMap<String, String>,
-    /// Every region's bucket.
-    pub buckets: BTreeMap<String, String>,
-    pub items: usize,
-}
-
-/// One line of a fleet file: a source and the region it is in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    pub source: String,
-    pub region: String,
-}
-
-/// The items of a fleet file: `ID [REGION]` a line, `#` starts a comment;
-/// a line without a region takes `default_region`.
-pub fn parse_items(text: &str, file: &str, default_region: Option<&str>) -> Result<Vec<Item>> {
-    let mut out: Vec<Item> = vec![];
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or_default();
-        let mut words = line.split_whitespace();
-        let Some(id) = words.next() else { continue };
-        let at = |what: String| Error::InvalidInput(format!("{file} line {}: {what}", n + 1));
-        let kind = if id.starts_with("ami-") {
-            crate::ids::IdKind::Image
-        } else {
-            crate::ids::IdKind::Instance
-        };
-        crate::ids::check_id(kind, id).map_err(|e| at(e.to_string()))?;
-        let region = match (words.next(), default_region) {
-            (Some(r), _) if crate::ids::region_is_well_formed(r) => r.to_string(),
-            (Some(r), _) => {
-                return Err(at(format!("{} is not a region name", crate::ids::shown(r))))
-            }
-            (None, Some(r)) => r.to_string(),
-            (None, None) => {
-                return Err(at(format!(
-                    "{} names no region: write `{} REGION`, or give one --region",
-                    crate::ids::shown(id),
-                    crate::ids::shown(id)
-                )))
-            }
-        };
-        if let Some(extra) = words.next() {
-            return Err(at(format!(
-                "expected `ID [REGION]`, found more: {}",
-                crate::ids::shown(extra)
-            )));
-        }
-        let item = Item {
-            source: id.to_string(),
-            region,
-        };
-        if out.contains(&item) {
-            return Err(at(format!(
-                "{} {} is listed twice",
-                item.source, item.region
-            )));
-        }
-        out.push(item);
-    }
-    if out.is_empty() {
-        return Err(Error::InvalidInput(format!("{file} lists no items")));
-    }
-    Ok(out)
-}
-
 /// A fleet's id: `fleet-` and 12 hex digits, also its executions' name.
 pub fn new_fleet_id() -> String {
     let mid = crate::migrate::new_migration_id();
@@ -290,11 +180,11 @@ pub fn item_migration_id(fleet: &str, index: usize) -> String {
     format!("mig-{hex}")
 }
 
-fn items_key(fleet: &str) -> String {
+pub(crate) fn items_key(fleet: &str) -> String {
     format!("{PREFIX}/{fleet}/items.json")
 }
 
-fn record_key(fleet: &str, index: usize) -> String {
+pub(crate) fn record_key(fleet: &str, index: usize) -> String {
     format!("{PREFIX}/{fleet}/items/{index}.json")
 }
 
@@ -327,261 +217,6 @@ pub(crate) fn parse_arn(arn: &str) -> Result<Arn<'_>> {
     }
 }
 
-/// The state machine: a Distributed Map over the items file, each item one
-/// task of the activity, retried when it failed while running (a worker
-/// that went silent, an AWS error, a Ctrl-C), never when it was refused.
-pub fn definition(partition: &str, activity_arn: &str, s: &Settings) -> String {
-    let def = serde_json::json!({
-        "Comment": "amitool fleet: each item of the S3 file is one migration, run by `amitool worker --activity-arn` on this activity",
-        "StartAt": "Migrations",
-        "States": {
-            "Migrations": {
-                "Type": "Map",
-                "ItemReader": {
-                    "Resource": format!("arn:{partition}:states:::s3:getObject"),
-                    "ReaderConfig": {"InputType": "JSON"},
-                    "Parameters": {"Bucket.$": "$.bucket", "Key.$": "$.key"}
-                },
-                "MaxConcurrency": s.max_concurrency,
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
-                    "StartAt": "Migrate",
-                    "States": {
-                        "Migrate": {
-                            "Type": "Task",
-                            "Resource": activity_arn,
-                            "HeartbeatSeconds": s.heartbeat_seconds,
-                            "TimeoutSeconds": 7 * 24 * 3600,
-                            "Retry": [{
-                                "ErrorEquals": ["States.Timeout", "amitool.Failed", "amitool.Interrupted"],
-                                "IntervalSeconds": 2,
-                                "MaxAttempts": s.max_attempts.saturating_sub(1),
-                                "BackoffRate": 2.0
-                            }],
-                            "End": true
-                        }
-                    }
-                },
-                // Every item is tried to its end; the summary says which failed.
-                // (A float: LocalStack's parser takes 100 for another token.)
-                "ToleratedFailurePercentage": 100.0,
-                "End": true
-            }
-        }
-    });
-    serde_json::to_string_pretty(&def).expect("a JSON value serializes")
-}
-
-/// `fleet start`: per region, the activity, the state machine (made or
-/// updated) and the bucket; the items in S3; one execution each.
-pub async fn start(
-    engine: &dyn FleetEngine,
-    items: &[Item],
-    bucket: &str,
-    options: &ItemOptions,
-    settings: &Settings,
-) -> Result<Started> {
-    crate::ids::check_bucket_name(bucket)?;
-    let fleet = new_fleet_id();
-    let mut by_region: BTreeMap<&str, Vec<&Item>> = BTreeMap::new();
-    for i in items {
-        by_region.entry(&i.region).or_default().push(i);
-    }
-    let several = by_region.len() > 1;
-    let mut started = Started {
-        fleet: fleet.clone(),
-        execution_arn: String::new(),
-        executions: BTreeMap::new(),
-        activities: BTreeMap::new(),
-        buckets: BTreeMap::new(),
-        items: items.len(),
-    };
-    // Every region's machine first: a region that cannot be deployed stops
-    // the start before any execution runs.
-    let mut machines = vec![];
-    for region in by_region.keys() {
-        let activity = engine.activity(region, NAME).await?;
-        let arn = parse_arn(&activity)?;
-        let role = settings
-            .role_arn
-            .clone()
-            .unwrap_or_else(|| format!("arn:{}:iam::{}:role/{NAME}", arn.partition, arn.account));
-        let def = definition(arn.partition, &activity, settings);
-        let machine = engine.state_machine(region, NAME, &def, &role).await?;
-        // A bucket in each region the items are in: the map reads its
-        // items where it runs.
-        let b = if several {
-            format!("{bucket}-{region}")
-        } else {
-            bucket.to_string()
-        };
-        crate::ids::check_bucket_name(&b)?;
-        engine.bucket(region, &b).await?;
-        started.activities.insert(region.to_string(), activity);
-        started.buckets.insert(region.to_string(), b.clone());
-        machines.push((region.to_string(), machine, b));
-    }
-    let mut index = 0;
-    for (region, machine, b) in machines {
-        let tasks: Vec<TaskInput> = by_region[region.as_str()]
-            .iter()
-            .map(|i| {
-                let t = TaskInput {
-                    fleet: fleet.clone(),
-                    bucket: b.clone(),
-                    index,
-                    source: i.source.clone(),
-                    region: i.region.clone(),
-                    migration_id: item_migration_id(&fleet, index),
-                    heartbeat_seconds: settings.heartbeat_seconds,
-                    options: options.clone(),
-                };
-                index += 1;
-                t
-            })
-            .collect();
-        let key = items_key(&fleet);
-        let body = serde_json::to_vec_pretty(&tasks).expect("items serialize");
-        engine.put_object(&region, &b, &key, body).await?;
-        let input = serde_json::json!({"bucket": b, "key": key, "fleet": fleet}).to_string();
-        let execution = engine.start_execution(&machine, &fleet, &input).await?;
-        started.executions.insert(region, execution);
-    }
-    started.execution_arn = started
-        .executions
-        .values()
-        .next()
-        .cloned()
-        .unwrap_or_default();
-    Ok(started)
-}
-
-#[derive(Deserialize)]
-struct ExecutionInput {
-    bucket: String,
-    key: String,
-    fleet: String,
-}
-
-/// `fleet status ARN`: the execution, its map run, and every item.
-pub async fn status(engine: &dyn FleetEngine, execution_arn: &str) -> Result<Status> {
-    let arn = parse_arn(execution_arn)?;
-    let region = arn.region.to_string();
-    let ex = engine.execution(execution_arn).await?;
-    let input: ExecutionInput = serde_json::from_str(&ex.input).map_err(|e| Error::Json {
-        what: format!("{execution_arn} is not an execution `amitool fleet start` started"),
-        source: e,
-    })?;
-    let tasks: Vec<TaskInput> = match engine
-        .get_object(&region, &input.bucket, &input.key)
-        .await?
-    {
-        Some(body) => serde_json::from_slice(&body).map_err(|e| Error::Json {
-            what: format!("s3://{}/{}: not a fleet's items", input.bucket, input.key),
-            source: e,
-        })?,
-        None => {
-            return Err(Error::not_found(
-                "fleet items",
-                format!("s3://{}/{}", input.bucket, input.key),
-                region,
-            ))
-        }
-    };
-    let map_run = engine.map_run(execution_arn).await?;
-    let ended = ex.status != "RUNNING";
-    let mut items = vec![];
-    for t in tasks {
-        let record: Option<ItemRecord> = engine
-            .get_object(&region, &input.bucket, &record_key(&input.fleet, t.index))
-            .await?
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let mut item = ItemStatus {
-            source: t.source,
-            region: t.region,
-            state: ItemState::Pending,
-            migration_id: t.migration_id,
-            image_id: None,
-            error: None,
-            worker: None,
-            attempts: 0,
-        };
-        if let Some(r) = record {
-            item.state = r.state;
-            item.image_id = r.image_id;
-            item.error = r.error;
-            item.worker = Some(r.worker);
-            item.attempts = r.attempts;
-        }
-        // The engine ended the execution with the item unfinished: its
-        // worker went silent for good, or the execution was stopped.
-        if ended && matches!(item.state, ItemState::Pending | ItemState::Running) {
-            item.state = ItemState::Failed;
-            item.error = Some(format!(
-                "the execution ended {} before the item finished{}",
-                ex.status,
-                ex.error
-                    .as_deref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            ));
-        }
-        items.push(item);
-    }
-    Ok(Status {
-        execution_arn: execution_arn.to_string(),
-        fleet: input.fleet,
-        status: ex.status,
-        error: match (ex.error, ex.cause) {
-            (Some(e), Some(c)) => Some(format!("{e}: {c}")),
-            (e, c) => e.or(c),
-        },
-        map_run,
-        items,
-    })
-}
-
-/// `fleet status ARN --wait`: status until the execution ends, a line on
-/// stderr each time the counts change.
-pub async fn wait(
-    engine: &dyn FleetEngine,
-    execution_arn: &str,
-    every: Duration,
-) -> Result<Status> {
-    let mut said = String::new();
-    loop {
-        let s = status(engine, execution_arn).await?;
-        let line = summary_line(&s);
-        if line != said && crate::progress::notes_shown() {
-            eprintln!("amitool: {line}");
-            said = line;
-        }
-        if !s.running() {
-            return Ok(s);
-        }
-        crate::interrupt::or_interrupted(async {
-            tokio::time::sleep(every).await;
-            Ok(())
-        })
-        .await?;
-    }
-}
-
-/// `fleet-…: RUNNING, 3 of 20 succeeded, 1 failed, 4 running, 12 pending`.
-pub fn summary_line(s: &Status) -> String {
-    let count = |st: ItemState| s.items.iter().filter(|i| i.state == st).count();
-    format!(
-        "{}: {}, {} of {} succeeded, {} failed, {} running, {} pending",
-        s.fleet,
-        s.status,
-        count(ItemState::Succeeded),
-        s.items.len(),
-        count(ItemState::Failed),
-        count(ItemState::Running),
-        count(ItemState::Pending)
-    )
-}
-
 /// Write an item's record (best effort is not enough: status reads it).
 pub(crate) async fn put_record(
     engine: &dyn FleetEngine,
@@ -594,54 +229,17 @@ pub(crate) async fn put_record(
         .await
 }
 
-pub(crate) async fn get_record(engine: &dyn FleetEngine, t: &TaskInput) -> Option<ItemRecord> {
-    engine
+/// An item's record, when a worker wrote one (an unreadable one counts as none).
+pub(crate) async fn record(engine: &dyn FleetEngine, t: &TaskInput) -> Result<Option<ItemRecord>> {
+    Ok(engine
         .get_object(&t.region, &t.bucket, &record_key(&t.fleet, t.index))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn items_name_their_region_or_take_the_default() {
-        let text = "ami-0123456789abcdef0 eu-west-1\n# a comment\n\ni-0123456789abcdef0  # the web server\n";
-        let items = parse_items(text, "f", Some("us-east-1")).unwrap();
-        assert_eq!(
-            items,
-            vec![
-                Item {
-                    source: "ami-0123456789abcdef0".into(),
-                    region: "eu-west-1".into()
-                },
-                Item {
-                    source: "i-0123456789abcdef0".into(),
-                    region: "us-east-1".into()
-                },
-            ]
-        );
-        let e = parse_items("ami-0123456789abcdef0\n", "f", None).unwrap_err();
-        assert!(e.to_string().contains("f line 1"), "{e}");
-        assert_eq!(e.exit_code(), 2);
-        let e = parse_items("ami-0123456789abcdef0 us-east-1 x\n", "f", None).unwrap_err();
-        assert!(e.to_string().contains("found more"), "{e}");
-        let e = parse_items(
-            "ami-0123456789abcdef0\nami-0123456789abcdef0\n",
-            "f",
-            Some("us-east-1"),
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().contains("line 2") && e.to_string().contains("twice"),
-            "{e}"
-        );
-        assert!(parse_items("# nothing\n", "f", None).is_err());
-        assert!(parse_items("ami-zz us-east-1\n", "f", None).is_err());
-    }
 
     #[test]
     fn an_item_keeps_its_migration_id_on_every_try() {
@@ -650,36 +248,6 @@ mod tests {
         assert_ne!(a, item_migration_id("fleet-0123456789ab", 4));
         assert_ne!(a, item_migration_id("fleet-0123456789ac", 3));
         crate::migrate::journal::check_migration_id(&a).unwrap();
-    }
-
-    #[test]
-    fn the_definition_retries_what_failed_while_running_but_not_a_refusal() {
-        let s = Settings {
-            max_concurrency: 4,
-            heartbeat_seconds: 60,
-            max_attempts: 3,
-            role_arn: None,
-        };
-        let act = "arn:aws:states:us-east-1:000000000000:activity:amitool-fleet";
-        let def: serde_json::Value = serde_json::from_str(&definition("aws", act, &s)).unwrap();
-        let map = &def["States"]["Migrations"];
-        assert_eq!(map["MaxConcurrency"], 4);
-        assert_eq!(
-            map["ItemProcessor"]["ProcessorConfig"]["Mode"],
-            "DISTRIBUTED"
-        );
-        let task = &map["ItemProcessor"]["States"]["Migrate"];
-        assert_eq!(task["Resource"], act);
-        assert_eq!(task["HeartbeatSeconds"], 60);
-        let retry = &task["Retry"][0];
-        assert_eq!(retry["MaxAttempts"], 2);
-        let errors: Vec<&str> = retry["ErrorEquals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e.as_str().unwrap())
-            .collect();
-        assert!(errors.contains(&"States.Timeout") && !errors.contains(&"amitool.Refused"));
     }
 
     #[test]

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{
-    get_record, parse_arn, put_record, FleetEngine, ItemRecord, ItemState, ItemStatus, Task,
-    TaskInput,
+    parse_arn, put_record, record, FleetEngine, ItemRecord, ItemState, ItemStatus, Task, TaskInput,
 };
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -149,11 +148,7 @@ async fn slot(
                     o.name,
                     POLL_PAUSE.as_secs()
                 );
-                let pause = async {
-                    tokio::time::sleep(POLL_PAUSE).await;
-                    Ok(())
-                };
-                if crate::interrupt::or_interrupted(pause).await.is_err() {
+                if crate::interrupt::sleep(POLL_PAUSE).await.is_err() {
                     return Ok(done);
                 }
                 continue;
@@ -168,6 +163,24 @@ async fn slot(
             Ok(item) => done.push(item),
             Err(e) => eprintln!("amitool: worker {}: {}", o.name, crate::error::chain(&e)),
         }
+    }
+}
+
+/// The item as `migrate` runs it, under its own migration id.
+fn request(t: &TaskInput, source: Source) -> Request {
+    Request {
+        action: Action::Migrate(vec![source]),
+        region: t.region.clone(),
+        options: Options {
+            method: t.options.method,
+            fix_guest: t.options.fix_guest,
+            keep_temp: t.options.keep_temp,
+            volume_type: t.options.volume_type.clone(),
+            ..Options::default()
+        },
+        verify: None,
+        dry_run: false,
+        migration_id: Some(t.migration_id.clone()),
     }
 }
 
@@ -192,7 +205,12 @@ async fn run_task(
         }
     };
     let started = Instant::now();
-    let attempts = get_record(engine, &t).await.map_or(0, |r| r.attempts) + 1;
+    let attempts = record(engine, &t)
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |r| r.attempts)
+        + 1;
     let mut record = ItemRecord {
         state: ItemState::Running,
         migration_id: t.migration_id.clone(),
@@ -209,25 +227,6 @@ async fn run_task(
             o.name, t.source, t.region, t.migration_id
         );
     }
-    let source = if t.source.starts_with("ami-") {
-        Source::Image(t.source.clone())
-    } else {
-        Source::Instance(t.source.clone())
-    };
-    let req = Request {
-        action: Action::Migrate(vec![source]),
-        region: t.region.clone(),
-        options: Options {
-            method: t.options.method,
-            fix_guest: t.options.fix_guest,
-            keep_temp: t.options.keep_temp,
-            volume_type: t.options.volume_type.clone(),
-            ..Options::default()
-        },
-        verify: None,
-        dry_run: false,
-        migration_id: Some(t.migration_id.clone()),
-    };
     // Heartbeats while the migration runs; the engine no longer having the
     // task (timed out, execution stopped) ends this try where it is: its
     // journal and tags let the next one go on.
@@ -242,10 +241,17 @@ async fn run_task(
             }
         }
     };
-    let runner = Runner::new(backend);
-    let result = tokio::select! {
-        r = crate::progress::for_item(t.source.clone(), runner.run(&req)) => Some(r),
-        () = lost => None,
+    let result = match Source::parse(&t.source) {
+        Err(e) => Some(Err(e)),
+        Ok(source) => {
+            let req = request(&t, source);
+            let runner = Runner::new(backend);
+            let run = crate::progress::for_item(t.source.clone(), runner.run(&req));
+            tokio::select! {
+                r = run => Some(r),
+                () = lost => None,
+            }
+        }
     };
     let mut item = ItemStatus {
         source: t.source.clone(),

@@ -178,13 +178,7 @@ impl BlockSource for HvmView {
     fn read_block_for_write(&self, index: u64) -> std::io::Result<(Vec<u8>, Option<String>)> {
         match self.source_block(index) {
             Some(src) => self.source.read_block_for_write(src),
-            None => {
-                let mut buf = vec![0u8; BLOCK as usize];
-                let off = index * BLOCK;
-                let n = self.len().saturating_sub(off).min(BLOCK) as usize;
-                self.read_exact_at(&mut buf[..n], off)?;
-                Ok((buf, None))
-            }
+            None => Ok((self.block(index)?, None)),
         }
     }
 }

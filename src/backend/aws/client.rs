@@ -153,6 +153,26 @@ pub fn ssm_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::from_conf(conf)
 }
 
+/// Step Functions: a fleet's activity, state machine and executions.
+pub fn sfn_client(sdk: &SdkConfig, region: &str) -> aws_sdk_sfn::Client {
+    let conf = aws_sdk_sfn::config::Builder::from(sdk)
+        .region(Region::new(region.to_string()))
+        .interceptor(CallLog::new(region))
+        .build();
+    aws_sdk_sfn::Client::from_conf(conf)
+}
+
+/// S3: a fleet's items and their records. An endpoint of one's own
+/// (LocalStack) has no bucket subdomains: path-style addresses there.
+pub fn s3_client(sdk: &SdkConfig, region: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .region(Region::new(region.to_string()))
+        .force_path_style(sdk.endpoint_url().is_some())
+        .interceptor(CallLog::new(region))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
 /// `-v`: every AWS call as it ends, on one line: the service, the
 /// operation, the region, the outcome (HTTP status) and how long it took,
 /// retries included. One interceptor for every client.

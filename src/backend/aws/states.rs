@@ -2,7 +2,6 @@
 //! Distributed Map) and S3 (the items and their records).
 
 use async_trait::async_trait;
-use aws_config::Region;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 
 use super::error::code;
@@ -12,19 +11,11 @@ use crate::fleet::{parse_arn, Execution, FleetEngine, MapRun, Task};
 
 impl AwsBackend {
     fn sfn(&self, region: &str) -> aws_sdk_sfn::Client {
-        let conf = aws_sdk_sfn::config::Builder::from(self.sdk_config())
-            .region(Region::new(region.to_string()))
-            .build();
-        aws_sdk_sfn::Client::from_conf(conf)
+        super::client::sfn_client(self.sdk_config(), region)
     }
 
     fn s3(&self, region: &str) -> aws_sdk_s3::Client {
-        let conf = aws_sdk_s3::config::Builder::from(self.sdk_config())
-            .region(Region::new(region.to_string()))
-            // An endpoint of one's own (LocalStack) has no bucket subdomains.
-            .force_path_style(self.sdk_config().endpoint_url().is_some())
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        super::client::s3_client(self.sdk_config(), region)
     }
 
     /// The region of a Step Functions ARN (its calls go there).
