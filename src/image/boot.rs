@@ -152,6 +152,9 @@ pub fn hvm_problems_in(disk: &crate::image::source::Disk, grub_cfg: Option<&str>
     out
 }
 
+/// What GRUB 2's menu prints while it counts down to its default entry.
+const GRUB_COUNTDOWN: &str = "executed automatically in";
+
 /// The result of a QEMU boot.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct QemuBoot {
@@ -185,7 +188,10 @@ impl DiskBus {
 
 /// Boot `disk` under qemu-system-x86_64 (TCG, serial console on a log file,
 /// the disk opened with snapshot=on so it is never written, on `bus`) until
-/// the serial log shows `expect` or `timeout` passes.
+/// the serial log shows `expect` or `timeout` passes. A GRUB menu counting
+/// down (the guest's own `timeout`) is answered with Enter on the serial
+/// console, as an operator at the EC2 serial console would: that boots the
+/// highlighted entry, the one the countdown would boot, without the wait.
 pub fn qemu_boot(
     disk: &Path,
     serial_log: &Path,
@@ -221,25 +227,40 @@ pub fn qemu_boot(
             "-monitor",
             "none",
             "-no-reboot",
-            "-serial",
+            "-chardev",
         ])
-        .arg(format!("file:{}", serial_log.display()))
+        .arg(format!(
+            "stdio,id=serial0,signal=off,logfile={}",
+            serial_log.display().to_string().replace(',', ",,")
+        ))
+        .args(["-serial", "chardev:serial0"])
         .args(&drive)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let seen = |p: &Path| {
+    // The console's input, held open for the whole boot.
+    let mut console = child.stdin.take();
+    let mut pressed = false;
+    let log = |p: &Path| {
         std::fs::read(p)
-            .map(|b| String::from_utf8_lossy(&b).contains(expect))
-            .unwrap_or(false)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     };
     let reached = loop {
-        if seen(serial_log) {
+        let text = log(serial_log);
+        if text.contains(expect) {
             break true;
         }
+        if !pressed && text.contains(GRUB_COUNTDOWN) {
+            if let Some(c) = console.as_mut() {
+                use std::io::Write;
+                let _ = c.write_all(b"\r").and_then(|_| c.flush());
+            }
+            pressed = true;
+        }
         if child.try_wait()?.is_some() {
-            break seen(serial_log);
+            break log(serial_log).contains(expect);
         }
         if start.elapsed() > timeout {
             break false;
