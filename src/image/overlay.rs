@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::image::hvm::{Layout, PART_OFFSET};
-use crate::image::source::{BlockSource, Disk};
+use crate::image::source::{BlockSource, Disk, WriteBlock};
 
 /// The EBS block size, and the view's unit.
 pub const BLOCK: u64 = crate::image::BLOCK;
@@ -175,11 +175,18 @@ impl BlockSource for HvmView {
     /// outside the boot area, one aligned block of the source: the
     /// partition starts at 1 MiB, so a filesystem's blocks stay whole) comes
     /// from the source as it is, with the source's checksum.
-    fn read_block_for_write(&self, index: u64) -> std::io::Result<(Vec<u8>, Option<String>)> {
+    fn read_block_for_write(&self, index: u64) -> std::io::Result<WriteBlock> {
         match self.source_block(index) {
             Some(src) => self.source.read_block_for_write(src),
-            None => Ok((self.block(index)?, None)),
+            None => Ok(WriteBlock::owned(self.block(index)?)),
         }
+    }
+
+    fn fetch_block_for_write(
+        &self,
+        index: u64,
+    ) -> Option<futures::future::BoxFuture<'_, std::io::Result<WriteBlock>>> {
+        self.source.fetch_block_for_write(self.source_block(index)?)
     }
 }
 
@@ -328,17 +335,20 @@ mod tests {
         fn name(&self) -> std::path::PathBuf {
             "vouching".into()
         }
-        fn read_block_for_write(&self, index: u64) -> std::io::Result<(Vec<u8>, Option<String>)> {
+        fn read_block_for_write(&self, index: u64) -> std::io::Result<WriteBlock> {
             let mut buf = vec![0u8; BLOCK as usize];
             self.read_exact_at(&mut buf, index * BLOCK)?;
-            Ok((buf, Some(format!("sum{index}"))))
+            Ok(WriteBlock::from_pieces(
+                vec![buf.into()],
+                Some(format!("sum{index}")),
+            ))
         }
     }
 
     fn sum(v: &HvmView, index: u64) -> Option<String> {
-        let (block, sum) = v.read_block_for_write(index).unwrap();
-        assert_eq!(block, v.block(index).unwrap(), "block {index}");
-        sum
+        let block = v.read_block_for_write(index).unwrap();
+        assert_eq!(block.to_vec(), v.block(index).unwrap(), "block {index}");
+        block.checksum
     }
 
     #[test]

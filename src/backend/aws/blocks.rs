@@ -10,12 +10,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use base64::Engine;
-use sha2::{Digest, Sha256};
-
 use crate::backend::aws::transfer::BLOCK;
 use crate::error::{Error, Result};
-use crate::image::source::BlockSource;
+use crate::image::source::{BlockSource, WriteBlock};
 
 /// Blocks kept as they are (8 MiB), for the many small reads of one block.
 const CACHE_BLOCKS: usize = 16;
@@ -140,9 +137,10 @@ impl SnapshotSource {
         }
     }
 
-    /// Block `index` from EBS and the SHA-256 EBS sent with it, checked
-    /// here when `check` (else the caller hands it on to a store that checks).
-    async fn fetch(&self, index: i32, check: bool) -> std::io::Result<(Vec<u8>, Option<String>)> {
+    /// Block `index` from EBS, in the pieces its body arrived in, with the
+    /// SHA-256 EBS sent with it, checked here when `check` (else the caller
+    /// hands it on to a store that checks).
+    async fn fetch(&self, index: i32, check: bool) -> std::io::Result<WriteBlock> {
         let io = |m: String| std::io::Error::other(m);
         let token = &self.tokens[&index];
         let budget = super::budget::of(&self.region, super::budget::Api::GetSnapshotBlock);
@@ -170,31 +168,26 @@ impl SnapshotSource {
             .collect()
             .await
             .map_err(|e| io(format!("block {index} of {}: {e}", self.snapshot_id)))?;
-        // One copy: the body's chunks into the block, a memcpy each
-        // (AggregatedBytes::to_vec collects byte by byte: most of a
-        // stream's CPU; into_bytes copies twice).
-        let mut data = Vec::with_capacity(BLOCK as usize);
-        for chunk in body.into_segments() {
-            data.extend_from_slice(&chunk);
-        }
-        if let (true, Some(want)) = (check, &want) {
-            let got = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
-            if got != *want {
+        // The body's chunks as they are: no copy (AggregatedBytes::to_vec
+        // collects byte by byte, into_bytes copies twice).
+        let block = WriteBlock::from_pieces(body.into_segments().collect(), want);
+        if let (true, Some(want)) = (check, &block.checksum) {
+            if block.sha256() != *want {
                 return Err(io(format!(
                     "block {index} of {} does not match its SHA-256",
                     self.snapshot_id
                 )));
             }
         }
-        if data.len() as u64 != BLOCK {
+        if block.len() as u64 != BLOCK {
             return Err(io(format!(
                 "block {index} of {} holds {} bytes, not {BLOCK}",
                 self.snapshot_id,
-                data.len()
+                block.len()
             )));
         }
         self.fetched.fetch_add(1, Ordering::Relaxed);
-        Ok((data, want))
+        Ok(block)
     }
 
     /// Block `index`, from the cache or EBS. A small read fetches the next
@@ -233,8 +226,8 @@ impl SnapshotSource {
         let mut err = None;
         for (i, b) in run.iter().zip(fetched) {
             match b {
-                Ok((b, _)) => {
-                    let b = Arc::new(b);
+                Ok(b) => {
+                    let b = Arc::new(b.to_vec());
                     if *i == index {
                         first = Some(b.clone());
                     }
@@ -310,16 +303,27 @@ impl BlockSource for SnapshotSource {
     /// streamed once), its checksum handed on unchecked for PutSnapshotBlock,
     /// where EBS checks it against the bytes. A block already in the cache
     /// (the inspection read it) is given without one.
-    fn read_block_for_write(&self, index: u64) -> std::io::Result<(Vec<u8>, Option<String>)> {
+    fn read_block_for_write(&self, index: u64) -> std::io::Result<WriteBlock> {
         let Some(i) = i32::try_from(index)
             .ok()
             .filter(|i| self.tokens.contains_key(i))
         else {
-            return Ok((vec![0u8; BLOCK as usize], None));
+            return Ok(WriteBlock::owned(vec![0u8; BLOCK as usize]));
         };
         if let Some(b) = self.cached(i) {
-            return Ok((b.to_vec(), None));
+            return Ok(WriteBlock::owned(b.to_vec()));
         }
         self.handle.block_on(self.fetch(i, false))
+    }
+
+    /// A listed block not in the cache, fetched on the caller's runtime.
+    fn fetch_block_for_write(
+        &self,
+        index: u64,
+    ) -> Option<futures::future::BoxFuture<'_, std::io::Result<WriteBlock>>> {
+        let i = i32::try_from(index)
+            .ok()
+            .filter(|i| self.tokens.contains_key(i) && self.cached(*i).is_none())?;
+        Some(Box::pin(self.fetch(i, false)))
     }
 }

@@ -129,15 +129,22 @@ pub async fn upload_journaled(
                 let name = disk.name();
                 // A block passed through whole comes with its source's
                 // checksum, which PutSnapshotBlock has EBS check.
-                let (data, checksum) =
-                    crate::interrupt::blocking(move || disk.read_block_for_write(index as u64))
-                        .await?
-                        .map_err(|e| Error::io("read", name, e))?;
+                // Fetched on this runtime when the source fetches over the
+                // network, else read on a blocking thread.
+                let read = match disk.fetch_block_for_write(index as u64) {
+                    Some(fetch) => fetch.await,
+                    None => {
+                        let disk = disk.clone();
+                        crate::interrupt::blocking(move || disk.read_block_for_write(index as u64))
+                            .await?
+                    }
+                };
+                let block = read.map_err(|e| Error::io("read", name, e))?;
                 // Over a parent, a zero block must still replace the parent's.
-                if parent.is_none() && crate::image::source::all_zero(&data) {
+                if parent.is_none() && block.is_zero() {
                     return Ok((index, false));
                 }
-                put_block(ebs, region, snapshot_id, index, data, checksum).await?;
+                put_block(ebs, region, snapshot_id, index, block).await?;
                 Ok((index, true))
             }
         })

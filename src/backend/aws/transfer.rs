@@ -9,11 +9,10 @@ use std::path::Path;
 
 use aws_sdk_ebs::primitives::ByteStream;
 use aws_sdk_ebs::types::{ChecksumAlgorithm, Tag as EbsTag};
-use base64::Engine;
-use sha2::{Digest, Sha256};
+use aws_smithy_types::body::SdkBody;
 
 use crate::error::{Error, Result};
-use crate::image::source::Disk;
+use crate::image::source::{Disk, WriteBlock};
 use crate::image::sparse;
 
 /// EBS direct API block size (AWS reports 524288; so does our LocalStack hook).
@@ -118,17 +117,16 @@ pub fn data_blocks(file: &File) -> std::io::Result<BTreeSet<i32>> {
 }
 
 /// PutSnapshotBlock of one whole block, its SHA-256 sent for EBS to check:
-/// `checksum` when the block's source vouched for these bytes, else hashed here.
+/// the checksum its source vouched for the bytes with, else hashed here.
+/// The block's pieces go out one after another as they are.
 pub(super) async fn put_block(
     ebs: &aws_sdk_ebs::Client,
     region: &str,
     snapshot_id: &str,
     index: i32,
-    data: Vec<u8>,
-    checksum: Option<String>,
+    block: WriteBlock,
 ) -> Result<()> {
-    let checksum = checksum
-        .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data)));
+    let checksum = block.checksum.clone().unwrap_or_else(|| block.sha256());
     let budget = super::budget::of(region, super::budget::Api::PutSnapshotBlock);
     budget.acquire().await;
     ebs.put_snapshot_block()
@@ -137,12 +135,48 @@ pub(super) async fn put_block(
         .data_length(BLOCK as i32)
         .checksum(checksum)
         .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-        .block_data(ByteStream::from(data))
+        .block_data(pieces_body(block.into_pieces()))
         .send()
         .await
         .map_err(|e| super::error::convert("PutSnapshotBlock", region, None, e))?;
     budget.succeeded();
     Ok(())
+}
+
+/// A request body of `pieces`, sent in turn with its exact length (so
+/// Content-Length, not chunked) and sent again whole on a retry (the
+/// pieces are shared, not copied).
+fn pieces_body(pieces: Vec<bytes::Bytes>) -> ByteStream {
+    if let [one] = pieces.as_slice() {
+        return ByteStream::from(one.clone());
+    }
+    ByteStream::new(SdkBody::retryable(move || {
+        SdkBody::from_body_1_x(Pieces(pieces.iter().cloned().collect()))
+    }))
+}
+
+/// Pieces of bytes as an HTTP body.
+struct Pieces(std::collections::VecDeque<bytes::Bytes>);
+
+impl http_body::Body for Pieces {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Self::Data>, Self::Error>>>
+    {
+        std::task::Poll::Ready(self.0.pop_front().map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|p| p.len() as u64).sum())
+    }
 }
 
 /// A new snapshot of `volume_size_gib` GiB holding `data` from byte 0 (its
@@ -184,7 +218,14 @@ pub async fn upload_bytes(
         }
         let mut block = chunk.to_vec();
         block.resize(BLOCK as usize, 0);
-        put_block(ebs, region, &snapshot_id, index as i32, block, None).await?;
+        put_block(
+            ebs,
+            region,
+            &snapshot_id,
+            index as i32,
+            WriteBlock::owned(block),
+        )
+        .await?;
         written += 1;
     }
     ebs.complete_snapshot()
@@ -211,6 +252,26 @@ pub fn file_blocks(disk: &Disk) -> Vec<u64> {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+
+    /// A block in pieces goes out as one body of its exact length (so
+    /// Content-Length), and whole again on a retry.
+    #[tokio::test]
+    async fn a_block_in_pieces_is_one_body_of_its_length_and_is_sent_again_whole() {
+        let pieces: Vec<bytes::Bytes> = vec![
+            bytes::Bytes::from_static(b"abc"),
+            bytes::Bytes::from_static(b"de"),
+            bytes::Bytes::from_static(b"f"),
+        ];
+        let body = pieces_body(pieces).into_inner();
+        assert_eq!(body.content_length(), Some(6));
+        let again = body.try_clone().expect("a retry can send it again");
+        for b in [body, again] {
+            let got = ByteStream::new(b).collect().await.unwrap().into_bytes();
+            assert_eq!(&got[..], b"abcdef");
+        }
+        let one = pieces_body(vec![bytes::Bytes::from_static(b"xyz")]).into_inner();
+        assert_eq!(one.bytes(), Some(&b"xyz"[..]));
+    }
 
     #[test]
     fn data_blocks_skip_holes() {
