@@ -35,6 +35,12 @@ pub const MODULES: &[&str] = &[
     "sleep",
     "hashsum",
     "gcry_sha256",
+    // grub-mkconfig's menu entries (Debian's and Ubuntu's 10_linux) call
+    // load_video, which insmods all_video: a PV guest never ran
+    // grub-install, so /boot/grub/i386-pc/ holds no modules, and a module
+    // not found is an error that makes GRUB wait 10 s ("Press any key to
+    // continue...") before every boot.
+    "all_video",
 ];
 
 /// boot.img: GRUB_BOOT_MACHINE_KERNEL_SECTOR, the LBA of core.img's first sector (8 bytes).
@@ -199,6 +205,18 @@ pub fn read_boot_facts(sector0: &[u8], sector1: &[u8]) -> BootSectorFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a grub-mkconfig menu entry on a BIOS PC insmods without a guard
+    /// (Debian's and Ubuntu's 10_linux: load_video, which is `insmod
+    /// all_video` since GRUB 2.00, then gzio and the access to the root
+    /// filesystem) is built in: a guest's /boot/grub/i386-pc/ is empty, and
+    /// each module not found there costs a 10 s "Press any key" at boot.
+    #[test]
+    fn a_grub_mkconfig_entry_finds_every_module_it_loads() {
+        for m in ["all_video", "gzio", "part_msdos", "ext2"] {
+            assert!(MODULES.contains(&m), "{m}");
+        }
+    }
 
     #[test]
     fn blocklist_is_what_grub_bios_setup_writes() {
