@@ -229,7 +229,9 @@ async fn kill_mid_upload_then_resume_finishes_and_cleans() {
     let (remote, _) = read_snapshot(&new_snap, local.len()).await;
     assert!(
         remote == local,
-        "the resumed snapshot differs from the local migration"
+        "the resumed snapshot differs from the local migration in blocks {:?} (journaled before the kill: {})",
+        differing_blocks(&remote, &local),
+        journal["upload"]
     );
 
     // A second resume is harmless: the same image.
@@ -930,4 +932,18 @@ fn the_request_budget_paces_the_stream_and_is_reported() {
         took >= (written - 1) as f64 / 20.0,
         "{took} s for {written} blocks"
     );
+}
+
+/// The 512 KiB blocks in which `a` and `b` differ.
+fn differing_blocks(a: &[u8], b: &[u8]) -> Vec<usize> {
+    const BLOCK: usize = 512 * 1024;
+    (0..a.len().max(b.len()).div_ceil(BLOCK))
+        .filter(|i| {
+            let r = |x: &[u8]| {
+                x.get(i * BLOCK..((i + 1) * BLOCK).min(x.len()))
+                    .map(<[u8]>::to_vec)
+            };
+            r(a) != r(b)
+        })
+        .collect()
 }
