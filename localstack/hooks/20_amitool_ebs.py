@@ -34,6 +34,10 @@ What it changes, and why:
    block only in the first without a SecondBlockToken, sorted, paginated
    by MaxResults (100-10000) and NextToken from StartingBlockIndex;
    snapshots of different lineages are a ValidationException.
+7. Request bodies up to 8 MiB are kept in memory.  Twisted writes every body
+   of 100,000 bytes or more to a temporary file and reads it back, which is
+   every PutSnapshotBlock (512 KiB): a file created, written and read per
+   block, a share of LocalStack's CPU in every streamed migration.
 """
 
 import json
@@ -347,6 +351,24 @@ def _amitool_ebs_register_service():
     LOG.info("amitool: registered ebs service (%d operations)", len(dispatch_table))
 
 
+def _amitool_bodies_in_memory():
+    import io
+    import twisted.web.http as twisted_http
+
+    original = twisted_http._getContentFile
+    if getattr(original, "_amitool_patched", False):
+        return
+
+    def content_file(length):
+        if length is not None and length <= 8 * 1024 * 1024:
+            return io.BytesIO()
+        return original(length)
+
+    content_file._amitool_patched = True
+    twisted_http._getContentFile = content_file
+
+
+_amitool_bodies_in_memory()
 _amitool_ebs_fix_models()
 _amitool_ebs_fix_responses()
 _amitool_ebs_register_service()
