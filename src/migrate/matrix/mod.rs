@@ -235,8 +235,9 @@ fn case(
             .unwrap_or_else(|e| panic!("{name}: resume: {e}"));
         settled(&host, &name);
     }
-    // The fake host is one world: a leaked frozen run keeps its thread, not its effects.
-    std::mem::forget(dir);
+    // A frozen run's thread stays parked until the process ends and never
+    // touches its directory again: the directory goes with the case.
+    drop(dir);
     name
 }
 
