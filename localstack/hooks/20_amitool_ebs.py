@@ -38,6 +38,16 @@ What it changes, and why:
    of 100,000 bytes or more to a temporary file and reads it back, which is
    every PutSnapshotBlock (512 KiB): a file created, written and read per
    block, a share of LocalStack's CPU in every streamed migration.
+8. PutSnapshotBlock and GetSnapshotBlock call moto's EBS backend (with the
+   checks above) directly.  Through moto's HTTP layer each block was
+   serialized to an HTTP request for moto, parsed again by moto, and moto's
+   response parsed back into a dict for LocalStack's serializer: three
+   passes over 512 KiB per block.  Errors are raised as that path raises
+   them (moto's code, message and status).
+9. A block that was put or got is not logged: LocalStack logs every request
+   at INFO through one locked handler, a line per 512 KiB block (thousands
+   per migration), 14 % of LocalStack's busy time in a fleet by py-spy.
+   A refused block is still logged.
 """
 
 import json
@@ -340,6 +350,7 @@ def _amitool_ebs_register_service():
         return
     model = load_service("ebs")
     dispatch_table = {name: _proxy_moto for name in model.operation_names}
+    dispatch_table.update(_amitool_ebs_block_handlers())
     service = Service("ebs", skeleton=Skeleton(model, dispatch_table))
     # `exists()` consults the provider specs, `require()` the containers.
     specs = SERVICE_PLUGINS.api_provider_specs
@@ -349,6 +360,49 @@ def _amitool_ebs_register_service():
     # ran (the health endpoint does) would keep answering "not enabled".
     get_enabled_apis.cache_clear()
     LOG.info("amitool: registered ebs service (%d operations)", len(dispatch_table))
+
+
+def _amitool_ebs_block_handlers():
+    from localstack.aws.api import CommonServiceException
+    from moto.core.exceptions import RESTError
+    from moto.ebs.models import ebs_backends
+
+    def backend(context):
+        return ebs_backends[context.account_id][context.region]
+
+    def put_snapshot_block(context, request):
+        data = request.get("BlockData")
+        if hasattr(data, "read"):
+            data = data.read()
+        try:
+            checksum, algorithm = backend(context).put_snapshot_block(
+                snapshot_id=request["SnapshotId"],
+                block_index=str(request["BlockIndex"]),
+                block_data=data if data is not None else b"",
+                checksum=request.get("Checksum"),
+                checksum_algorithm=request.get("ChecksumAlgorithm"),
+                data_length=None if request.get("DataLength") is None else str(request["DataLength"]),
+            )
+        except RESTError as e:
+            raise CommonServiceException(e.error_type, e.message, status_code=e.code) from e
+        return {"Checksum": checksum, "ChecksumAlgorithm": algorithm}
+
+    def get_snapshot_block(context, request):
+        try:
+            block = backend(context).get_snapshot_block(
+                snapshot_id=request["SnapshotId"], block_index=str(request["BlockIndex"])
+            )
+        except RESTError as e:
+            raise CommonServiceException(e.error_type, e.message, status_code=e.code) from e
+        data = _as_block_bytes(block.block_data)
+        return {
+            "DataLength": int(block.data_length) if block.data_length else len(data),
+            "BlockData": data,
+            "Checksum": block.checksum,
+            "ChecksumAlgorithm": block.checksum_algorithm,
+        }
+
+    return {"PutSnapshotBlock": put_snapshot_block, "GetSnapshotBlock": get_snapshot_block}
 
 
 def _amitool_bodies_in_memory():
@@ -368,6 +422,25 @@ def _amitool_bodies_in_memory():
     twisted_http._getContentFile = content_file
 
 
+def _amitool_quiet_block_logs():
+    from localstack.aws.handlers.logging import ResponseLogger
+
+    original = ResponseLogger.__call__
+    if getattr(original, "_amitool_patched", False):
+        return
+    quiet = ("PutSnapshotBlock", "GetSnapshotBlock")
+
+    def __call__(self, chain, context, response):
+        op = context.operation
+        if op is not None and op.name in quiet and not context.service_exception:
+            return
+        return original(self, chain, context, response)
+
+    __call__._amitool_patched = True
+    ResponseLogger.__call__ = __call__
+
+
+_amitool_quiet_block_logs()
 _amitool_bodies_in_memory()
 _amitool_ebs_fix_models()
 _amitool_ebs_fix_responses()
