@@ -33,6 +33,8 @@ ls_cpu() {
     awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$ls_pid/stat"
   else echo 0; fi
 }
+# amitool's CPU seconds so far: this shell's waited-for children.
+my_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($16 + $17) / hz}' "/proc/$$/stat"; }
 
 one=$(import "bench-fleet-$tag-one")
 : > "$work/fleet.txt"
@@ -43,11 +45,11 @@ for i in $(seq 1 "$items"); do
 done
 rm -f "$img"
 
-c0=$(ls_cpu); t0=$(now)
+c0=$(ls_cpu); a0=$(my_cpu); t0=$(now)
 "$bin" --no-progress migrate --ami "$one" --output json > "$work/one.json"
-c1=$(ls_cpu); t1=$(now)
+c1=$(ls_cpu); a1=$(my_cpu); t1=$(now)
 "$bin" migrate --from-file "$work/fleet.txt" --output json > "$work/fleet.json" 2> "$work/fleet.err"
-c2=$(ls_cpu); t2=$(now)
+c2=$(ls_cpu); a2=$(my_cpu); t2=$(now)
 
 # Step Functions: deploy and start, then the workers, until the execution ends.
 "$bin" --no-progress fleet start --from-file "$work/sfn.txt" --bucket "bench-fleet-$tag" \
@@ -65,19 +67,27 @@ c3=$(ls_cpu); t3=$(now)
 for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" || true; done
 pids=()
 
-python3 - "$work" "$t0" "$t1" "$t2" "$t3" "$items" "$workers" "$c0" "$c1" "$c2" "$c3" <<'PY'
+python3 - "$work" "$t0" "$t1" "$t2" "$t3" "$items" "$workers" "$c0" "$c1" "$c2" "$c3" "$a0" "$a1" "$a2" "$profile" <<'PY'
 import json, sys
 w = sys.argv[1]
 t0, t1, t2, t3 = map(float, sys.argv[2:6])
 n, workers = int(sys.argv[6]), int(sys.argv[7])
 c0, c1, c2, c3 = map(float, sys.argv[8:12])
+a0, a1, a2 = map(float, sys.argv[12:15])
+profile = sys.argv[15]
 one = json.load(open(f"{w}/one.json"))
 fleet = json.load(open(f"{w}/fleet.json"))
 status = json.load(open(f"{w}/status.json"))
 single, many, sfn = t1 - t0, t2 - t1, t3 - t2
 ok = sum(1 for i in fleet if i["error"] is None)
-print(f"one migration           {single:7.1f} s  ({one['transfer']['blocks_written']} blocks written), LocalStack CPU {c1 - c0:.1f} s")
-print(f"fleet of {n}, 4 wide     {many:7.1f} s  ({ok}/{n} migrated), {many / single:.1f}x one, LocalStack CPU {c2 - c1:.1f} s ({(c2 - c1) / many:.0%} of a core)")
+print(f"one migration           {single:7.1f} s  ({one['transfer']['blocks_written']} blocks written), "
+      f"LocalStack CPU {c1 - c0:.1f} s, amitool ({profile}) CPU {a1 - a0:.1f} s")
+print(f"fleet of {n}, 4 wide     {many:7.1f} s  ({ok}/{n} migrated), {many / single:.1f}x one, "
+      f"LocalStack CPU {c2 - c1:.1f} s ({(c2 - c1) / many:.0%} of a core), amitool CPU {a2 - a1:.1f} s")
+# LocalStack answers every request in one Python process, at most one core:
+# the fleet cannot end before its LocalStack CPU time has passed.
+print(f"  LocalStack's CPU alone sets a floor of {(c2 - c1) / single:.1f}x one migration "
+      f"({(c2 - c1) / n:.2f} s of it per item against {single:.2f} s for one migration)")
 for line in open(f"{w}/fleet.err"):
     if "budget" in line:
         print("  " + line.strip())
