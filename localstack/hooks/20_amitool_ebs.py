@@ -370,6 +370,10 @@ def _amitool_ebs_block_handlers():
     def backend(context):
         return ebs_backends[context.account_id][context.region]
 
+    def as_service_error(e):
+        # What dispatch_to_moto raises for a moto RESTError.
+        return CommonServiceException(e.error_type, e.message, status_code=e.code)
+
     def put_snapshot_block(context, request):
         data = request.get("BlockData")
         if hasattr(data, "read"):
@@ -384,7 +388,7 @@ def _amitool_ebs_block_handlers():
                 data_length=None if request.get("DataLength") is None else str(request["DataLength"]),
             )
         except RESTError as e:
-            raise CommonServiceException(e.error_type, e.message, status_code=e.code) from e
+            raise as_service_error(e) from e
         return {"Checksum": checksum, "ChecksumAlgorithm": algorithm}
 
     def get_snapshot_block(context, request):
@@ -393,7 +397,7 @@ def _amitool_ebs_block_handlers():
                 snapshot_id=request["SnapshotId"], block_index=str(request["BlockIndex"])
             )
         except RESTError as e:
-            raise CommonServiceException(e.error_type, e.message, status_code=e.code) from e
+            raise as_service_error(e) from e
         data = _as_block_bytes(block.block_data)
         return {
             "DataLength": int(block.data_length) if block.data_length else len(data),
